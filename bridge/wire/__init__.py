@@ -1,0 +1,1 @@
+"""Everything that crosses the language line as bytes: pure functions, no I/O."""
