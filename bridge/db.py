@@ -88,7 +88,7 @@ def start_embedded(data_dir: Path | None = None) -> str:
         except ImportError as exc:  # pragma: no cover - declared dependency
             raise DatabaseConfigError("the embedded database needs the 'pgserver' package") from exc
         directory.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(directory, cleanup_mode=None)
+        server = pgserver.get_server(directory, cleanup_mode=None)  # type: ignore[attr-defined]
         _embedded_servers[key] = server
         log.info("using embedded PostgreSQL in %s (no database URL given)", directory)
     url: str = _embedded_servers[key].get_uri()
