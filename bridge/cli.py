@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
+from typing import Any
 
 import click
 
@@ -106,3 +107,294 @@ def schema_verify(ctx: CliContext) -> None:
 def schema_show(ctx: CliContext) -> None:
     """Print the SQL that `install` would run on an empty database."""
     click.echo(schema.render_all(ctx.prefix))
+
+
+@main.command("demo")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the jobs.")
+@pass_ctx
+def demo(ctx: CliContext, timeout: float) -> None:
+    """Install the schema, enqueue sample jobs, run a Python worker on them, show the rows."""
+    from bridge.demo import run_demo
+
+    resolved = ctx.resolve()
+    click.echo(f"database: {resolved.display} ({resolved.source})")
+    rows = run_demo(resolved.url, ctx.prefix, timeout)
+    pending = [
+        r
+        for r in rows
+        if r["queue"] == "demo" and r["state"] not in ("completed", "cancelled", "discarded")
+    ]
+    if pending:
+        raise click.ClickException(f"{len(pending)} demo jobs did not finish in {timeout}s")
+
+
+@main.command("worker")
+@click.option(
+    "--queues", "-q", required=True, help='Queues and limits, e.g. "badges:10,default:5".'
+)
+@click.option(
+    "--workers",
+    "-w",
+    "modules",
+    multiple=True,
+    help="Python module(s) defining @worker classes/functions to import (repeatable).",
+)
+@click.option(
+    "--node", "node_name", default=None, help="Node name for attempted_by (default: host name)."
+)
+@click.option(
+    "--name",
+    "instance_name",
+    default="Oban",
+    show_default=True,
+    help="Elixir instance name whose targeted signals this node obeys.",
+)
+@click.option("--grace", default=15.0, show_default=True, help="Shutdown grace period, seconds.")
+@click.option("--poll-interval", default=1.0, show_default=True)
+@pass_ctx
+def worker_command(
+    ctx: CliContext,
+    queues: str,
+    modules: tuple[str, ...],
+    node_name: str | None,
+    instance_name: str,
+    grace: float,
+    poll_interval: float,
+) -> None:
+    """Run a Python node serving QUEUES until SIGTERM/SIGINT."""
+    import asyncio
+    import importlib
+
+    from bridge.jobs.registry import default_registry
+    from bridge.node import Node, NodeConfig, parse_queues
+
+    try:
+        queue_limits = parse_queues(queues)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--queues") from exc
+    for module in modules:
+        # Modules are named by the operator, never by a row. One that fails to import is
+        # reported and skipped: the node still serves its other workers, and jobs for the
+        # missing ones get Oban's "unknown worker" error path instead of a dead node.
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            logging.getLogger("bridge.cli").exception("worker module %s failed to import", module)
+            default_registry.import_failures[module] = f"{type(exc).__name__}: {exc}"
+    config = NodeConfig(
+        url=ctx.url,
+        queues=queue_limits,
+        prefix=ctx.prefix,
+        name=instance_name,
+        poll_interval=poll_interval,
+        shutdown_grace=grace,
+        registry=default_registry,
+    )
+    if node_name:
+        config.node = node_name
+    click.echo(f"workers: {', '.join(default_registry.names()) or '(none registered)'}", err=True)
+    asyncio.run(Node(config).run_until_signalled())
+
+
+@main.command("enqueue")
+@click.argument("worker_name")
+@click.option("--args", "args_json", default="{}", help="Job args as a JSON object.")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--priority", default=0, show_default=True, type=int)
+@click.option("--max-attempts", default=20, show_default=True, type=int)
+@click.option("--schedule-in", default=None, type=float, help="Seconds from now.")
+@click.option("--tag", "tags", multiple=True)
+@click.option("--meta", "meta_json", default="{}", help="Job meta as a JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the inserted row as JSON.")
+@pass_ctx
+def enqueue_command(
+    ctx: CliContext,
+    worker_name: str,
+    args_json: str,
+    queue: str,
+    priority: int,
+    max_attempts: int,
+    schedule_in: float | None,
+    tags: tuple[str, ...],
+    meta_json: str,
+    as_json: bool,
+) -> None:
+    """Insert a job for WORKER_NAME (any worker, Python or Elixir, by its string name)."""
+    import orjson
+
+    from bridge.db import connect
+    from bridge.jobs.enqueue import insert
+    from bridge.jobs.job import Job, JobValidationError
+
+    try:
+        args = orjson.loads(args_json)
+        meta = orjson.loads(meta_json)
+        job = Job.new(
+            worker_name,
+            args,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            schedule_in=schedule_in,
+            tags=list(tags),
+            meta=meta,
+        )
+    except (orjson.JSONDecodeError, JobValidationError, TypeError) as exc:
+        raise click.BadParameter(str(exc)) from exc
+    with connect(ctx.url, autocommit=True) as conn:
+        inserted = insert(conn, job, prefix=ctx.prefix)
+    if as_json:
+        click.echo(orjson.dumps(inserted.to_dict()).decode())
+    else:
+        click.echo(
+            f"inserted job {inserted.id} ({inserted.worker}) in queue {inserted.queue}: "
+            f"{inserted.state}"
+        )
+
+
+def _job_line(job: Any) -> str:
+    last = job.errors[-1]["error"].splitlines()[0] if job.errors else ""
+    return (
+        f"{job.id:>8}  {job.state:<10} {job.queue:<12} {job.worker:<36} "
+        f"{job.attempt}/{job.max_attempts:<4} {last[:60]}"
+    )
+
+
+@main.group("jobs")
+def jobs_group() -> None:
+    """List, show, retry, cancel or delete jobs (Oban's semantics)."""
+
+
+@jobs_group.command("list")
+@click.option("--state", "states", multiple=True, help="Filter by state (repeatable).")
+@click.option("--queue", default=None)
+@click.option("--worker", "worker_name", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def jobs_list(
+    ctx: CliContext,
+    states: tuple[str, ...],
+    queue: str | None,
+    worker_name: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Newest jobs first."""
+    import orjson
+
+    from bridge import ops
+    from bridge.db import connect
+
+    try:
+        flt = ops.JobFilter(states=states, queue=queue, worker=worker_name, limit=limit)
+        with connect(ctx.url, autocommit=True) as conn:
+            jobs = ops.list_jobs(conn, ctx.prefix, flt)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if as_json:
+        click.echo(orjson.dumps([j.to_dict() for j in jobs]).decode())
+        return
+    click.echo(f"{'id':>8}  {'state':<10} {'queue':<12} {'worker':<36} attempt last error")
+    for job in jobs:
+        click.echo(_job_line(job))
+
+
+@jobs_group.command("show")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def jobs_show(ctx: CliContext, job_id: int, as_json: bool) -> None:
+    import orjson
+
+    from bridge import ops
+    from bridge.db import connect
+
+    with connect(ctx.url, autocommit=True) as conn:
+        job = ops.get_job(conn, ctx.prefix, job_id)
+    if job is None:
+        raise click.ClickException(f"no job {job_id}")
+    data = job.to_dict()
+    if as_json:
+        click.echo(orjson.dumps(data).decode())
+        return
+    for key, value in data.items():
+        if key == "errors":
+            continue
+        shown = orjson.dumps(value).decode() if isinstance(value, dict | list) else value
+        click.echo(f"{key:>13}: {shown}")
+    for entry in job.errors:
+        click.echo(
+            f"\n-- attempt {entry.get('attempt')} at {entry.get('at')}\n{entry.get('error')}"
+        )
+
+
+def _bulk(action: str) -> Any:
+    @jobs_group.command(action)
+    @click.argument("job_ids", type=int, nargs=-1, required=True)
+    @pass_ctx
+    def command(ctx: CliContext, job_ids: tuple[int, ...]) -> None:
+        from bridge import ops
+        from bridge.db import connect
+
+        fn = {"retry": ops.retry_jobs, "cancel": ops.cancel_jobs, "delete": ops.delete_jobs}[action]
+        with connect(ctx.url, autocommit=True) as conn:
+            done = fn(conn, ctx.prefix, list(job_ids))
+        skipped = sorted(set(job_ids) - set(done))
+        click.echo(f"{action}: {len(done)} job(s) {sorted(done)}")
+        if skipped:
+            click.echo(f"left alone (state does not allow {action}): {skipped}")
+
+    command.__doc__ = {
+        "retry": "Make jobs available again (not available/executing ones).",
+        "cancel": "Cancel unfinished jobs; executing ones get a pkill signal.",
+        "delete": "Delete jobs that are not executing.",
+    }[action]
+    return command
+
+
+for _action in ("retry", "cancel", "delete"):
+    _bulk(_action)
+
+
+@main.group("queues")
+def queues_group() -> None:
+    """Signal queues on every node, Elixir and Python (pause/resume/scale/start/stop)."""
+
+
+def _signal_command(action: str) -> Any:
+    @queues_group.command(action)
+    @click.argument("queue")
+    @click.option("--node", default=None, help="Only this node (ident <instance>.<node>).")
+    @click.option(
+        "--instance",
+        default="Oban",
+        show_default=True,
+        help="Oban instance name used in a targeted ident.",
+    )
+    @click.option("--limit", type=int, default=None, help="For scale/start.")
+    @pass_ctx
+    def command(
+        ctx: CliContext, queue: str, node: str | None, instance: str, limit: int | None
+    ) -> None:
+        from bridge import ops
+        from bridge.db import connect
+
+        try:
+            payload = ops.signal_payload(action, queue, node=node, instance=instance, limit=limit)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        with connect(ctx.url, autocommit=True) as conn:
+            ops.send_signal(conn, ctx.prefix, payload)
+        click.echo(f"sent {payload}")
+
+    command.__doc__ = f"Send a {action} signal for QUEUE ('*' for all, pause/resume only)."
+    return command
+
+
+for _action in ("pause", "resume", "scale", "start", "stop"):
+    _signal_command(_action)
+
+
+if __name__ == "__main__":
+    main()

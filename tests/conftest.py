@@ -83,3 +83,12 @@ def prefix(database_url: str) -> Iterator[str]:
     yield name
     with psycopg.connect(database_url, autocommit=True) as c:
         c.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def oban_prefix(conn: psycopg.Connection[tuple[object, ...]], prefix: str) -> str:
+    """A schema of this test's own with the shared tables installed by bridge."""
+    from bridge import schema
+
+    schema.install(conn, prefix)
+    return prefix

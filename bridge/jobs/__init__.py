@@ -1,0 +1,1 @@
+"""The Oban-compatible job runtime: jobs, workers, enqueueing, producers, acks, plugins."""

@@ -1,0 +1,123 @@
+"""Insert jobs for any worker, Python or Elixir, exactly as ``Oban.insert`` would.
+
+Inserts run on the caller's connection and inside the caller's transaction when there is one,
+so a job commits or rolls back with the caller's own rows; the ``oban_insert`` notification is
+sent in the same transaction, so PostgreSQL delivers it only on commit and an idle Elixir queue
+wakes exactly when the job becomes visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+
+from bridge.db import DEFAULT_PREFIX
+from bridge.jobs import queries
+from bridge.jobs.job import Job
+from bridge.wire import notify
+from bridge.wire.timefmt import utc_now
+
+
+def insert_params(jobs: Sequence[Job], now: datetime) -> dict[str, list[Any]]:
+    """Column arrays for INSERT_JOBS; pure, so the sync and async paths share it."""
+    params: dict[str, list[Any]] = {
+        key: []
+        for key in (
+            "state",
+            "queue",
+            "worker",
+            "args",
+            "meta",
+            "tags",
+            "max_attempts",
+            "priority",
+            "inserted_at",
+            "scheduled_at",
+        )
+    }
+    for job in jobs:
+        job.validate()
+        params["state"].append(job.state)
+        params["queue"].append(job.queue)
+        params["worker"].append(job.worker)
+        params["args"].append(orjson.dumps(job.args).decode())
+        params["meta"].append(orjson.dumps(job.meta).decode())
+        params["tags"].append(orjson.dumps(job.tags).decode())
+        params["max_attempts"].append(job.max_attempts)
+        params["priority"].append(job.priority)
+        params["inserted_at"].append(now)
+        params["scheduled_at"].append(job.scheduled_at or now)
+    return params
+
+
+def insert_notifications(prefix: str, rows: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
+    """One ``oban_insert`` per queue that got available jobs; scheduled ones wake nobody."""
+    queues = sorted({row["queue"] for row in rows if row["state"] == "available"})
+    channel = notify.channel(prefix, "insert")
+    return [{"channel": channel, "payload": notify.encode({"queue": q})} for q in queues]
+
+
+def _atomic(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+    """Our own transaction only on an autocommit connection that is idle.
+
+    Otherwise the caller owns the transaction (psycopg opens one implicitly on a
+    non-autocommit connection): the jobs and the NOTIFY commit or roll back with the caller.
+    """
+    idle = conn.info.transaction_status == TransactionStatus.IDLE
+    return conn.transaction() if conn.autocommit and idle else nullcontext()
+
+
+def _atomic_async(conn: psycopg.AsyncConnection[Any]) -> AbstractAsyncContextManager[Any]:
+    idle = conn.info.transaction_status == TransactionStatus.IDLE
+    return conn.transaction() if conn.autocommit and idle else nullcontext()
+
+
+def insert_all(
+    conn: psycopg.Connection[Any], jobs: Sequence[Job], *, prefix: str = DEFAULT_PREFIX
+) -> list[Job]:
+    """Insert many jobs in one statement on ``conn`` (in its transaction if one is open).
+
+    Like Oban's OSS ``insert_all``, this does not check uniqueness.
+    """
+    if not jobs:
+        return []
+    params = insert_params(jobs, utc_now())
+    with _atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
+        rows = cur.fetchall()
+        for note in insert_notifications(prefix, rows):
+            cur.execute(queries.NOTIFY, note)
+    return [Job.from_row(row) for row in rows]
+
+
+async def insert_all_async(
+    conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], *, prefix: str = DEFAULT_PREFIX
+) -> list[Job]:
+    """The async twin of :func:`insert_all`."""
+    if not jobs:
+        return []
+    params = insert_params(jobs, utc_now())
+    async with _atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
+        rows = await cur.fetchall()
+        for note in insert_notifications(prefix, rows):
+            await cur.execute(queries.NOTIFY, note)
+    return [Job.from_row(row) for row in rows]
+
+
+def insert(conn: psycopg.Connection[Any], job: Job, *, prefix: str = DEFAULT_PREFIX) -> Job:
+    """Insert one job; with unique options, return the existing job marked ``conflict``."""
+    return insert_all(conn, [job], prefix=prefix)[0]
+
+
+async def insert_async(
+    conn: psycopg.AsyncConnection[Any], job: Job, *, prefix: str = DEFAULT_PREFIX
+) -> Job:
+    return (await insert_all_async(conn, [job], prefix=prefix))[0]

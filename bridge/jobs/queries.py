@@ -1,0 +1,84 @@
+"""The SQL the job runtime runs, one readable statement each, with the prefix as an identifier.
+
+Each statement mirrors what Oban's Basic engine (``lib/oban/engines/basic.ex``, 2.23.1) makes
+Ecto send, so that rows end up identical; where we batch several jobs into one statement the
+per-row effect is the same as Oban's one-row statements.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from psycopg import sql
+
+# Insert many jobs in one statement: arrays in, one row per element out. Tags travel as a
+# jsonb array per job because PostgreSQL arrays of arrays must be rectangular.
+INSERT_JOBS = """
+INSERT INTO {prefix}.oban_jobs
+    (state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at, scheduled_at)
+SELECT x.state::{prefix}.oban_job_state, x.queue, x.worker, x.args, x.meta,
+       ARRAY(SELECT jsonb_array_elements_text(x.tags)), x.max_attempts, x.priority,
+       x.inserted_at, x.scheduled_at
+FROM unnest(%(state)s::text[], %(queue)s::text[], %(worker)s::text[], %(args)s::jsonb[],
+            %(meta)s::jsonb[], %(tags)s::jsonb[], %(max_attempts)s::int[], %(priority)s::int[],
+            %(inserted_at)s::timestamp[], %(scheduled_at)s::timestamp[])
+     WITH ORDINALITY AS x(state, queue, worker, args, meta, tags, max_attempts, priority,
+                          inserted_at, scheduled_at, n)
+ORDER BY x.n
+RETURNING *
+"""
+
+# Oban's fetch: the CTE is an optimisation fence so the planner cannot turn the LIMIT into a
+# nested loop that updates more rows than asked for.
+FETCH_JOBS = """
+WITH subset AS (
+    SELECT id FROM {prefix}.oban_jobs
+    WHERE state = 'available' AND queue = %(queue)s
+    ORDER BY priority ASC, scheduled_at ASC, id ASC
+    LIMIT %(demand)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {prefix}.oban_jobs AS j
+SET state = 'executing',
+    attempted_at = %(now)s,
+    attempted_by = %(attempted_by)s,
+    attempt = j.attempt + 1
+FROM subset
+WHERE j.id = subset.id AND j.attempt < j.max_attempts
+RETURNING j.*
+"""
+
+# Every outcome of a batch in one statement. Per row it does what Oban's complete_job,
+# error_job, discard_job, cancel_job (with an error) and snooze_job do: only the columns that
+# outcome sets change; an error entry is appended with ||. Rows no longer `executing` (rescued or
+# cancelled meanwhile) are left alone, so a late ack never overwrites a newer state; the one
+# exception is a job killed by Oban.cancel_job's pkill, which Oban also stamps `cancelled` again
+# with a `{:cancel, :shutdown}` entry after cancel_job already set the state.
+ACK_JOBS = """
+UPDATE {prefix}.oban_jobs AS j
+SET state = x.state::{prefix}.oban_job_state,
+    completed_at = COALESCE(x.completed_at, j.completed_at),
+    discarded_at = COALESCE(x.discarded_at, j.discarded_at),
+    cancelled_at = COALESCE(x.cancelled_at, j.cancelled_at),
+    scheduled_at = COALESCE(x.scheduled_at, j.scheduled_at),
+    max_attempts = j.max_attempts + x.max_attempts_inc,
+    errors = CASE WHEN x.error IS NULL THEN j.errors ELSE j.errors || x.error END,
+    meta = CASE WHEN x.meta IS NULL THEN j.meta ELSE j.meta || x.meta END
+FROM unnest(%(id)s::bigint[], %(state)s::text[], %(completed_at)s::timestamp[],
+            %(discarded_at)s::timestamp[], %(cancelled_at)s::timestamp[],
+            %(scheduled_at)s::timestamp[], %(max_attempts_inc)s::int[], %(error)s::jsonb[],
+            %(meta)s::jsonb[])
+     AS x(id, state, completed_at, discarded_at, cancelled_at, scheduled_at, max_attempts_inc,
+          error, meta)
+WHERE j.id = x.id
+  AND (j.state = 'executing' OR (x.state = 'cancelled' AND j.state = 'cancelled'))
+RETURNING j.id
+"""
+
+NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+
+@lru_cache(maxsize=256)
+def render(template: str, prefix: str) -> sql.Composed:
+    """Put the quoted prefix into a template; cached because the hot path renders the same few."""
+    return sql.SQL(template).format(prefix=sql.Identifier(prefix))  # type: ignore[arg-type]

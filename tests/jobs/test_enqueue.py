@@ -1,0 +1,154 @@
+"""Enqueueing: rows and notifications exactly as Oban's insert writes them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from bridge.wire.timefmt import utc_now
+from psycopg import sql
+
+from bridge import Job, JobValidationError, insert, insert_all, insert_all_async, insert_async
+from tests.jobs.support import job_json
+
+GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+def golden_rows() -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = json.loads((GOLDEN / "elixir-jobs.json").read_text())
+    return rows
+
+
+def listen(url: str, channel: str) -> psycopg.Connection[tuple[object, ...]]:
+    listener = psycopg.connect(url, autocommit=True)
+    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    return listener
+
+
+def notifications(listener: psycopg.Connection[tuple[object, ...]]) -> list[tuple[str, str]]:
+    return [(n.channel, n.payload) for n in listener.notifies(timeout=0.5, stop_after=20)]
+
+
+def test_inserted_row_has_the_shape_oban_writes(conn: Conn, oban_prefix: str, database_url: str):
+    job = insert(
+        conn,
+        Job.new("BadgeForge.PrintCenter", {"badge": 7, "n": [1, 2.5, None, "é"]}, queue="printing"),
+        prefix=oban_prefix,
+    )
+    assert job.id is not None and job.state == "available"
+    ours = job_json(database_url, oban_prefix, job.id)
+    golden = next(r for r in golden_rows() if r["worker"] == "badge_forge.generator.GenerateBadge")
+    assert set(ours) == set(golden)
+    for key, value in golden.items():
+        assert type(ours[key]) is type(value), key
+    assert ours["errors"] == [] and ours["tags"] == [] and ours["meta"] == {}
+    assert ours["attempt"] == 0 and ours["max_attempts"] == 20 and ours["priority"] == 0
+    assert ours["attempted_by"] is None and ours["attempted_at"] is None
+    # Oban sets inserted_at and scheduled_at to the same microsecond for an immediate job.
+    assert ours["inserted_at"] == ours["scheduled_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{1,6}", str(ours["inserted_at"]))
+    assert ours["args"] == {"badge": 7, "n": [1, 2.5, None, "é"]}
+
+
+def test_insert_notifies_oban_insert_with_the_golden_payload(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    channel = f"{oban_prefix}.oban_insert"
+    listener = listen(database_url, channel)
+    try:
+        insert(conn, Job.new("W", {}, queue="badges"), prefix=oban_prefix)
+        insert(conn, Job.new("W", {}, queue="later", schedule_in=3600), prefix=oban_prefix)
+        got = notifications(listener)
+    finally:
+        listener.close()
+    # Byte-identical to what Oban 2.23 sent for an insert into "badges" (golden capture);
+    # a scheduled job wakes nobody, as in Oban.
+    assert got == [(channel, '{"queue":"badges"}')]
+
+
+def test_scheduled_job_row(conn: Conn, oban_prefix: str, database_url: str) -> None:
+    before = utc_now()
+    job = insert(
+        conn,
+        Job.new(
+            "W",
+            {"x": 1},
+            queue="q",
+            schedule_in=3600,
+            tags=[" A ", "b", "a"],
+            priority=2,
+            meta={"m": 1},
+        ),
+        prefix=oban_prefix,
+    )
+    assert job.state == "scheduled"
+    assert job.tags == ["a", "b"]  # trimmed, downcased, de-duplicated as Oban does
+    assert job.scheduled_at is not None and job.inserted_at is not None
+    assert job.scheduled_at - before >= timedelta(seconds=3599)
+    golden = next(r for r in golden_rows() if r["state"] == "scheduled" and r["worker"] != "W")
+    ours = job_json(database_url, oban_prefix, job.id or 0)
+    assert set(ours) == set(golden)
+
+
+def test_insert_all_keeps_order_and_notifies_each_queue_once(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    channel = f"{oban_prefix}.oban_insert"
+    listener = listen(database_url, channel)
+    try:
+        jobs = [Job.new("W", {"i": i}, queue=("a" if i % 2 else "b")) for i in range(500)]
+        inserted = insert_all(conn, jobs, prefix=oban_prefix)
+        got = notifications(listener)
+    finally:
+        listener.close()
+    assert [j.args["i"] for j in inserted] == list(range(500))
+    assert [j.id for j in inserted] == sorted(j.id for j in inserted)  # type: ignore[type-var]
+    assert sorted(got) == [(channel, '{"queue":"a"}'), (channel, '{"queue":"b"}')]
+
+
+def test_insert_joins_the_callers_transaction(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    count = sql.SQL("SELECT count(*) FROM {}.oban_jobs").format(sql.Identifier(oban_prefix))
+    with psycopg.connect(database_url) as own:
+        insert(own, Job.new("W", {}), prefix=oban_prefix)
+        own.rollback()
+        assert conn.execute(count).fetchone() == (0,)
+        insert(own, Job.new("W", {}), prefix=oban_prefix)
+        assert conn.execute(count).fetchone() == (0,)  # not visible before the caller commits
+        own.commit()
+    assert conn.execute(count).fetchone() == (1,)
+
+
+async def test_async_insert_in_callers_transaction(oban_prefix: str, database_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url) as aconn:
+        async with aconn.transaction():
+            job = await insert_async(aconn, Job.new("W", {"a": 1}), prefix=oban_prefix)
+            many = await insert_all_async(
+                aconn, [Job.new("W", {}) for _ in range(3)], prefix=oban_prefix
+            )
+        assert job.id is not None and len(many) == 3
+    await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"worker": ""}, "worker must be 1..127"),
+        ({"worker": "W" * 128}, "worker must be 1..127"),
+        ({"worker": "W", "queue": ""}, "queue must be 1..127"),
+        ({"worker": "W", "max_attempts": 0}, "max_attempts must be > 0"),
+        ({"worker": "W", "priority": 10}, "priority must be 0..9"),
+        ({"worker": "W", "args": [1, 2]}, "args must be a JSON object, got list"),
+        ({"worker": "W", "meta": "x"}, "meta must be a JSON object, got str"),
+    ],
+)
+def test_invalid_jobs_are_rejected_before_sql(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(JobValidationError, match=re.escape(message)):
+        Job.new(**kwargs)  # type: ignore[arg-type]
