@@ -28,6 +28,19 @@ ORDER BY x.n
 RETURNING *
 """
 
+# Bulk path: ids come from the table's own sequence first, so COPY (which cannot RETURN) still
+# tells us every job's id; the rows are the same as INSERT_JOBS writes.
+NEXT_JOB_IDS = """
+SELECT nextval(pg_get_serial_sequence(%(table)s, 'id'))
+FROM generate_series(1, %(n)s)
+"""
+
+COPY_JOBS = """
+COPY {prefix}.oban_jobs
+    (id, state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at, scheduled_at)
+FROM STDIN
+"""
+
 # Oban's fetch: the CTE is an optimisation fence so the planner cannot turn the LIMIT into a
 # nested loop that updates more rows than asked for.
 FETCH_JOBS = """

@@ -152,3 +152,45 @@ async def test_async_insert_in_callers_transaction(oban_prefix: str, database_ur
 def test_invalid_jobs_are_rejected_before_sql(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(JobValidationError, match=re.escape(message)):
         Job.new(**kwargs)  # type: ignore[arg-type]
+
+
+def test_copy_path_writes_the_same_rows_as_the_insert_path(conn: Conn, database_url: str) -> None:
+    """Bulk inserts use COPY; the rows must not differ from single inserts (odd prefix too)."""
+    from bridge import schema
+    from bridge.jobs.enqueue import COPY_THRESHOLD
+
+    odd = 'we\'ird "p"'
+    schema.install(conn, odd)
+    try:
+
+        def make(n: int) -> list[Job]:
+            return [
+                Job.new(
+                    "W",
+                    {"i": 1, "u": "é"},
+                    queue="q",
+                    tags=["T"],
+                    meta={"m": [1]},
+                    priority=3,
+                    max_attempts=4,
+                )
+                for _ in range(n)
+            ]
+
+        few = insert_all(conn, make(2), prefix=odd)
+        many = insert_all(conn, make(COPY_THRESHOLD), prefix=odd)
+        assert len(many) == COPY_THRESHOLD and all(j.id for j in many)
+        rows = {j.id: job_json(database_url, odd, j.id or 0) for j in [*few, *many]}
+        volatile = {"id", "inserted_at", "scheduled_at"}
+        shapes = {
+            json.dumps({k: v for k, v in r.items() if k not in volatile}, sort_keys=True)
+            for r in rows.values()
+        }
+        assert len(shapes) == 1
+        # What insert_all returned is what the table holds.
+        for job in many[:3]:
+            row = rows[job.id]
+            assert (row["args"], row["tags"], row["meta"]) == (job.args, job.tags, job.meta)
+            assert row["inserted_at"] == row["scheduled_at"]
+    finally:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(odd)))
