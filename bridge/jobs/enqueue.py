@@ -156,7 +156,8 @@ def _id_params(prefix: str, n: int) -> dict[str, Any]:
 def _copy_all(conn: psycopg.Connection[Any], jobs: Sequence[Job], prefix: str) -> list[Job]:
     fresh = [replace(job) for job in jobs]
     with _atomic(conn), conn.cursor() as cur:
-        cur.execute(queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, len(fresh)))
+        next_ids = queries.render(queries.NEXT_JOB_IDS, prefix)
+        cur.execute(next_ids, _id_params(prefix, len(fresh)))
         ids = [row[0] for row in cur.fetchall()]
         rows = copy_rows(fresh, ids, utc_now())
         with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
