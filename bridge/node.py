@@ -26,7 +26,9 @@ from bridge.jobs.executor import Ack, JobExecutor
 from bridge.jobs.job import Job
 from bridge.jobs.notifier import Notifier
 from bridge.jobs.plugins import Plugin
+from bridge.jobs.plugins.gossip import Gossip
 from bridge.jobs.plugins.peer import Peer
+from bridge.jobs.plugins.sonar import Sonar
 from bridge.jobs.plugins.stager import Stager
 from bridge.jobs.producer import Producer
 from bridge.jobs.registry import Registry, default_registry
@@ -63,7 +65,7 @@ class NodeConfig:
     poll_interval: float = 1.0
     shutdown_grace: float = 15.0
     registry: Registry = field(default_factory=lambda: default_registry)
-    plugins: list[Plugin] | None = None  # None: the defaults (stager, peer)
+    plugins: list[Plugin] | None = None  # None: the defaults (stager, peer, sonar, gossip)
     async_commit: bool = False
     pool_size: int = 4
     # CPython hands the GIL over every 5 ms by default; with CPU-bound sync workers spinning in
@@ -91,7 +93,9 @@ class Node:
         self.acker = Acker(self.pool, self.prefix, async_commit=config.async_commit)
         self.producers: dict[str, Producer] = {}
         self.notifier = Notifier(config.url, self.prefix, ["insert", "signal"])
-        self.plugins = config.plugins if config.plugins is not None else [Stager(), Peer()]
+        self.plugins = (
+            config.plugins if config.plugins is not None else [Stager(), Peer(), Sonar(), Gossip()]
+        )
         self.listeners: list[Any] = []  # callables (job, ack) for instrumentation
         self._stopped = asyncio.Event()
 

@@ -60,6 +60,8 @@ class Producer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.claimed = 0
+        self.started_at = utc_now()
+        self.updated_at = self.started_at
 
     # control -------------------------------------------------------------------------------
 
@@ -71,14 +73,17 @@ class Producer:
 
     def pause(self) -> None:
         self.paused = True
+        self.updated_at = utc_now()
 
     def resume(self) -> None:
         self.paused = False
+        self.updated_at = utc_now()
         self.wake()
 
     def scale(self, limit: int) -> None:
         if limit >= 1:
             self.limit = limit
+            self.updated_at = utc_now()
             self.wake()
 
     def pkill(self, job_id: int) -> bool:

@@ -1,0 +1,134 @@
+"""Leadership, sonar and gossip as Oban nodes write and read them."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from bridge.jobs.plugins.gossip import Gossip
+from bridge.jobs.plugins.peer import Peer
+from bridge.jobs.plugins.sonar import Sonar
+from bridge.jobs.registry import Registry
+from tests.jobs.support import running_node
+
+Conn = psycopg.Connection[tuple[object, ...]]
+GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden" / "peers-and-leader"
+
+
+def golden_notifications(channel: str) -> list[str]:
+    out = []
+    for line in (GOLDEN / "s8_notify.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record.get("channel") == f"public.oban_{channel}":
+            out.append(record["payload"])
+    return out
+
+
+def listen(url: str, prefix: str, channel: str) -> psycopg.Connection[tuple[object, ...]]:
+    listener = psycopg.connect(url, autocommit=True)
+    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(f"{prefix}.oban_{channel}")))
+    return listener
+
+
+async def test_peer_row_and_leader_down_like_oban(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    # An Elixir leader already holds "Oban": a Python node leads under its own name beside it.
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.oban_peers VALUES ('Oban', 'vm', now() at time zone 'utc', "
+            "now() at time zone 'utc' + interval '30 seconds')"
+        ).format(sql.Identifier(oban_prefix))
+    )
+    listener = listen(database_url, oban_prefix, "leader")
+    try:
+        peer = Peer(peer_name="Bridge")
+        async with running_node(
+            database_url, oban_prefix, {"q": 1}, Registry(), node="py-1", plugins=[peer]
+        ) as node:
+            assert await peer.tick() is True
+            assert node.is_leader()
+            with conn.cursor(row_factory=dict_row) as cur:
+                rows = cur.execute(
+                    sql.SQL("SELECT * FROM {}.oban_peers ORDER BY name").format(
+                        sql.Identifier(oban_prefix)
+                    )
+                ).fetchall()
+        down = [n.payload for n in listener.notifies(timeout=1.0, stop_after=1)]
+    finally:
+        listener.close()
+    golden = json.loads(
+        (GOLDEN / "s8_oban_peers_snapshots.jsonl").read_text().splitlines()[0].split(" ", 1)[1]
+    )
+    bridge_row = next(r for r in rows if r["name"] == "Bridge")
+    assert set(bridge_row) == set(golden)
+    assert bridge_row["node"] == "py-1"
+    # started_at stays from the first election; each renewal moves expires_at to now + 30 s.
+    lease = bridge_row["expires_at"] - bridge_row["started_at"]
+    assert timedelta(seconds=30) <= lease < timedelta(seconds=31)
+    assert [r["name"] for r in rows] == ["Bridge", "Oban"]  # the Elixir leader is untouched
+    # Same shape as Oban's {"down":"Oban"} when its leader stops.
+    assert golden_notifications("leader")[-1] == '{"down":"Oban"}'
+    assert down == ['{"down":"Bridge"}']
+    remaining = conn.execute(
+        sql.SQL("SELECT name FROM {}.oban_peers").format(sql.Identifier(oban_prefix))
+    ).fetchall()
+    assert remaining == [("Oban",)]
+
+
+async def test_second_python_node_does_not_take_leadership(
+    oban_prefix: str, database_url: str
+) -> None:
+    first, second = Peer(), Peer()
+    async with (
+        running_node(database_url, oban_prefix, {"q": 1}, Registry(), node="a", plugins=[first]),
+        running_node(database_url, oban_prefix, {"q": 1}, Registry(), node="b", plugins=[second]),
+    ):
+        assert await first.tick() is True
+        assert await second.tick() is False
+        assert await first.tick() is True
+
+
+async def test_sonar_ping_and_gossip_payloads(oban_prefix: str, database_url: str) -> None:
+    sonar_listener = listen(database_url, oban_prefix, "sonar")
+    gossip_listener = listen(database_url, oban_prefix, "gossip")
+    try:
+        sonar, gossip = Sonar(), Gossip()
+        async with running_node(
+            database_url, oban_prefix, {"golden": 2}, Registry(), node="vm", plugins=[sonar, gossip]
+        ) as node:
+            await sonar.tick()
+            await gossip.tick()
+            uuid = node.producers["golden"].uuid
+        pings = [n.payload for n in sonar_listener.notifies(timeout=1.0)]
+        checks = [json.loads(n.payload) for n in gossip_listener.notifies(timeout=1.0)]
+    finally:
+        sonar_listener.close()
+        gossip_listener.close()
+    # Byte-identical to an Elixir node named "vm" pinging.
+    assert set(pings) == set(golden_notifications("sonar")[:1]) == {'{"node":"vm","ping":true}'}
+    assert checks and all(c == {**checks[-1], "updated_at": c["updated_at"]} for c in checks)
+    check = checks[-1]
+    assert sorted(check) == [
+        "limit",
+        "name",
+        "node",
+        "paused",
+        "queue",
+        "running",
+        "started_at",
+        "updated_at",
+        "uuid",
+    ]
+    assert (check["queue"], check["limit"], check["paused"], check["uuid"]) == (
+        "golden",
+        2,
+        False,
+        uuid,
+    )
+    assert check["started_at"].endswith("Z")
