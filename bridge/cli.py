@@ -192,6 +192,9 @@ def worker_command(
     )
     if node_name:
         config.node = node_name
+    from bridge import telemetry
+
+    telemetry.attach_default_logger()
     click.echo(f"workers: {', '.join(default_registry.names()) or '(none registered)'}", err=True)
     asyncio.run(Node(config).run_until_signalled())
 

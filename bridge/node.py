@@ -20,6 +20,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from bridge import telemetry
 from bridge.db import DEFAULT_PREFIX, redact_url
 from bridge.jobs.acker import Acker
 from bridge.jobs.executor import Ack, JobExecutor
@@ -221,18 +222,8 @@ class Node:
             asyncio.get_running_loop().create_task(producer.stop(self.config.shutdown_grace))
 
     def _on_ack(self, job: Job, ack: Ack) -> None:
-        level = logging.INFO if ack.kind == "success" else logging.WARNING
-        if log.isEnabledFor(level):
-            log.log(
-                level,
-                "job %s %s %s attempt %s/%s -> %s",
-                job.id,
-                job.worker,
-                job.queue,
-                job.attempt,
-                job.max_attempts,
-                ack.state,
-            )
+        if telemetry.has_handlers():
+            telemetry.emit(*telemetry.stop_event(job, ack))
         for listener in self.listeners:
             listener(job, ack)
 

@@ -102,6 +102,11 @@ class JobExecutor:
 
     async def run(self, job: Job) -> Ack:
         started = time.monotonic()
+        ack = await self._run(job)
+        ack.duration = time.monotonic() - started
+        return ack
+
+    async def _run(self, job: Job) -> Ack:
         spec = self.registry.resolve(job.worker)
         try:
             if spec is None:
@@ -134,8 +139,7 @@ class JobExecutor:
                 entry = wire_errors.exception_entry(exc, job.attempt, utc_now())
                 return _error_ack(job, spec, entry, utc_now())
         finally:
-            elapsed = time.monotonic() - started
-            log.debug("job %s (%s) ran in %.4fs", job.id, job.worker, elapsed)
+            log.debug("job %s (%s) finished", job.id, job.worker)
 
     def killed_ack(self, job: Job) -> Ack:
         """A job stopped by a ``pkill`` signal: Oban records ``{:cancel, :shutdown}``."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from typing import Any
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from bridge import telemetry
 from bridge.jobs import queries
 from bridge.jobs.acker import Acker
 from bridge.jobs.executor import Ack, JobExecutor
@@ -161,6 +163,8 @@ class Producer:
 
     def _start_job(self, job: Job) -> None:
         assert job.id is not None
+        if telemetry.has_handlers():
+            telemetry.emit("job:start", {"system_time": time.time_ns()}, telemetry.job_details(job))
         task = asyncio.create_task(self._execute(job), name=f"bridge-job-{job.id}")
         self.running[job.id] = (job, task)
 

@@ -284,3 +284,72 @@ async def test_many_jobs_complete_exactly_once(
     ).fetchall()
     assert max_attempt == 1
     _ = insert  # exported API used elsewhere
+
+
+async def test_telemetry_events_have_obans_default_logger_keys(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    import json as _json
+    import logging
+
+    from bridge import telemetry
+
+    events: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+
+    def handler(event: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        events.append((event, measurements, metadata))
+
+    records: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    capture = Capture()
+    logging.getLogger("bridge.jobs").addHandler(capture)
+    logging.getLogger("bridge.jobs").setLevel(logging.INFO)
+    telemetry.attach(handler)
+    telemetry.attach_default_logger()
+    try:
+        ids = run_jobs(
+            conn,
+            oban_prefix,
+            [
+                Job.new("t.Ok", {"a": 1}, queue="q"),
+                Job.new("t.Raise", {}, queue="q", max_attempts=1),
+            ],
+        )
+        async with running_node(database_url, oban_prefix, {"q": 2}, REGISTRY) as node:
+            await wait_for_state(database_url, oban_prefix, ids[0], {"completed"})
+            await wait_for_state(database_url, oban_prefix, ids[1], {"discarded"})
+            await node.drain()
+    finally:
+        telemetry.detach(handler)
+        telemetry.detach(telemetry.default_logger)
+        logging.getLogger("bridge.jobs").removeHandler(capture)
+    kinds = sorted((e, m["worker"], m.get("state")) for e, _, m in events)
+    assert kinds == [
+        ("job:exception", "t.Raise", "discard"),
+        ("job:start", "t.Ok", None),
+        ("job:start", "t.Raise", None),
+        ("job:stop", "t.Ok", "success"),
+    ]
+    stop = next(json for json in map(_json.loads, records) if json["event"] == "job:stop")
+    # The keys of Oban's documented job:stop JSON line.
+    assert sorted(stop) == [
+        "args",
+        "attempt",
+        "duration",
+        "event",
+        "id",
+        "max_attempts",
+        "meta",
+        "queue",
+        "queue_time",
+        "source",
+        "state",
+        "tags",
+        "worker",
+    ]
+    failed = next(json for json in map(_json.loads, records) if json["event"] == "job:exception")
+    assert failed["error"] == "** (RuntimeError) boom on attempt 1"
