@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
@@ -129,9 +130,7 @@ def demo(ctx: CliContext, timeout: float) -> None:
 
 
 @main.command("worker")
-@click.option(
-    "--queues", "-q", required=True, help='Queues and limits, e.g. "badges:10,default:5".'
-)
+@click.option("--queues", "-q", default=None, help='Queues and limits, e.g. "badges:10,default:5".')
 @click.option(
     "--workers",
     "-w",
@@ -140,60 +139,103 @@ def demo(ctx: CliContext, timeout: float) -> None:
     help="Python module(s) defining @worker classes/functions to import (repeatable).",
 )
 @click.option(
-    "--node", "node_name", default=None, help="Node name for attempted_by (default: host name)."
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML settings ([tool.bridge] of ./pyproject.toml by default).",
+)
+@click.option(
+    "--node", "node_name", default=None, help="Node name for attempted_by (default: host)."
 )
 @click.option(
     "--name",
     "instance_name",
-    default="Oban",
-    show_default=True,
-    help="Elixir instance name whose targeted signals this node obeys.",
+    default=None,
+    help="Elixir instance name whose targeted signals this node obeys (default Oban).",
 )
-@click.option("--grace", default=15.0, show_default=True, help="Shutdown grace period, seconds.")
-@click.option("--poll-interval", default=1.0, show_default=True)
+@click.option("--grace", type=float, default=None, help="Shutdown grace period, seconds (15).")
+@click.option("--poll-interval", type=float, default=None, help="Seconds between polls (1).")
+@click.option(
+    "--rescue-after",
+    type=float,
+    default=None,
+    help="Run the lifeline: rescue jobs executing longer than this many seconds.",
+)
+@click.option(
+    "--prune-after",
+    type=float,
+    default=None,
+    help="Run the pruner: delete finished jobs older than this many seconds.",
+)
 @pass_ctx
 def worker_command(
     ctx: CliContext,
-    queues: str,
+    queues: str | None,
     modules: tuple[str, ...],
+    config_path: Path | None,
     node_name: str | None,
-    instance_name: str,
-    grace: float,
-    poll_interval: float,
+    instance_name: str | None,
+    grace: float | None,
+    poll_interval: float | None,
+    rescue_after: float | None,
+    prune_after: float | None,
 ) -> None:
     """Run a Python node serving QUEUES until SIGTERM/SIGINT."""
     import asyncio
     import importlib
 
+    from bridge import telemetry
+    from bridge.config import ConfigError, load_settings
+    from bridge.jobs.plugins.gossip import Gossip
+    from bridge.jobs.plugins.lifeline import Lifeline
+    from bridge.jobs.plugins.peer import Peer
+    from bridge.jobs.plugins.pruner import Pruner
+    from bridge.jobs.plugins.sonar import Sonar
+    from bridge.jobs.plugins.stager import Stager
     from bridge.jobs.registry import default_registry
     from bridge.node import Node, NodeConfig, parse_queues
 
     try:
-        queue_limits = parse_queues(queues)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--queues") from exc
-    for module in modules:
+        settings = load_settings(config_path)
+        queue_limits = parse_queues(queues) if queues else settings.queues
+    except (ConfigError, ValueError) as exc:
+        raise click.BadParameter(str(exc)) from exc
+    if not queue_limits:
+        raise click.BadParameter("no queues: pass --queues or set queues in [tool.bridge]")
+    for module in [*settings.workers, *modules]:
         # Modules are named by the operator, never by a row. One that fails to import is
         # reported and skipped: the node still serves its other workers, and jobs for the
         # missing ones get Oban's "unknown worker" error path instead of a dead node.
+        before = set(default_registry.names())
         try:
             importlib.import_module(module)
         except Exception as exc:
             logging.getLogger("bridge.cli").exception("worker module %s failed to import", module)
             default_registry.import_failures[module] = f"{type(exc).__name__}: {exc}"
+            # Workers a half-imported module registered before failing must not run.
+            for name in set(default_registry.names()) - before:
+                default_registry.unregister(name)
+    prefix = ctx.prefix if ctx.prefix != DEFAULT_PREFIX else (settings.prefix or DEFAULT_PREFIX)
+    plugins = [Stager(), Peer(), Sonar(), Gossip()]
+    rescue = rescue_after or settings.rescue_after
+    if rescue:
+        plugins.append(Lifeline(rescue_after=rescue))
+    prune = prune_after or settings.prune_after
+    if prune:
+        plugins.append(Pruner(max_age=prune))
     config = NodeConfig(
         url=ctx.url,
         queues=queue_limits,
-        prefix=ctx.prefix,
-        name=instance_name,
-        poll_interval=poll_interval,
-        shutdown_grace=grace,
+        prefix=prefix,
+        name=instance_name or settings.name or "Oban",
+        poll_interval=poll_interval or settings.poll_interval or 1.0,
+        shutdown_grace=grace or settings.grace or 15.0,
         registry=default_registry,
+        plugins=plugins,
     )
-    if node_name:
-        config.node = node_name
-    from bridge import telemetry
-
+    if node_name or settings.node:
+        config.node = node_name or settings.node or config.node
     telemetry.attach_default_logger()
     click.echo(f"workers: {', '.join(default_registry.names()) or '(none registered)'}", err=True)
     asyncio.run(Node(config).run_until_signalled())

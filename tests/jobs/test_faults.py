@@ -160,3 +160,31 @@ async def test_sigterm_drains_running_jobs(conn: Conn, oban_prefix: str, databas
             proc.kill()
     # The job finished within the grace period and its outcome was written before exit.
     assert job_row(database_url, oban_prefix, job.id or 0)["state"] == "completed"
+
+
+async def test_worker_module_that_fails_to_import(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    jobs = insert_all(
+        conn,
+        [
+            Job.new("broken.Never", {}, queue="faults", max_attempts=2),
+            Job.new("faults.Quick", {}, queue="faults"),
+        ],
+        prefix=oban_prefix,
+    )
+    proc = start_worker(database_url, oban_prefix, "--workers", "tests.jobs.broken_workers")
+    try:
+        broken = await wait_for_state(
+            database_url, oban_prefix, jobs[0].id or 0, {"retryable"}, timeout=30
+        )
+        await wait_for_state(database_url, oban_prefix, jobs[1].id or 0, {"completed"})
+        assert proc.poll() is None  # the node keeps running
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    error = broken["errors"][0]["error"]
+    assert error.startswith("** (RuntimeError) unknown worker: broken.Never")
+    assert (
+        "tests.jobs.broken_workers (ImportError: No module named 'a_missing_dependency')" in error
+    )
