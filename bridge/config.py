@@ -43,6 +43,23 @@ class WorkerSettings:
 _KNOWN = {f for f in WorkerSettings.__dataclass_fields__}
 
 
+def parse_queues(spec: str) -> dict[str, int]:
+    """``"badges:10,default:5"`` -> ``{"badges": 10, "default": 5}`` (a bare name gets 10)."""
+    queues: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, limit = part.partition(":")
+        name = name.strip()
+        if not name:
+            raise ValueError(f"empty queue name in {spec!r}")
+        try:
+            queues[name] = int(limit) if limit else 10
+        except ValueError:
+            raise ValueError(f"queue {name!r}: limit must be an integer, got {limit!r}") from None
+        if queues[name] < 1:
+            raise ValueError(f"queue {name!r}: limit must be >= 1")
+    return queues
+
+
 def load_settings(path: Path | None = None) -> WorkerSettings:
     """Read ``path`` (its ``[tool.bridge]`` table if it is a pyproject.toml, else the whole
     file), or ``./pyproject.toml`` when no path is given; missing default file -> defaults."""
@@ -64,8 +81,6 @@ def load_settings(path: Path | None = None) -> WorkerSettings:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     queues = table.get("queues", {})
     if isinstance(queues, str):
-        from bridge.node import parse_queues
-
         try:
             queues = parse_queues(queues)
         except ValueError as exc:

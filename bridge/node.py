@@ -37,23 +37,6 @@ from bridge.jobs.registry import Registry, default_registry
 log = logging.getLogger("bridge.node")
 
 
-def parse_queues(spec: str) -> dict[str, int]:
-    """``"badges:10,default:5"`` -> ``{"badges": 10, "default": 5}`` (a bare name gets 10)."""
-    queues: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, limit = part.partition(":")
-        name = name.strip()
-        if not name:
-            raise ValueError(f"empty queue name in {spec!r}")
-        try:
-            queues[name] = int(limit) if limit else 10
-        except ValueError:
-            raise ValueError(f"queue {name!r}: limit must be an integer, got {limit!r}") from None
-        if queues[name] < 1:
-            raise ValueError(f"queue {name!r}: limit must be >= 1")
-    return queues
-
-
 @dataclass
 class NodeConfig:
     url: str
