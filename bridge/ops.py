@@ -101,9 +101,8 @@ def cancel_jobs(conn: psycopg.Connection[Any], prefix: str, ids: list[int]) -> l
         ).fetchall()
         for job_id, old_state in rows:
             if old_state == "executing":
-                _notify(
-                    conn, prefix, "signal", {"action": "pkill", "ident": "any", "job_id": job_id}
-                )
+                # Exactly Oban.cancel_job's signal: no ident, so every node obeys it.
+                _notify(conn, prefix, "signal", {"action": "pkill", "job_id": job_id})
     return [row[0] for row in rows]
 
 

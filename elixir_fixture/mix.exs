@@ -1,0 +1,20 @@
+defmodule Fixture.MixProject do
+  @moduledoc false
+  use Mix.Project
+
+  # No hex dependencies on purpose: hex.pm is unreachable where this runs. jiffy (JSON) comes from
+  # Debian's erlang-jiffy, which sits on the VM's default code path.
+  def project do
+    [
+      app: :elixir_fixture,
+      version: "0.1.0",
+      elixir: "~> 1.14",
+      deps: [],
+      xref: [exclude: [:jiffy]]
+    ]
+  end
+
+  def application do
+    [extra_applications: [:logger, :crypto]]
+  end
+end
