@@ -186,7 +186,7 @@ def worker_command(
     import importlib
 
     from bridge import telemetry
-    from bridge.config import ConfigError, load_settings
+    from bridge.config import ConfigError, load_settings, parse_queues
     from bridge.jobs.plugins.gossip import Gossip
     from bridge.jobs.plugins.lifeline import Lifeline
     from bridge.jobs.plugins.peer import Peer
@@ -194,7 +194,7 @@ def worker_command(
     from bridge.jobs.plugins.sonar import Sonar
     from bridge.jobs.plugins.stager import Stager
     from bridge.jobs.registry import default_registry
-    from bridge.node import Node, NodeConfig, parse_queues
+    from bridge.node import Node, NodeConfig
 
     try:
         settings = load_settings(config_path)

@@ -10,6 +10,7 @@ unregistered worker errors with Oban's "unknown worker" text (never an import).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from concurrent.futures import Executor
@@ -86,8 +87,7 @@ def outcome_to_ack(job: Job, spec: WorkerSpec, result: Any, now: datetime) -> Ac
         return _error_ack(job, spec, entry, now)
     meta = None
     if spec.recorded:
-        from bridge.wire import recorded
-
+        recorded: Any = importlib.import_module("bridge.wire.recorded")
         value = result.value if isinstance(result, Ok) else result
         meta = recorded.encode_recorded(value)
     return Ack(job_id, "completed", completed_at=now, meta=meta, kind="success", detail=result)

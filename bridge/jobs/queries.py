@@ -94,4 +94,4 @@ NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 @lru_cache(maxsize=256)
 def render(template: str, prefix: str) -> sql.Composed:
     """Put the quoted prefix into a template; cached because the hot path renders the same few."""
-    return sql.SQL(template).format(prefix=sql.Identifier(prefix))  # type: ignore[arg-type]
+    return sql.SQL(template).format(prefix=sql.Identifier(prefix))

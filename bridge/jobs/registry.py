@@ -89,16 +89,19 @@ def default_name(target: Any) -> str:
 
 
 def _perform_callable(target: Any) -> tuple[Callable[[Job], Any], bool]:
-    if inspect.isclass(target):
-        method = getattr(target, "process", None)
+    cls: Any = target
+    if inspect.isclass(cls):
+        method = getattr(cls, "process", None)
         if method is None:
-            raise WorkerRegistrationError(f"{target.__qualname__} has no process(job) method")
+            raise WorkerRegistrationError(f"{cls.__qualname__} has no process(job) method")
 
         def perform(job: Job) -> Any:
-            return target().process(job)
+            instance: Any = cls()
+            return instance.process(job)
 
         async def perform_async(job: Job) -> Any:
-            return await target().process(job)
+            instance: Any = cls()
+            return await instance.process(job)
 
         is_async = inspect.iscoroutinefunction(method)
         return (perform_async if is_async else perform), is_async
@@ -171,6 +174,12 @@ def worker(
 
 
 def _method_backoff(obj: Any) -> Backoff | None:
-    if inspect.isclass(obj) and callable(getattr(obj, "backoff", None)):
-        return lambda job: int(obj().backoff(job))
+    cls: Any = obj
+    if inspect.isclass(cls) and callable(getattr(cls, "backoff", None)):
+
+        def backoff(job: Job) -> int:
+            instance: Any = cls()
+            return int(instance.backoff(job))
+
+        return backoff
     return None
