@@ -59,8 +59,10 @@ pass_ctx = click.make_pass_decorator(CliContext)
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None, prefix: str, verbose: int) -> None:
     """Python workers and workflows in an Elixir Oban/Hephaestus system."""
-    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Which database a command uses is always announced (one line, password masked).
+    logging.getLogger("bridge.db").setLevel(min(level, logging.INFO))
     ctx.obj = CliContext(database_url, prefix)
 
 
@@ -237,6 +239,8 @@ def worker_command(
     if node_name or settings.node:
         config.node = node_name or settings.node or config.node
     telemetry.attach_default_logger()
+    logging.getLogger("bridge.jobs").setLevel(logging.INFO)
+    logging.getLogger("bridge.node").setLevel(logging.INFO)
     click.echo(f"workers: {', '.join(default_registry.names()) or '(none registered)'}", err=True)
     asyncio.run(Node(config).run_until_signalled())
 
