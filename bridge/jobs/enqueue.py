@@ -96,7 +96,7 @@ def insert_notifications(prefix: str, rows: Iterable[dict[str, Any]]) -> list[di
     return [{"channel": channel, "payload": notify.encode({"queue": q})} for q in queues]
 
 
-def _atomic(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+def atomic(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
     """Our own transaction only on an autocommit connection that is idle.
 
     Otherwise the caller owns the transaction (psycopg opens one implicitly on a
@@ -106,7 +106,7 @@ def _atomic(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
     return conn.transaction() if conn.autocommit and idle else nullcontext()
 
 
-def _atomic_async(conn: psycopg.AsyncConnection[Any]) -> AbstractAsyncContextManager[Any]:
+def atomic_async(conn: psycopg.AsyncConnection[Any]) -> AbstractAsyncContextManager[Any]:
     idle = conn.info.transaction_status == TransactionStatus.IDLE
     return conn.transaction() if conn.autocommit and idle else nullcontext()
 
@@ -123,7 +123,7 @@ def insert_all(
     if len(jobs) >= COPY_THRESHOLD:
         return _copy_all(conn, jobs, prefix)
     params = insert_params(jobs, utc_now())
-    with _atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+    with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
         rows = cur.fetchall()
         for note in insert_notifications(prefix, rows):
@@ -140,7 +140,7 @@ async def insert_all_async(
     if len(jobs) >= COPY_THRESHOLD:
         return await _copy_all_async(conn, jobs, prefix)
     params = insert_params(jobs, utc_now())
-    async with _atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
+    async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
         rows = await cur.fetchall()
         for note in insert_notifications(prefix, rows):
@@ -155,7 +155,7 @@ def _id_params(prefix: str, n: int) -> dict[str, Any]:
 
 def _copy_all(conn: psycopg.Connection[Any], jobs: Sequence[Job], prefix: str) -> list[Job]:
     fresh = [replace(job) for job in jobs]
-    with _atomic(conn), conn.cursor() as cur:
+    with atomic(conn), conn.cursor() as cur:
         next_ids = queries.render(queries.NEXT_JOB_IDS, prefix)
         cur.execute(next_ids, _id_params(prefix, len(fresh)))
         ids = [row[0] for row in cur.fetchall()]
@@ -172,7 +172,7 @@ async def _copy_all_async(
     conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], prefix: str
 ) -> list[Job]:
     fresh = [replace(job) for job in jobs]
-    async with _atomic_async(conn), conn.cursor() as cur:
+    async with atomic_async(conn), conn.cursor() as cur:
         await cur.execute(
             queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, len(fresh))
         )
@@ -188,10 +188,18 @@ async def _copy_all_async(
 
 def insert(conn: psycopg.Connection[Any], job: Job, *, prefix: str = DEFAULT_PREFIX) -> Job:
     """Insert one job; with unique options, return the existing job marked ``conflict``."""
+    if job.unique is not None:
+        from bridge.jobs.unique_insert import insert_unique
+
+        return insert_unique(conn, job, job.unique, prefix)
     return insert_all(conn, [job], prefix=prefix)[0]
 
 
 async def insert_async(
     conn: psycopg.AsyncConnection[Any], job: Job, *, prefix: str = DEFAULT_PREFIX
 ) -> Job:
+    if job.unique is not None:
+        from bridge.jobs.unique_insert import insert_unique_async
+
+        return await insert_unique_async(conn, job, job.unique, prefix)
     return (await insert_all_async(conn, [job], prefix=prefix))[0]

@@ -65,6 +65,8 @@ class Job:
     cancelled_at: datetime | None = None
     # Set by the uniqueness check: this job already existed and was returned instead.
     conflict: bool = False
+    # Unique options (bridge.jobs.unique.UniqueOptions) for inserting; not a column.
+    unique: Any = None
 
     @classmethod
     def new(
@@ -80,6 +82,7 @@ class Job:
         scheduled_at: datetime | None = None,
         schedule_in: float | timedelta | None = None,
         now: datetime | None = None,
+        unique: Any = None,
     ) -> Job:
         """Build a job to insert, validated as Oban's ``Job.new/2`` changeset validates it."""
         if scheduled_at is not None and schedule_in is not None:
@@ -108,6 +111,13 @@ class Job:
             scheduled_at=_naive_utc(scheduled_at) if scheduled_at is not None else None,
             state="scheduled" if scheduled_at is not None else "available",
         )
+        if unique is not None:
+            from bridge.jobs.unique import UniqueOptions, UniqueOptionsError
+
+            try:
+                job.unique = UniqueOptions.build(unique)
+            except UniqueOptionsError as exc:
+                raise JobValidationError(f"unique: {exc}") from exc
         job.validate()
         return job
 
@@ -128,7 +138,10 @@ class Job:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         """From a ``SELECT *`` row (dict_row); tolerant of the column order Oban left."""
-        return cls(**{name: row[name] for name in JOB_COLUMNS if name in row})
+        job = cls(**{name: row[name] for name in JOB_COLUMNS if name in row})
+        job.meta = job.meta if job.meta is not None else {}
+        job.tags = job.tags if job.tags is not None else []
+        return job
 
     def to_dict(self) -> dict[str, Any]:
         """The row as ``row_to_json`` would show it (for --json output and tests)."""

@@ -46,6 +46,8 @@ class WorkerSpec:
         options.setdefault("max_attempts", self.max_attempts)
         options.setdefault("priority", self.priority)
         options.setdefault("tags", list(self.tags))
+        if self.unique is not None:
+            options.setdefault("unique", self.unique)
         return Job.new(self.name, args, **options)
 
 

@@ -7,10 +7,12 @@ matters. Staged queues are announced on ``oban_insert`` so idle Elixir queues wa
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from bridge.jobs import queries
 from bridge.jobs.plugins import Plugin
+from bridge.jobs.unique_insert import RELEASE_STALE
 from bridge.wire import notify
 from bridge.wire.timefmt import utc_now
 
@@ -41,7 +43,11 @@ class Stager(Plugin):
         params: dict[str, Any] = {"now": utc_now(), "limit": self.limit}
         async with node.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(queries.render(STAGE_JOBS, node.prefix), params)
-            queues = sorted({row[0] for row in await cur.fetchall()})
+            staged = {row[0] for row in await cur.fetchall()}
+            stale = {"before": params["now"] - timedelta(seconds=60)}
+            cur = await conn.execute(queries.render(RELEASE_STALE, node.prefix), stale)
+            staged |= {row[0] for row in await cur.fetchall() if row[1] == "available"}
+            queues = sorted(staged)
             channel = notify.channel(node.prefix, "insert")
             for queue in queues:
                 await conn.execute(
