@@ -7,7 +7,14 @@ The names below are imported lazily so that ``import bridge.wire`` (pure codecs)
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bridge.jobs.enqueue import insert, insert_all, insert_all_async, insert_async
+    from bridge.jobs.job import Job, JobValidationError
+    from bridge.jobs.outcome import Cancel, Discard, Error, Ok, Snooze
+    from bridge.jobs.registry import Registry, default_registry, worker
+    from bridge.node import Node, NodeConfig
 
 __version__ = "0.1.0"
 
@@ -30,7 +37,25 @@ _EXPORTS = {
     "NodeConfig": "bridge.node",
 }
 
-__all__ = ["__version__", *sorted(_EXPORTS)]
+__all__ = [
+    "Cancel",
+    "Discard",
+    "Error",
+    "Job",
+    "JobValidationError",
+    "Node",
+    "NodeConfig",
+    "Ok",
+    "Registry",
+    "Snooze",
+    "__version__",
+    "default_registry",
+    "insert",
+    "insert_all",
+    "insert_all_async",
+    "insert_async",
+    "worker",
+]
 
 
 def __getattr__(name: str) -> Any:

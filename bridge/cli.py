@@ -269,6 +269,8 @@ def enqueue_command(
     as_json: bool,
 ) -> None:
     """Insert a job for WORKER_NAME (any worker, Python or Elixir, by its string name)."""
+    import json
+
     import orjson
 
     from bridge.db import connect
@@ -276,8 +278,8 @@ def enqueue_command(
     from bridge.jobs.job import Job, JobValidationError
 
     try:
-        args = orjson.loads(args_json)
-        meta = orjson.loads(meta_json)
+        args = json.loads(args_json)  # the stdlib keeps integers beyond 64 bits exact
+        meta = json.loads(meta_json)
         job = Job.new(
             worker_name,
             args,
@@ -288,7 +290,7 @@ def enqueue_command(
             tags=list(tags),
             meta=meta,
         )
-    except (orjson.JSONDecodeError, JobValidationError, TypeError) as exc:
+    except (json.JSONDecodeError, JobValidationError, TypeError) as exc:
         raise click.BadParameter(str(exc)) from exc
     with connect(ctx.url, autocommit=True) as conn:
         inserted = insert(conn, job, prefix=ctx.prefix)

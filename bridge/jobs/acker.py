@@ -15,11 +15,11 @@ import contextlib
 import logging
 from typing import Any
 
-import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.jobs import queries
 from bridge.jobs.executor import Ack
+from bridge.wire import jsonfmt
 
 log = logging.getLogger("bridge.acker")
 
@@ -43,7 +43,7 @@ def ack_params(acks: list[Ack]) -> dict[str, list[Any]]:
         for name in ACK_FIELDS:
             value = getattr(ack, name)
             if name in ("error", "meta") and value is not None:
-                value = orjson.dumps(value).decode()
+                value = jsonfmt.dumps(value)
             params[name].append(value)
     return params
 

@@ -14,7 +14,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
@@ -22,7 +21,7 @@ from psycopg.rows import dict_row
 from bridge.db import DEFAULT_PREFIX, quote_ident
 from bridge.jobs import queries
 from bridge.jobs.job import Job
-from bridge.wire import notify
+from bridge.wire import jsonfmt, notify
 from bridge.wire.timefmt import utc_now
 
 
@@ -48,9 +47,9 @@ def insert_params(jobs: Sequence[Job], now: datetime) -> dict[str, list[Any]]:
         params["state"].append(job.state)
         params["queue"].append(job.queue)
         params["worker"].append(job.worker)
-        params["args"].append(orjson.dumps(job.args).decode())
-        params["meta"].append(orjson.dumps(job.meta).decode())
-        params["tags"].append(orjson.dumps(job.tags).decode())
+        params["args"].append(jsonfmt.dumps(job.args))
+        params["meta"].append(jsonfmt.dumps(job.meta))
+        params["tags"].append(jsonfmt.dumps(job.tags))
         params["max_attempts"].append(job.max_attempts)
         params["priority"].append(job.priority)
         params["inserted_at"].append(now)
@@ -77,8 +76,8 @@ def copy_rows(jobs: Sequence[Job], ids: Sequence[int], now: datetime) -> list[tu
                 job.state,
                 job.queue,
                 job.worker,
-                orjson.dumps(job.args).decode(),
-                orjson.dumps(job.meta).decode(),
+                jsonfmt.dumps(job.args),
+                jsonfmt.dumps(job.meta),
                 job.tags,
                 job.max_attempts,
                 job.priority,

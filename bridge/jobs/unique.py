@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from psycopg import sql
+
+from bridge.wire import jsonfmt
 
 STATES = (
     "suspended",
@@ -168,7 +169,7 @@ def conflict_query(
     for name in options.fields:
         if name in ("args", "meta"):
             value = restricted(getattr(job, name), options.keys)
-            params[name] = orjson.dumps(value).decode()
+            params[name] = jsonfmt.dumps(value)
             column = sql.Identifier(name)
             if not value:
                 clauses.append(sql.SQL("{} <@ %({})s::jsonb").format(column, sql.SQL(name)))
@@ -201,7 +202,7 @@ def replace_update(
     for name in names:
         value = getattr(job, name)
         if name in ("args", "meta"):
-            value = orjson.dumps(value).decode()
+            value = jsonfmt.dumps(value)
             sets.append(sql.SQL("{} = %({})s::jsonb").format(sql.Identifier(name), sql.SQL(name)))
         else:
             sets.append(sql.SQL("{} = %({})s").format(sql.Identifier(name), sql.SQL(name)))
@@ -231,5 +232,5 @@ def lock_key(prefix: str, options: UniqueOptions, job: Any) -> int:
             for name in options.fields
         },
     }
-    digest = hashlib.blake2b(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS), digest_size=8)
+    digest = hashlib.blake2b(jsonfmt.dumps(identity, sort_keys=True).encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big", signed=True)

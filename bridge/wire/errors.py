@@ -65,9 +65,9 @@ def exception_text(exc: BaseException) -> str:
     lines = [f"** ({exception_kind(exc)}) {exc}"]
     frames = traceback.extract_tb(exc.__traceback__)
     for frame in reversed(frames):
-        module = _module_of(frame.filename)
+        module, path = _module_of(frame.filename)
         package = module.split(".", 1)[0] if module else "python"
-        lines.append(f"    ({package}) {frame.filename}:{frame.lineno}: {module}.{frame.name}")
+        lines.append(f"    ({package}) {path}:{frame.lineno}: {module}.{frame.name}")
     return "\n".join(lines) + "\n"
 
 
@@ -75,13 +75,14 @@ def exception_entry(exc: BaseException, attempt: int, at: datetime) -> dict[str,
     return entry(attempt, at, exception_text(exc))
 
 
-def _module_of(filename: str) -> str:
-    """A dotted module name for a source path, from the longest matching sys.path entry."""
+def _module_of(filename: str) -> tuple[str, str]:
+    """Dotted module name and import-root-relative path of a source file (like Elixir's
+    ``lib/app/x.ex``), so rows do not carry deployment paths."""
     import sys
     from pathlib import Path
 
     path = Path(filename)
-    best = ""
+    best: Path | None = None
     for root in sys.path:
         if not root:
             continue
@@ -89,7 +90,8 @@ def _module_of(filename: str) -> str:
             rel = path.relative_to(root)
         except ValueError:
             continue
-        dotted = ".".join(rel.with_suffix("").parts)
-        if not best or len(dotted) < len(best):
-            best = dotted
-    return best or path.stem
+        if best is None or len(rel.parts) < len(best.parts):
+            best = rel
+    if best is None:
+        return path.stem, path.name
+    return ".".join(best.with_suffix("").parts), best.as_posix()
