@@ -10,7 +10,6 @@ unregistered worker errors with Oban's "unknown worker" text (never an import).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from concurrent.futures import Executor
@@ -23,6 +22,7 @@ from bridge.jobs.outcome import Cancel, Discard, Error, Ok, Snooze
 from bridge.jobs.registry import Registry, WorkerSpec
 from bridge.wire import backoff as wire_backoff
 from bridge.wire import errors as wire_errors
+from bridge.wire.recorded import encode_recorded
 from bridge.wire.timefmt import utc_now
 
 log = logging.getLogger("bridge.jobs")
@@ -87,9 +87,8 @@ def outcome_to_ack(job: Job, spec: WorkerSpec, result: Any, now: datetime) -> Ac
         return _error_ack(job, spec, entry, now)
     meta = None
     if spec.recorded:
-        recorded: Any = importlib.import_module("bridge.wire.recorded")
         value = result.value if isinstance(result, Ok) else result
-        meta = recorded.encode_recorded(value)
+        meta = encode_recorded(value)
     return Ack(job_id, "completed", completed_at=now, meta=meta, kind="success", detail=result)
 
 
