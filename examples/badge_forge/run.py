@@ -24,7 +24,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from badge_forge import generator
-
 from bridge import Job, Node, NodeConfig, insert
 from bridge.jobs.registry import default_registry
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from bridge.wire.timefmt import utc_now
 from psycopg import sql
 
 from bridge import Job, JobValidationError, insert, insert_all, insert_all_async, insert_async
+from bridge.wire.timefmt import utc_now
 from tests.jobs.support import job_json
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
