@@ -1,0 +1,234 @@
+"""``workflow_instances`` and ``hephaestus_step_results`` rows, read and written as
+HephaestusEcto and HephaestusOban do, on the caller's connection and transaction.
+
+Everything here is one statement (or a short fixed sequence) so the runner can compose them
+inside a single transaction: a step result and the job that applies it commit together, or
+neither does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from bridge.wire import jsonfmt
+from bridge.workflows.definition import ASYNC_EVENT, Workflow, WorkflowError
+from bridge.workflows.engine import StepResult
+from bridge.workflows.instance import Instance
+from bridge.workflows.serializer import InstanceRow, from_row, to_row
+
+Conn = psycopg.Connection[Any]
+
+
+class StorageError(WorkflowError):
+    """Base class of errors reading or writing workflow rows."""
+
+
+class InstanceNotFoundError(StorageError):
+    """No ``workflow_instances`` row has that id."""
+
+
+class DuplicateInstanceError(StorageError):
+    """An instance with that id already exists (HephaestusEcto would silently overwrite it)."""
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """One ``hephaestus_step_results`` row."""
+
+    id: str
+    step_ref: str
+    event: str
+    context_updates: Mapping[str, Any]
+    metadata_updates: Mapping[str, Any]
+    processed: bool
+    inserted_at: datetime
+
+    def to_step_result(self) -> StepResult:
+        return StepResult(self.step_ref, self.event, self.context_updates, self.metadata_updates)
+
+
+def _q(template: str, prefix: str) -> sql.Composed:
+    return sql.SQL(template).format(prefix=sql.Identifier(prefix))
+
+
+def lock_instance(conn: Conn, instance_id: str) -> None:
+    """Serialise every writer of one instance for the rest of the transaction.
+
+    TODO(bridge.wire.phash2): HephaestusOban locks ``pg_advisory_xact_lock(:erlang.phash2(id))``
+    with the id hashed as an Elixir binary; switch to that key once ``bridge.wire.phash2``
+    exists so a Python and an Elixir advance of the same instance exclude each other. Until
+    then the key is PostgreSQL's ``hashtext``, which only excludes Python writers.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (instance_id,))
+
+
+def insert_instance(conn: Conn, prefix: str, row: InstanceRow) -> None:
+    """Insert a new instance; an existing id is refused rather than overwritten."""
+    cur = conn.execute(
+        _q(
+            "INSERT INTO {prefix}.workflow_instances"
+            " (id, workflow, status, state, workflow_version, inserted_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            prefix,
+        ),
+        (
+            row.id,
+            row.workflow,
+            row.status,
+            Jsonb(row.state, dumps=jsonfmt.dumps),
+            row.workflow_version,
+            row.inserted_at,
+            row.updated_at,
+        ),
+    )
+    if cur.rowcount != 1:
+        raise DuplicateInstanceError(f"a workflow instance with id {row.id!r} already exists")
+
+
+def load_instance(
+    conn: Conn,
+    prefix: str,
+    instance_id: str,
+    workflows: Mapping[str, Workflow],
+    *,
+    for_update: bool = False,
+) -> Instance:
+    """Load and validate an instance (``FOR UPDATE`` inside the advancing transaction)."""
+    lock = " FOR UPDATE" if for_update else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            _q(
+                "SELECT id, workflow, status, state, workflow_version"
+                " FROM {prefix}.workflow_instances WHERE id = %s" + lock,
+                prefix,
+            ),
+            (instance_id,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise InstanceNotFoundError(f"no workflow instance with id {instance_id!r}")
+    return from_row(row, workflows)
+
+
+def save_instance(conn: Conn, prefix: str, instance: Instance) -> None:
+    """HephaestusEcto's upsert on an existing row: ``inserted_at`` and the version stay."""
+    row = to_row(instance)
+    conn.execute(
+        _q(
+            "UPDATE {prefix}.workflow_instances"
+            " SET workflow = %s, status = %s, state = %s, updated_at = %s WHERE id = %s",
+            prefix,
+        ),
+        (
+            row.workflow,
+            row.status,
+            Jsonb(row.state, dumps=jsonfmt.dumps),
+            row.updated_at,
+            row.id,
+        ),
+    )
+
+
+_RESULT_COLUMNS = (
+    "id::text AS id, step_ref, event, context_updates, metadata_updates, processed, inserted_at"
+)
+
+
+def _result(row: dict[str, Any]) -> StoredResult:
+    return StoredResult(
+        id=row["id"],
+        step_ref=row["step_ref"],
+        event=row["event"],
+        context_updates=row["context_updates"],
+        metadata_updates=row["metadata_updates"],
+        processed=row["processed"],
+        inserted_at=row["inserted_at"],
+    )
+
+
+def insert_result(
+    conn: Conn, prefix: str, instance_id: str, result: StepResult, workflow_version: int
+) -> bool:
+    """Insert-or-nothing against the partial unique index, as ``StepResults.insert/7``.
+
+    Returns whether a row was written (``False``: an unprocessed result for that step exists).
+    ``inserted_at`` is the transaction's UTC time, as Ecto's ``timezone('UTC', now())``.
+    """
+    cur = conn.execute(
+        _q(
+            "INSERT INTO {prefix}.hephaestus_step_results"
+            " (instance_id, step_ref, event, context_updates, metadata_updates,"
+            "  workflow_version, inserted_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, timezone('UTC', now()))"
+            " ON CONFLICT (instance_id, step_ref) WHERE NOT processed DO NOTHING",
+            prefix,
+        ),
+        (
+            instance_id,
+            result.step_ref,
+            result.event,
+            Jsonb(dict(result.context_updates), dumps=jsonfmt.dumps),
+            Jsonb(dict(result.metadata_updates or {}), dumps=jsonfmt.dumps),
+            workflow_version,
+        ),
+    )
+    return cur.rowcount == 1
+
+
+def results_for(conn: Conn, prefix: str, instance_id: str, *, pending: bool) -> list[StoredResult]:
+    """An instance's results in ``inserted_at`` order (only unprocessed ones if ``pending``)."""
+    where = " AND NOT processed" if pending else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            _q(
+                f"SELECT {_RESULT_COLUMNS} FROM {{prefix}}.hephaestus_step_results"
+                f" WHERE instance_id = %s{where} ORDER BY inserted_at, id",
+                prefix,
+            ),
+            (instance_id,),
+        )
+        return [_result(row) for row in cur.fetchall()]
+
+
+def has_result(conn: Conn, prefix: str, instance_id: str, step_ref: str) -> bool:
+    """Whether the step has any result (processed or not): it ran for this activation.
+
+    A workflow graph is acyclic, so a step activates at most once per instance.
+    """
+    cur = conn.execute(
+        _q(
+            "SELECT 1 FROM {prefix}.hephaestus_step_results"
+            " WHERE instance_id = %s AND step_ref = %s LIMIT 1",
+            prefix,
+        ),
+        (instance_id, step_ref),
+    )
+    return cur.fetchone() is not None
+
+
+def awaiting_steps(results: Sequence[StoredResult]) -> set[str]:
+    """Steps whose only results are ``__async__``: they wait for a resume. Pure."""
+    events: dict[str, set[str]] = {}
+    for result in results:
+        events.setdefault(result.step_ref, set()).add(result.event)
+    return {step for step, seen in events.items() if seen == {ASYNC_EVENT}}
+
+
+def mark_processed(conn: Conn, prefix: str, ids: Sequence[str]) -> None:
+    if ids:
+        conn.execute(
+            _q(
+                "UPDATE {prefix}.hephaestus_step_results SET processed = true"
+                " WHERE id = ANY(%s::uuid[])",
+                prefix,
+            ),
+            (list(ids),),
+        )
