@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from bridge.wire import jsonfmt
+from bridge.wire.phash2 import phash2
 from bridge.workflows.definition import ASYNC_EVENT, Workflow, WorkflowError
 from bridge.workflows.engine import StepResult
 from bridge.workflows.instance import Instance
@@ -62,12 +63,10 @@ def _q(template: str, prefix: str) -> sql.Composed:
 def lock_instance(conn: Conn, instance_id: str) -> None:
     """Serialise every writer of one instance for the rest of the transaction.
 
-    TODO(bridge.wire.phash2): HephaestusOban locks ``pg_advisory_xact_lock(:erlang.phash2(id))``
-    with the id hashed as an Elixir binary; switch to that key once ``bridge.wire.phash2``
-    exists so a Python and an Elixir advance of the same instance exclude each other. Until
-    then the key is PostgreSQL's ``hashtext``, which only excludes Python writers.
+    The key is HephaestusOban's, ``:erlang.phash2(instance_id)`` with the id hashed as an Elixir
+    binary, so a Python advance and an Elixir advance of the same instance exclude each other.
     """
-    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (instance_id,))
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (phash2(instance_id),))
 
 
 def insert_instance(conn: Conn, prefix: str, row: InstanceRow) -> None:
