@@ -170,6 +170,13 @@ def demo(ctx: CliContext, timeout: float) -> None:
     default=None,
     help="Run the pruner: delete finished jobs older than this many seconds.",
 )
+@click.option(
+    "--cron",
+    "cron_entries",
+    multiple=True,
+    help='Cron entry "<expression> <worker> [<json options>]" (repeatable).',
+)
+@click.option("--cron-timezone", default="Etc/UTC", show_default=True)
 @pass_ctx
 def worker_command(
     ctx: CliContext,
@@ -182,6 +189,8 @@ def worker_command(
     poll_interval: float | None,
     rescue_after: float | None,
     prune_after: float | None,
+    cron_entries: tuple[str, ...],
+    cron_timezone: str,
 ) -> None:
     """Run a Python node serving QUEUES until SIGTERM/SIGINT."""
     import asyncio
@@ -226,6 +235,13 @@ def worker_command(
     prune = prune_after or settings.prune_after
     if prune:
         plugins.append(Pruner(max_age=prune))
+    if cron_entries:
+        from bridge.jobs.plugins.cron import Cron, CronError, parse_entry
+
+        try:
+            plugins.append(Cron([parse_entry(e) for e in cron_entries], timezone=cron_timezone))
+        except CronError as exc:
+            raise click.BadParameter(str(exc), param_hint="--cron") from exc
     config = NodeConfig(
         url=ctx.url,
         queues=queue_limits,
