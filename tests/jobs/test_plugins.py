@@ -132,3 +132,36 @@ async def test_sonar_ping_and_gossip_payloads(oban_prefix: str, database_url: st
         uuid,
     )
     assert check["started_at"].endswith("Z")
+
+
+async def test_pruner_deletes_what_obans_pruner_deletes(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    from bridge.jobs.plugins.pruner import Pruner
+
+    ident = sql.Identifier(oban_prefix)
+    old = "now() at time zone 'utc' - interval '2 minutes'"
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {p}.oban_jobs (worker, state, scheduled_at, completed_at, cancelled_at, "
+            "discarded_at) VALUES "
+            f"('old-completed', 'completed', {old}, {old}, NULL, NULL), "
+            f"('old-cancelled', 'cancelled', now() at time zone 'utc', NULL, {old}, NULL), "
+            f"('old-discarded', 'discarded', now() at time zone 'utc', NULL, NULL, {old}), "
+            "('new-completed', 'completed', now() at time zone 'utc', now() at time zone 'utc', "
+            "NULL, NULL), "
+            f"('old-available', 'available', {old}, NULL, NULL, NULL), "
+            f"('old-retryable', 'retryable', {old}, NULL, NULL, NULL)"
+        ).format(p=ident)
+    )
+    pruner = Pruner(max_age=60)
+    async with running_node(database_url, oban_prefix, {"q": 1}, Registry(), plugins=[pruner]):
+        await pruner.tick()
+    left = [
+        r[0]
+        for r in conn.execute(
+            sql.SQL("SELECT worker FROM {}.oban_jobs ORDER BY id").format(ident)
+        ).fetchall()
+    ]
+    # Finished jobs older than max_age go, each aged by its own timestamp; nothing else does.
+    assert left == ["new-completed", "old-available", "old-retryable"]
