@@ -10,6 +10,9 @@ defmodule Fixture.MixProject do
       version: "0.1.0",
       elixir: "~> 1.14",
       deps: [],
+      # The Elixir modules oban-bridge ships for users' apps are compiled into the fixture too,
+      # so the interop tests exercise exactly the code users copy.
+      elixirc_paths: ["lib", "../integrations/elixir/lib"],
       xref: [exclude: [:jiffy]]
     ]
   end
