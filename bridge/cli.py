@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from bridge import schema
+from bridge.cli_workflows import workflow_options, workflows_for_node, workflows_group
 from bridge.db import DEFAULT_PREFIX, DatabaseConfigError, ResolvedDatabase, resolve_database_url
 
 
@@ -177,6 +178,7 @@ def demo(ctx: CliContext, timeout: float) -> None:
     help='Cron entry "<expression> <worker> [<json options>]" (repeatable).',
 )
 @click.option("--cron-timezone", default="Etc/UTC", show_default=True)
+@workflow_options
 @pass_ctx
 def worker_command(
     ctx: CliContext,
@@ -191,6 +193,11 @@ def worker_command(
     prune_after: float | None,
     cron_entries: tuple[str, ...],
     cron_timezone: str,
+    workflow_modules: tuple[str, ...],
+    workflow_queue: str | None,
+    workflow_concurrency: int | None,
+    workflow_config_key: str | None,
+    workflow_repair_after: float | None,
 ) -> None:
     """Run a Python node serving QUEUES until SIGTERM/SIGINT."""
     import asyncio
@@ -212,7 +219,15 @@ def worker_command(
         queue_limits = parse_queues(queues) if queues else settings.queues
     except (ConfigError, ValueError) as exc:
         raise click.BadParameter(str(exc)) from exc
-    if not queue_limits:
+    flows = workflows_for_node(
+        settings,
+        workflow_modules,
+        queue=workflow_queue,
+        concurrency=workflow_concurrency,
+        config_key=workflow_config_key,
+        repair_after=workflow_repair_after,
+    )
+    if not queue_limits and not flows.workflows:
         raise click.BadParameter("no queues: pass --queues or set queues in [tool.bridge]")
     for module in [*settings.workers, *modules]:
         # Modules are named by the operator, never by a row. One that fails to import is
@@ -254,11 +269,16 @@ def worker_command(
     )
     if node_name or settings.node:
         config.node = node_name or settings.node or config.node
+    runner = flows.attach(config)
     telemetry.attach_default_logger()
     logging.getLogger("bridge.jobs").setLevel(logging.INFO)
     logging.getLogger("bridge.node").setLevel(logging.INFO)
     click.echo(f"workers: {', '.join(default_registry.names()) or '(none registered)'}", err=True)
-    asyncio.run(Node(config).run_until_signalled())
+    try:
+        asyncio.run(Node(config).run_until_signalled())
+    finally:
+        if runner is not None:
+            runner.close()
 
 
 @main.command("enqueue")
@@ -462,6 +482,8 @@ def _signal_command(action: str) -> Any:
 for _action in ("pause", "resume", "scale", "start", "stop"):
     _signal_command(_action)
 
+
+main.add_command(workflows_group)
 
 if __name__ == "__main__":
     main()

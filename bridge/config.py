@@ -10,6 +10,11 @@ Example::
     grace = 15
     rescue_after = 3600      # enable the lifeline (seconds); off by default
     prune_after = 86400      # enable the pruner (seconds); off by default
+    workflows = ["myapp.flows"]          # Python workflows this node runs (module names)
+    workflow_queue = "bridge_workflows"  # their orchestration queue (default)
+    workflow_concurrency = 10
+    workflow_config_key = "bridge"
+    workflow_repair_after = 60  # enable the workflow lifeline (grace, seconds); off by default
 
 Command-line options win over the file. The database URL is deliberately not read from here:
 it belongs in the environment (``BRIDGE_DATABASE_URL``), not in a file that gets committed.
@@ -38,6 +43,11 @@ class WorkerSettings:
     poll_interval: float | None = None
     rescue_after: float | None = None
     prune_after: float | None = None
+    workflows: list[str] = field(default_factory=list)
+    workflow_queue: str | None = None
+    workflow_concurrency: int | None = None
+    workflow_config_key: str | None = None
+    workflow_repair_after: float | None = None
 
 
 _KNOWN = {f for f in WorkerSettings.__dataclass_fields__}
@@ -95,12 +105,23 @@ def load_settings(path: Path | None = None) -> WorkerSettings:
     if not isinstance(workers, list) or not all(isinstance(w, str) for w in workers):
         raise ConfigError(f"{path}: workers must be a list of module names")
     settings = WorkerSettings(queues=dict(queues), workers=list(workers))
-    for key in ("prefix", "node", "name"):
+    flows = table.get("workflows", [])
+    flows = [flows] if isinstance(flows, str) else flows
+    if not isinstance(flows, list) or not all(isinstance(w, str) for w in flows):
+        raise ConfigError(f"{path}: workflows must be a list of module names")
+    settings.workflows = list(flows)
+    concurrency = table.get("workflow_concurrency")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise ConfigError(f"{path}: workflow_concurrency must be an integer >= 1")
+    settings.workflow_concurrency = concurrency
+    for key in ("prefix", "node", "name", "workflow_queue", "workflow_config_key"):
         value = table.get(key)
         if value is not None and not isinstance(value, str):
             raise ConfigError(f"{path}: {key} must be a string")
         setattr(settings, key, value)
-    for key in ("grace", "poll_interval", "rescue_after", "prune_after"):
+    for key in ("grace", "poll_interval", "rescue_after", "prune_after", "workflow_repair_after"):
         value = table.get(key)
         if value is not None and (not isinstance(value, int | float) or value <= 0):
             raise ConfigError(f"{path}: {key} must be a positive number")

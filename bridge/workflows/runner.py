@@ -32,6 +32,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from psycopg import sql
@@ -42,6 +43,7 @@ from bridge.jobs.enqueue import atomic, insert_all
 from bridge.jobs.job import Job
 from bridge.jobs.outcome import Cancel, Discard, Error
 from bridge.wire import notify
+from bridge.workflows.builtins import WAIT, wait_delay_ms
 from bridge.workflows.definition import (
     ASYNC_EVENT,
     Workflow,
@@ -183,6 +185,7 @@ def resume_job(
     *,
     queue: str,
     config_key: str,
+    schedule_in: timedelta | None = None,
 ) -> Job:
     args = {
         "instance_id": instance.id,
@@ -199,6 +202,7 @@ def resume_job(
         max_attempts=RESUME_MAX_ATTEMPTS,
         meta=job_meta(workflow, instance.id, step_ref=step_ref),
         tags=job_tags(workflow),
+        schedule_in=schedule_in,
     )
 
 
@@ -338,6 +342,55 @@ class WorkflowRunner:
         with atomic(conn):
             return insert_all(conn, [job], prefix=self.prefix)[0]
 
+    def schedule_resume(self, conn: Conn, instance_id: str, step_ref: str, delay_ms: int) -> Job:
+        """A durable timer: a ResumeWorker with event ``timeout`` scheduled ``delay_ms`` ahead.
+
+        The row is ``Runner.schedule_resume/3``'s (same args, meta and tags as a resume); the
+        job is the timer, so cancelling it (``bridge jobs cancel``) cancels the timer. Unlike
+        upstream, a step that does not declare ``timeout`` is refused here rather than left to
+        fail in the advance.
+        """
+        if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms <= 0:
+            raise ResumeError(f"delay_ms must be a positive integer, got {delay_ms!r}")
+        instance = load_instance(conn, self.prefix, instance_id, self.workflows)
+        workflow = self._workflow(instance.workflow)
+        if "timeout" not in workflow.step(step_ref).events:
+            raise ResumeError(f"{step_ref} does not declare the event 'timeout'")
+        job = self._timer_job(workflow, instance, step_ref, delay_ms)
+        with atomic(conn):
+            return insert_all(conn, [job], prefix=self.prefix)[0]
+
+    def _timer_job(self, workflow: Workflow, instance: Instance, step_ref: str, delay: int) -> Job:
+        return resume_job(
+            workflow,
+            instance,
+            step_ref,
+            "timeout",
+            queue=self.queue,
+            config_key=self.config_key,
+            schedule_in=timedelta(milliseconds=delay),
+        )
+
+    def _wait_timers(
+        self, workflow: Workflow, instance: Instance, pending: list[StoredResult]
+    ) -> list[Job]:
+        """Timers for built-in Wait steps whose ``__async__`` result this advance applies.
+
+        Hephaestus leaves scheduling the ``timeout`` resume to the runner (``Wait.delay_ms/1``);
+        HephaestusOban 0.5.0 never does it, so a Wait there waits for ever unless the app calls
+        ``schedule_resume``. Here the advance that applies the result inserts the timer in the
+        same transaction: one timer per wait, never lost, never doubled.
+        """
+        return [
+            self._timer_job(
+                workflow, instance, r.step_ref, wait_delay_ms(instance.step_configs.get(r.step_ref))
+            )
+            for r in pending
+            if r.event == ASYNC_EVENT
+            and r.step_ref == WAIT.name
+            and r.step_ref in instance.active_steps
+        ]
+
     def cancel(self, conn: Conn, instance_id: str) -> list[int]:
         """Fail the instance and cancel its pending jobs; returns the cancelled job ids."""
         with atomic(conn):
@@ -388,8 +441,14 @@ class WorkflowRunner:
             )
             insert_all(conn, [job], prefix=self.prefix)
 
-    def _record(self, job: Job, result: StepResult, *, resume: bool) -> bool:
-        """Insert a step result and queue the advance that applies it, in one transaction."""
+    def _record(
+        self, job: Job, result: StepResult, *, resume: bool, companions: Any = None
+    ) -> bool:
+        """Insert a step result and queue the advance that applies it, in one transaction.
+
+        ``companions`` (an Elixir-run step's ``companion_jobs``) gives jobs that must exist
+        exactly when this result does: the delegated job of ``bridge.workflows.delegation_elixir``.
+        """
         instance_id = _arg(job, "instance_id")
         with self._connection() as conn, conn.transaction():
             lock_instance(conn, instance_id)
@@ -407,6 +466,17 @@ class WorkflowRunner:
             version = _arg(job, "workflow_version")
             if not insert_result(conn, self.prefix, instance_id, result, version):
                 return False
+            if companions is not None:
+                extra = companions(
+                    workflow,
+                    instance,
+                    step,
+                    queue=self.queue,
+                    config_key=self.config_key,
+                    meta=job_meta(workflow, instance_id, step_ref=step),
+                    tags=job_tags(workflow),
+                )
+                insert_all(conn, extra, prefix=self.prefix)
             self._enqueue_advance(conn, workflow, instance, step)
             return True
 
@@ -443,6 +513,7 @@ class WorkflowRunner:
                 )
                 for step in fresh
             ]
+            jobs.extend(self._wait_timers(workflow, instance, pending))
             insert_all(conn, jobs, prefix=self.prefix)
         return None
 
@@ -489,12 +560,15 @@ class WorkflowRunner:
         if result is None:
             self._fail_if_exhausted(job, instance_id)
             return Error(getattr(outcome, "reason", outcome))
-        self._record(job, result, resume=False)
+        companions = getattr(workflow.step(step).run, "companion_jobs", None)
+        self._record(job, result, resume=False, companions=companions)
         return None
 
     def _run_body(self, workflow: Workflow, instance: Instance, step: str) -> Any:
         call = prepare_step(workflow, instance, step)
         assert call.step.run is not None
+        if call.step.name == WAIT.name:
+            wait_delay_ms(call.config)  # a bad config fails the step, not the later advance
         value: Any = call.step.run(call.instance, call.config, call.context)
         if inspect.isawaitable(value):
             value = asyncio.run(_await(value))

@@ -1,0 +1,112 @@
+"""Serving Python workflows on a node: which definitions, which queue, how many at once.
+
+The definitions come from modules the operator names (``bridge worker --workflows myapp.flows``,
+``workflows = [...]`` in ``[tool.bridge]``, or :func:`load_workflows`), never from a row: a job
+names a workflow, and only a workflow registered here can run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+
+from bridge.node import NodeConfig
+from bridge.workflows.definition import Workflow, WorkflowError, registry
+from bridge.workflows.lifeline import WorkflowLifeline
+from bridge.workflows.runner import DEFAULT_CONFIG_KEY, DEFAULT_QUEUE, WorkflowRunner
+from bridge.workflows.workers import register
+
+EXPLICIT_ATTRIBUTE = "WORKFLOWS"
+
+
+class WorkflowModuleError(WorkflowError):
+    """A workflows module that cannot be imported or defines no workflow."""
+
+
+def workflows_of(module: ModuleType) -> list[Workflow]:
+    """``module.WORKFLOWS`` if the module has one, else its module-level ``Workflow`` objects."""
+    explicit = getattr(module, EXPLICIT_ATTRIBUTE, None)
+    if explicit is not None:
+        if isinstance(explicit, Workflow) or not isinstance(explicit, Iterable):
+            raise WorkflowModuleError(
+                f"{module.__name__}.{EXPLICIT_ATTRIBUTE} must be a list of Workflow objects"
+            )
+        found = list(explicit)
+        bad = [w for w in found if not isinstance(w, Workflow)]
+        if bad:
+            raise WorkflowModuleError(
+                f"{module.__name__}.{EXPLICIT_ATTRIBUTE} holds non-workflows: {bad[:3]!r}"
+            )
+    else:
+        found = [v for v in vars(module).values() if isinstance(v, Workflow)]
+    if not found:
+        raise WorkflowModuleError(f"module {module.__name__} defines no Workflow")
+    return list({id(w): w for w in found}.values())
+
+
+def load_workflows(modules: Sequence[str]) -> list[Workflow]:
+    """Import each named module and collect its workflows; two with one name are an error."""
+    found: list[Workflow] = []
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            raise WorkflowModuleError(
+                f"workflows module {name} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
+        found.extend(workflows_of(module))
+    by_name = registry(*found)
+    return list(by_name.values())
+
+
+@dataclass(frozen=True)
+class WorkflowServing:
+    """How a node serves Python workflows (``[tool.bridge]`` keys ``workflow_*``)."""
+
+    queue: str = DEFAULT_QUEUE
+    concurrency: int = 10
+    config_key: str = DEFAULT_CONFIG_KEY
+    repair_grace: float | None = None  # seconds; None: no workflow lifeline
+    repair_interval: float = 30.0
+
+
+def serve_workflows(
+    config: NodeConfig,
+    workflows: Iterable[Workflow],
+    serving: WorkflowServing | None = None,
+) -> WorkflowRunner:
+    """Make the node configured by ``config`` run ``workflows``.
+
+    Registers the three HephaestusOban workers for a new runner in ``config.registry``, adds
+    the runner's queue at its concurrency to ``config.queues`` and, with ``repair_grace``, the
+    workflow lifeline to the plugins. Close the returned runner after the node has stopped.
+    """
+    serving = serving or WorkflowServing()
+    if serving.concurrency < 1:
+        raise WorkflowModuleError(f"workflow concurrency must be >= 1, got {serving.concurrency}")
+    runner = WorkflowRunner(
+        config.url,
+        workflows,
+        prefix=config.prefix,
+        queue=serving.queue,
+        config_key=serving.config_key,
+        pool_size=min(serving.concurrency, 10),
+    )
+    register(config.registry, runner)
+    config.queues[serving.queue] = serving.concurrency
+    if serving.repair_grace is not None:
+        if config.plugins is None:
+            from bridge.jobs.plugins.gossip import Gossip
+            from bridge.jobs.plugins.peer import Peer
+            from bridge.jobs.plugins.sonar import Sonar
+            from bridge.jobs.plugins.stager import Stager
+
+            config.plugins = [Stager(), Peer(), Sonar(), Gossip()]
+        config.plugins.append(
+            WorkflowLifeline(
+                grace=serving.repair_grace, interval=serving.repair_interval, runners=[runner]
+            )
+        )
+    return runner
