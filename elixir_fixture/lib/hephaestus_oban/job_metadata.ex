@@ -15,7 +15,9 @@ defmodule HephaestusOban.JobMetadata do
     system =
       %{"heph_workflow" => name, "instance_id" => instance_id}
       |> Map.put("workflow_version", safe_call(workflow, :__version__, 1))
-      |> then(fn meta -> if step_ref, do: Map.put(meta, "step", short_name(step_ref)), else: meta end)
+      |> then(fn meta ->
+        if step_ref, do: Map.put(meta, "step", short_name(step_ref)), else: meta
+      end)
 
     meta =
       workflow

@@ -105,7 +105,8 @@ defmodule HephaestusOban.StepResults do
   @doc "Every row of an instance (or of all instances), in insertion order, as `row_to_json`."
   @spec rows(module(), String.t() | nil) :: [map()]
   def rows(repo, instance_id) do
-    {where, params} = if instance_id, do: {"WHERE h0.instance_id = $1", [instance_id]}, else: {"", []}
+    {where, params} =
+      if instance_id, do: {"WHERE h0.instance_id = $1", [instance_id]}, else: {"", []}
 
     sql =
       "SELECT row_to_json(h0)::text FROM #{table()} AS h0 #{where} ORDER BY h0.inserted_at, h0.id"

@@ -55,6 +55,11 @@ defmodule Hephaestus.Core.Instance do
   def new(workflow, version, context, id)
       when is_atom(workflow) and is_integer(version) and version > 0 and is_map(context) and
              is_binary(id) do
-    %__MODULE__{id: id, workflow: workflow, workflow_version: version, context: Context.new(context)}
+    %__MODULE__{
+      id: id,
+      workflow: workflow,
+      workflow_version: version,
+      context: Context.new(context)
+    }
   end
 end

@@ -87,7 +87,9 @@ defmodule Hephaestus.Workflow do
       @doc false
       def __tags__, do: unquote(Module.get_attribute(module, :hephaestus_tags))
       @doc false
-      def __metadata__, do: unquote(Macro.escape(Module.get_attribute(module, :hephaestus_metadata)))
+      def __metadata__,
+        do: unquote(Macro.escape(Module.get_attribute(module, :hephaestus_metadata)))
+
       @doc false
       def __unique__, do: unquote(Macro.escape(unique))
       @doc false
@@ -107,7 +109,11 @@ defmodule Hephaestus.Workflow do
       def resolve_version(v) when v == unquote(version), do: {v, __MODULE__}
 
       def resolve_version(v),
-        do: raise(ArgumentError, "#{inspect(__MODULE__)} only supports version #{unquote(version)}, got: #{inspect(v)}")
+        do:
+          raise(
+            ArgumentError,
+            "#{inspect(__MODULE__)} only supports version #{unquote(version)}, got: #{inspect(v)}"
+          )
     end
   end
 
@@ -183,7 +189,11 @@ defmodule Hephaestus.Uniqueness do
 
     if Regex.match?(~r/^[a-z0-9]+$/, value) or Regex.match?(uuid, value),
       do: :ok,
-      else: raise(ArgumentError, "invalid id value: #{inspect(value)}. Must be [a-z0-9]+ or a valid UUID")
+      else:
+        raise(
+          ArgumentError,
+          "invalid id value: #{inspect(value)}. Must be [a-z0-9]+ or a valid UUID"
+        )
   end
 
   @spec extract_value(String.t()) :: String.t()
