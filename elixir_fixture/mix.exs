@@ -12,7 +12,7 @@ defmodule Fixture.MixProject do
       deps: [],
       # The Elixir modules oban-bridge ships for users' apps are compiled into the fixture too,
       # so the interop tests exercise exactly the code users copy.
-      elixirc_paths: ["lib", "../integrations/elixir/lib"],
+      elixirc_paths: ["lib", Path.expand("../integrations/elixir/lib", __DIR__)],
       xref: [exclude: [:jiffy]]
     ]
   end
