@@ -65,3 +65,12 @@ defmodule RealStack.Flows.Order do
   def transit(AwaitShipment, :shipped, _ctx), do: Notify
   def transit(Notify, :notified, _ctx), do: Hephaestus.Steps.Done
 end
+
+defmodule RealStack.Atoms do
+  @moduledoc """
+  The initial-context keys the golden capture's caller wrote as atoms (`%{items: 3, customer:
+  "c-9"}`): in the genuine VM they existed because the calling code named them.
+  """
+  @spec known() :: [atom()]
+  def known, do: [:items, :customer]
+end
