@@ -62,6 +62,8 @@ from bridge.workflows.engine import (
     step_result,
 )
 from bridge.workflows.instance import Context, ExecutionEntry, Instance, Status
+from bridge.workflows.lifeline import WorkflowLifeline
+from bridge.workflows.repair import Repair, find_stuck, repair
 from bridge.workflows.serializer import (
     InstanceRow,
     KnownNames,
@@ -78,6 +80,7 @@ from bridge.workflows.serializer import (
     unloadable_names,
     unloadable_update,
 )
+from bridge.workflows.serving import WorkflowServing, load_workflows, serve_workflows
 
 __all__ = [
     "ASYNC_EVENT",
@@ -104,6 +107,7 @@ __all__ = [
     "LoadProblem",
     "MalformedStateError",
     "NonTerminalLeafError",
+    "Repair",
     "RetryConfig",
     "SerializationError",
     "Status",
@@ -128,7 +132,9 @@ __all__ = [
     "UnreachableStepError",
     "Workflow",
     "WorkflowError",
+    "WorkflowLifeline",
     "WorkflowMismatchError",
+    "WorkflowServing",
     "activate_transitions",
     "advance",
     "apply_step_results",
@@ -138,12 +144,16 @@ __all__ = [
     "ensure_loadable",
     "execute_step",
     "fail_workflow",
+    "find_stuck",
     "from_row",
     "from_state",
+    "load_workflows",
     "new_instance",
     "prepare_step",
     "registry",
+    "repair",
     "resume_step",
+    "serve_workflows",
     "short_name",
     "step",
     "step_result",
