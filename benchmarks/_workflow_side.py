@@ -1,0 +1,313 @@
+"""One measured run of the workflow benchmark, in a process of its own.
+
+Run by ``bench_workflows.py`` as ``python benchmarks/_workflow_side.py WORKLOAD --url ...``; it
+prints one JSON line. The process is the Python node: a ``bridge.node.Node`` serving the
+runner's queue at ``--concurrency`` with the three HephaestusOban workers registered for one
+``WorkflowRunner`` (as ``tests/workflows/test_runner.py`` wires them), defaults untouched except
+where an option says otherwise. Statements are counted in this process by
+``_workflow_count`` (client side); transactions also on the server, from ``pg_stat_database``
+read through a connection to *another* database so that reading adds nothing to the count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import _workflow_count
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+import bridge
+from bridge.jobs.registry import Registry
+from bridge.node import Node, NodeConfig
+from bridge.workflows import DONE, Context, Instance, StepOk, Workflow, step
+from bridge.workflows.runner import WorkflowRunner
+from bridge.workflows.workers import register
+
+QUEUE = "bench_workflows"
+CONFIG_KEY = "bench"
+FANOUT_WIDTH = 100
+STATS_SETTLE = 1.2  # s: idle backends flush their statistics at most once a second
+FINISHED = ("completed", "failed")
+
+
+def _noop(instance: Instance, config: Any, context: Context) -> StepOk:
+    return StepOk("ok")
+
+
+def _steps(prefix: str, count: int) -> list[Any]:
+    return [
+        step(name=f"Elixir.Bench.Steps.{prefix}{i:03d}", events=["ok"])(_noop) for i in range(count)
+    ]
+
+
+def fanout_workflow(width: int = FANOUT_WIDTH) -> Workflow:
+    """start → ``width`` parallel no-op steps → join → Done: ``width + 3`` step executions."""
+    start = step(name="Elixir.Bench.Steps.Start", events=["ok"])(_noop)
+    join = step(name="Elixir.Bench.Steps.Join", events=["ok"])(_noop)
+    branches = _steps("Branch", width)
+    return Workflow(
+        name="Elixir.Bench.Flows.Fanout",
+        start=start,
+        transitions=[
+            (start, "ok", branches),
+            *((branch, "ok", join) for branch in branches),
+            (join, "ok", DONE),
+        ],
+    )
+
+
+def linear_workflow() -> Workflow:
+    """first → second → Done: three step executions, as golden/README.md's three-step flows."""
+    first, second = _steps("Linear", 2)
+    return Workflow(
+        name="Elixir.Bench.Flows.Linear",
+        start=first,
+        transitions=[(first, "ok", second), (second, "ok", DONE)],
+    )
+
+
+FANOUT = fanout_workflow()
+LINEAR = linear_workflow()
+STEPS_PER = {FANOUT.name: FANOUT_WIDTH + 3, LINEAR.name: 3}
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def stats_url(url: str) -> str:
+    """The same server, but the maintenance database: reading stats there adds no xacts here."""
+    dbname = conninfo_to_dict(url).get("dbname")
+    other = "template1" if dbname == "postgres" else "postgres"
+    return make_conninfo(url, dbname=other)
+
+
+def db_xacts(stats: psycopg.Connection[Any], dbname: str) -> int:
+    stats.execute("SELECT pg_stat_clear_snapshot()")
+    row = stats.execute(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (dbname,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.url: str = args.url
+        self.dbname = str(conninfo_to_dict(self.url).get("dbname"))
+        pool = args.runner_pool or args.concurrency
+        self.runner = WorkflowRunner(
+            self.url, [FANOUT, LINEAR], queue=QUEUE, config_key=CONFIG_KEY, pool_size=pool
+        )
+        self.registry = Registry()
+        register(self.registry, self.runner)
+        self.node: Node | None = None
+        self.watch: psycopg.AsyncConnection[Any] | None = None
+        self.polls = 0  # completion polls in the measured window: server xacts not ours
+        self.counter = _workflow_count.install()
+
+    async def start_node(self) -> None:
+        config = NodeConfig(
+            url=self.url, queues={QUEUE: self.args.concurrency}, registry=self.registry
+        )
+        self.node = Node(config)
+        await self.node.start()
+        await asyncio.wait_for(self.node.notifier.connected.wait(), 10)
+
+    async def stop(self) -> None:
+        if self.node is not None:
+            await self.node.stop()
+        self.runner.close()
+
+    # waiting, on a connection the counter ignores
+
+    async def wait_finished(
+        self, watch: psycopg.AsyncConnection[Any], ids: list[str], timeout: float
+    ) -> bool:
+        """Poll until every instance in ``ids`` is finished; False on timeout."""
+        deadline = time.monotonic() + timeout
+        interval = self.args.poll
+        while True:
+            if self.counter.enabled:
+                self.polls += 1
+            cur = await watch.execute(
+                "SELECT count(*) FROM workflow_instances WHERE id = ANY(%s) AND status = ANY(%s)",
+                (ids, list(FINISHED)),
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] >= len(ids):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(interval)
+
+    def start_many(self, client: psycopg.Connection[Any], flow: Workflow, ids: list[str]) -> None:
+        """Start every instance in one transaction: they become visible at once."""
+        with client.transaction():
+            for instance_id in ids:
+                self.runner.start(client, flow, {}, id=instance_id)
+
+    # the workloads
+
+    async def run(self) -> dict[str, Any]:
+        await self.start_node()
+        try:
+            with psycopg.connect(self.url, autocommit=True) as client:
+                self.counter.clients.add(id(client))
+                self.watch = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                self.counter.ignored.add(id(self.watch))
+                # Warm-up: the runner's pool opens on first use; one small workflow opens it
+                # and loads every code path before anything is timed or counted.
+                await self._timed(client, LINEAR, ["warmup-1"], timeout=30)
+                return await self._measured(client)
+        finally:
+            if self.watch is not None:
+                await self.watch.close()
+            await self.stop()
+
+    async def _measured(self, client: psycopg.Connection[Any]) -> dict[str, Any]:
+        args = self.args
+        flow = FANOUT if args.workload == "fanout" else LINEAR
+        with psycopg.connect(stats_url(self.url), autocommit=True) as stats:
+            await asyncio.sleep(STATS_SETTLE)
+            xacts0 = db_xacts(stats, self.dbname)
+            cpu0 = cpu_seconds()
+            self.counter.enabled = True
+            per_workflow: list[float] = []
+            insert_s = 0.0
+            if args.workload == "fanout":
+                for k in range(args.workflows):
+                    per_workflow.append(
+                        await self._timed(client, flow, [f"m-{k}"], timeout=args.timeout)
+                    )
+                wall_s = sum(per_workflow)
+            else:
+                ids = [f"m-{k}" for k in range(args.workflows)]
+                t0 = time.perf_counter()
+                self.start_many(client, flow, ids)
+                insert_s = time.perf_counter() - t0
+                wall_s = await self._wait(ids, args.timeout) - t0
+            self.counter.enabled = False
+            cpu_s = cpu_seconds() - cpu0
+            await asyncio.sleep(STATS_SETTLE)
+            server_xacts = db_xacts(stats, self.dbname) - xacts0 - self.polls
+        outcome = self._outcome(flow)
+        counts = self.counter.summary()
+        return {
+            "workload": args.workload,
+            "concurrency": args.concurrency,
+            "runner_pool": args.runner_pool or args.concurrency,
+            "workflows": args.workflows,
+            "wall_s": wall_s,
+            "insert_s": insert_s,
+            "per_workflow_s": per_workflow,
+            "cpu_s": cpu_s,
+            "server_xacts": server_xacts,
+            "completion_polls": self.polls,
+            "counts": counts,
+            **outcome,
+        }
+
+    async def _timed(
+        self, client: psycopg.Connection[Any], flow: Workflow, ids: list[str], timeout: float
+    ) -> float:
+        t0 = time.perf_counter()
+        self.start_many(client, flow, ids)
+        return await self._wait(ids, timeout) - t0
+
+    async def _wait(self, ids: list[str], timeout: float) -> float:
+        """Wait for ``ids`` to finish and return the time they were seen finished."""
+        assert self.watch is not None
+        await self.wait_finished(self.watch, ids, timeout)
+        return time.perf_counter()
+
+    def _outcome(self, flow: Workflow) -> dict[str, Any]:
+        """What the rows say after the run: steps executed, instances and results left over."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            by_status: dict[str, int] = dict(
+                conn.execute(
+                    "SELECT status, count(*) FROM workflow_instances WHERE id LIKE 'm-%'"
+                    " GROUP BY status"
+                ).fetchall()
+            )
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE event <> '__async__'),"
+                " count(*) FILTER (WHERE NOT processed)"
+                " FROM hephaestus_step_results WHERE instance_id LIKE 'm-%'"
+            ).fetchone()
+            jobs: dict[str, int] = dict(
+                conn.execute(
+                    "SELECT state::text, count(*) FROM oban_jobs"
+                    " WHERE args->>'instance_id' LIKE 'm-%' GROUP BY state"
+                ).fetchall()
+            )
+        assert row is not None
+        unfinished = sum(n for status, n in by_status.items() if status != "completed")
+        return {
+            "steps": int(row[0]),
+            "expected_steps": STEPS_PER[flow.name] * self.args.workflows,
+            "unprocessed_results": int(row[1]),
+            "instances_by_status": by_status,
+            "jobs_by_state": jobs,
+            "unfinished": unfinished,
+        }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="One run of benchmarks/bench_workflows.py.")
+    parser.add_argument("workload", choices=["fanout", "linear"])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--workflows", type=int, default=5)
+    parser.add_argument("--runner-pool", type=int, default=0, help="0: the concurrency")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--poll", type=float, default=0.005, help="completion poll interval, s")
+    parser.add_argument("--profile", default="", help="pstats dump (yappi if installed)")
+    return parser.parse_args(argv)
+
+
+def profiled(bench: Bench, path: str) -> dict[str, Any]:
+    """Run under yappi (CPU clock, every thread) if installed, else cProfile (main thread)."""
+    try:
+        import yappi  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            return asyncio.run(bench.run())
+        finally:
+            profiler.disable()
+            profiler.dump_stats(path)
+    yappi.set_clock_type("cpu")
+    yappi.start()
+    try:
+        return asyncio.run(bench.run())
+    finally:
+        yappi.stop()
+        yappi.get_func_stats().save(path, type="pstat")
+
+
+def main(argv: list[str] | None = None, out: Callable[[str], None] = print) -> None:
+    args = parse_args(argv)
+    bench = Bench(args)
+    result = profiled(bench, args.profile) if args.profile else asyncio.run(bench.run())
+    result.update(bridge=bridge.__version__, python=platform.python_version())
+    out(json.dumps(result))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
