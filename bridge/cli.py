@@ -227,7 +227,7 @@ def worker_command(
         config_key=workflow_config_key,
         repair_after=workflow_repair_after,
     )
-    if not queue_limits and not flows.workflows:
+    if not queue_limits and not flows.workflows and flows.repair_after is None:
         raise click.BadParameter("no queues: pass --queues or set queues in [tool.bridge]")
     for module in [*settings.workers, *modules]:
         # Modules are named by the operator, never by a row. One that fails to import is

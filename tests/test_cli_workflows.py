@@ -370,3 +370,46 @@ def test_load_workflows_explicit_list_or_module_scan() -> None:
     assert sorted(w.name for w in found) == ["Elixir.Py.Timers.Broken", "Elixir.Py.Timers.Paused"]
     with pytest.raises(WorkflowModuleError, match="defines no Workflow"):
         load_workflows(["bridge.db"])
+
+
+async def test_bridge_worker_process_runs_python_workflows(
+    database_url: str, oban_prefix: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The real command: a ``bridge worker --workflows`` process runs a Wait workflow to the end
+    and stops cleanly on SIGTERM."""
+    import asyncio
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.workflows.test_timers import PAUSED
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "bridge.cli", "--database-url", database_url,
+            "--prefix", oban_prefix, "worker", "--workflows", "tests.workflows.test_timers",
+            "--workflow-concurrency", "3", "--poll-interval", "0.2", "--grace", "2",
+        ],
+        env=dict(os.environ, PYTHONPATH=str(root)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        starter = WorkflowRunner(database_url, [PAUSED], prefix=oban_prefix)
+        starter.start(conn, PAUSED, {"n": 1}, id="proc-1")
+        starter.close()
+        row = await wait_for_instance(
+            database_url, oban_prefix, "proc-1", status_is("completed"), timeout=30
+        )
+        assert row["state"]["active_steps"] == []
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()
+    text = err.decode()
+    assert "workers: HephaestusOban.AdvanceWorker, HephaestusOban.ExecuteStepWorker" in text
+    assert "bridge_workflows:3" in text
