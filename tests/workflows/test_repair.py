@@ -186,7 +186,11 @@ def test_repair_writes_the_advance_job_the_genuine_stack_lost(
         (STUCK_ID, "would enqueue", "elixir")
     ]
 
-    done = repair(conn, oban_prefix)
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(f"{oban_prefix}.oban_insert")))
+        done = repair(conn, oban_prefix)
+        heard = [json.loads(n.payload) for n in listener.notifies(timeout=1.0, stop_after=1)]
+    assert heard == [{"queue": "hephaestus"}]  # Elixir nodes start it at once, as Oban's insert
     assert [(r.instance_id, r.action, r.owner, r.queue) for r in done] == [
         (STUCK_ID, "enqueued", "elixir", "hephaestus")
     ]
@@ -448,3 +452,35 @@ def test_grace_is_measured_against_the_result_age(
     assert timedelta(minutes=59) < age < timedelta(minutes=61)
     assert find_stuck(conn, runner.prefix, grace=2 * 3600) == []
     assert isinstance(find_stuck(conn, runner.prefix, grace=0)[0].oldest, datetime)
+
+
+async def test_a_lifeline_only_node_heals_an_elixir_instance(
+    conn: psycopg.Connection[Any], oban_prefix: str, database_url: str
+) -> None:
+    """No Python workflows at all: the plugin alone enqueues the Elixir app's lost advance."""
+    from bridge.jobs.plugins.peer import Peer
+    from bridge.workflows.lifeline import WorkflowLifeline
+
+    build_stuck_s2d(conn, oban_prefix)
+    lifeline = WorkflowLifeline(grace=30.0, interval=0.1)
+    config = NodeConfig(
+        url=database_url,
+        queues={},
+        prefix=oban_prefix,
+        registry=Registry(),
+        plugins=[Peer(), lifeline],
+    )
+    node = Node(config)
+    await node.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while len(jobs_json(database_url, oban_prefix, STUCK_ID)) < LOST_JOB_ID:
+            assert loop.time() < deadline, "the lifeline never repaired the instance"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # more ticks: still one advance
+    finally:
+        await node.stop()
+    jobs = jobs_json(database_url, oban_prefix, STUCK_ID)
+    assert len(jobs) == LOST_JOB_ID
+    assert shape(jobs[-1]) == shape(golden_jobs()[LOST_JOB_ID - 1])
