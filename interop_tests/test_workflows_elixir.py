@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from bridge.workflows import WAIT
 from bridge.workflows.engine import (
     advance,
     apply_step_results,
@@ -24,6 +25,7 @@ from bridge.workflows.engine import (
     new_instance,
     step_result,
 )
+from bridge.workflows.runner import resume_job
 from bridge.workflows.serializer import (
     KnownNames,
     UnloadableStateError,
@@ -37,9 +39,11 @@ from interop_tests.fixture import ElixirFixture
 from interop_tests.support import golden_json, golden_lines
 from interop_tests.workflow_support import (
     ASYNC_FANOUT,
+    CONFIG_KEY,
     FAIL_FANOUT,
     FAIL_LINEAR,
     ORDER,
+    TIMED,
     WORKFLOWS,
     complete_from_outside,
     db_instance_row,
@@ -408,3 +412,73 @@ def test_a_failing_fanout_step_fails_the_instance_when_a_sibling_advances(
     )
     row = db_instance_row(conn, schema, instance_id)
     assert row["status"] == "failed" and row["state"]["current_step"] is None
+
+
+def test_a_runner_not_registered_under_the_jobs_config_key_crashes_every_advance(
+    fx: ElixirFixture, conn: psycopg.Connection[Any], schema: str
+) -> None:
+    key = "Elixir.Unregistered.Heph"
+    fx.call("start_queue", queue="hephaestus", limit=1)
+    instance_id = fx.call(
+        "workflow.start",
+        workflow=FAIL_LINEAR.name,
+        context={"input": "linear"},
+        value="s0",
+        config_key=key,
+        register=False,
+    )["instance_id"]
+
+    def crashed() -> list[dict[str, Any]]:
+        return [j for j in hephaestus_jobs(fx, instance_id) if j["errors"]]
+
+    [job] = _until(crashed, "the AdvanceWorker to crash")
+    assert (job["worker"], job["state"]) == ("HephaestusOban.AdvanceWorker", "retryable")
+    [golden] = golden_lines("runner-config-key/s0_oban_jobs.jsonl")[:1]
+    ours = job["errors"][0]["error"].splitlines()[:5]
+    theirs = golden["errors"][0]["error"].replace("Elixir.Realstack.Heph", key).splitlines()[:5]
+    assert ours == theirs
+    assert db_instance_row(conn, schema, instance_id)["status"] == "pending"
+
+
+def test_timer_resume_with_step_config_tags_metadata_and_version(
+    fx: ElixirFixture, conn: psycopg.Connection[Any], schema: str
+) -> None:
+    serve_hephaestus(fx, limit=1)
+    instance_id = start_elixir_workflow(fx, TIMED, {"order_id": 3}, value="t1")
+    fx.call("workflow.start", workflow=TIMED.name, context={}, value="t2", version=2)
+    wait_status(fx, instance_id, "waiting")
+    fx.call("wait_idle", queues=["hephaestus"], timeout_ms=10_000)
+    row = db_instance_row(conn, schema, instance_id)
+    assert row["state"]["current_step"] == WAIT.name
+    assert row["state"]["step_configs"] == {WAIT.name: {"duration": 1, "unit": "second"}}
+    _assert_python_round_trip(row)
+
+    # schedule_resume's ResumeWorker is the job the Python runner builds for the same timer.
+    job_id = fx.call(
+        "workflow.schedule_resume", instance_id=instance_id, step=WAIT.name, delay_ms=50
+    )["job_id"]
+    [timer] = [j for j in hephaestus_jobs(fx, instance_id) if j["id"] == job_id]
+    instance = from_row(row, WORKFLOWS)
+    python = resume_job(
+        TIMED, instance, WAIT.name, "timeout", queue="hephaestus", config_key=CONFIG_KEY
+    )
+    assert timer["state"] == "scheduled"
+    assert (timer["worker"], timer["args"], timer["meta"], timer["tags"]) == (
+        python.worker,
+        python.args,
+        python.meta,
+        python.tags,
+    )
+    assert timer["meta"]["team"] == "interop" and timer["tags"] == ["timed", "fixture"]
+
+    _until(lambda: fx.call("stage")["staged"], "the timer to come due")
+    wait_status(fx, instance_id, "completed")
+    fx.call("wait_idle", queues=["hephaestus"], timeout_ms=10_000)
+    final = db_instance_row(conn, schema, instance_id)
+    assert final["workflow_version"] == 1
+    assert final["state"]["context"]["steps"] == {"pass": {"pass": True}, "wait": {}, "done": {}}
+    _assert_python_round_trip(final)
+    for job in hephaestus_jobs(fx, instance_id):
+        assert job["meta"]["workflow_version"] == 2  # the module's __version__/0
+        assert job["args"]["workflow_version"] == 1  # the instance's
+    assert db_instance_row(conn, schema, "timed::t2")["workflow_version"] == 2

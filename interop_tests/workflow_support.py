@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bridge.jobs import enqueue
-from bridge.workflows import Workflow
+from bridge.workflows import DONE, WAIT, Unique, Workflow, registry
 from bridge.workflows.engine import StepResult
 from bridge.workflows.runner import advance_job
 from bridge.workflows.serializer import KnownNames, ensure_loadable, from_row, unloadable_update
@@ -31,9 +31,11 @@ from tests.workflows import (
     FAIL_LINEAR,
     NORMAL_FIRST,
     ORDER,
+    SCENARIO_ATOMS,
     WORKFLOWS,
     load_json,
     load_jsonl,
+    pass_,
 )
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "HEPHAESTUS_QUEUE",
     "NORMAL_FIRST",
     "ORDER",
+    "TIMED",
     "WORKFLOWS",
     "complete_from_outside",
     "db_instance_row",
@@ -59,6 +62,25 @@ __all__ = [
     "start_elixir_workflow",
     "wait_status",
 ]
+
+# FixtureFlows.Timed (elixir_fixture/lib/fixture_workflows/timed.ex): a step config, tags,
+# metadata and version 2, which the captured workflows lack.
+TIMED = Workflow(
+    name="Elixir.FixtureFlows.Timed",
+    unique=Unique(key="timed"),
+    version=2,
+    tags=["fixture"],
+    metadata={"team": "interop"},
+    start=pass_,
+    transitions=[
+        (pass_, "done", (WAIT, {"duration": 1, "unit": "second"})),
+        (WAIT, "timeout", DONE),
+    ],
+    atoms=SCENARIO_ATOMS,
+)
+
+# Every workflow the fixture defines, by module string: the golden captures' and TIMED.
+WORKFLOWS = registry(*WORKFLOWS.values(), TIMED)
 
 CONFIG_KEY = "golden"
 HEPHAESTUS_QUEUE = "hephaestus"
