@@ -32,7 +32,7 @@ from interop_tests.support import ECHO, echo_registry, eventually, in_thread
 from tests.jobs.support import running_node
 
 ROUNDS = 300
-SPACING_US = 7_000  # between rounds: each round's two inserts race only with each other
+SPACING_US = 8_000  # between rounds: each round's two inserts race only with each other
 LEAD_US = 600_000  # from now to the first round: time for the command to reach the VM
 PY_THREADS = 4
 PY, EX = "py", "ex"
