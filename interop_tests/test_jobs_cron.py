@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from bridge.jobs.plugins.cron import Cron, CronEntry
 from bridge.jobs.registry import Registry
 from bridge.wire.atom import Atom
-from interop_tests.fixture import ElixirFixture
+from interop_tests.fixture import CommandFailed, ElixirFixture
 from interop_tests.support import in_thread
 from tests.jobs.support import running_node
 
@@ -207,6 +208,25 @@ def test_fixture_cron_writes_golden_rows_and_names(
     follower = fx.call("cron.evaluate", at=GOLDEN_MINUTE + "Z")
     assert (follower["leader"], follower["jobs"]) == (False, [])
     assert sum(len(r) for r in slot_rows(database_url, schema).values()) == 2
+
+
+def test_fixture_cron_reboot_entries_and_bad_settings(fx: ElixirFixture) -> None:
+    """Oban fires @reboot at the first evaluation as leader, then drops it (discard_reboots)."""
+    reboot = Entry("@reboot", "Fixture.Echo", {"args": {"boot": True}}, {})
+    names = fx.call(
+        "cron.start", crontab=[reboot.fixture(), *(e.fixture() for e in GOLDEN_ENTRIES)]
+    )
+    assert names["names"][0] == reboot.python().name
+    first = fx.call("cron.evaluate", at="2031-03-04T05:06:00.5Z")["jobs"]
+    again = fx.call("cron.evaluate", at="2031-03-04T05:07:00.5Z")["jobs"]
+    assert [row["meta"]["cron_expr"] for row in first] == ["@reboot", "* * * * *", "* * * * *"]
+    assert [row["meta"]["cron_expr"] for row in again] == ["* * * * *", "* * * * *"]
+    with pytest.raises(CommandFailed, match="unrecognized cron expression: L"):
+        fx.call("cron.start", crontab=[{"expr": "0 0 L * *", "worker": "W"}])
+    with pytest.raises(CommandFailed, match="only Etc/UTC"):
+        fx.call("cron.start", crontab=[], timezone="Europe/Paris")
+    with pytest.raises(CommandFailed, match="unsupported cron option"):
+        fx.call("cron.start", crontab=[{"expr": "@daily", "worker": "W", "opts": {"unique": 1}}])
 
 
 # -- one side after the other ------------------------------------------------------------------

@@ -13,6 +13,13 @@
 
 Everything goes to the VM in one ``batch`` per kind, so the module costs a few seconds.
 Failures name the vector (index, term) and the first differing byte.
+
+Where the bytes legitimately differ, values are compared instead: a map (term) or JSON object
+(payload) of more than 32 keys, which the VM writes in its hash order. Two differences found
+here are left out of the random vectors and recorded instead: pids as map keys
+(``test_pid_map_keys_sort_as_in_the_vm``, a strict xfail), and integers beyond 64 bits in
+payloads, which ``bridge.wire.notify`` cannot encode (orjson raises ``TypeError``; Oban's
+Jason writes them; no Oban payload carries one).
 """
 
 from __future__ import annotations
