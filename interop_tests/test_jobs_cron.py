@@ -229,6 +229,23 @@ def test_fixture_cron_reboot_entries_and_bad_settings(fx: ElixirFixture) -> None
         fx.call("cron.start", crontab=[{"expr": "@daily", "worker": "W", "opts": {"unique": 1}}])
 
 
+def test_entry_names_agree_with_the_fixture(fx: ElixirFixture) -> None:
+    """Oban's entry_name/1 in the VM and Python's, for the crontab above and nested atoms."""
+    cases = [
+        *ENTRIES,
+        Entry("@daily", "MyApp.W", {"args": {"a": Atom("x"), "b": [Atom("y")]}}, {}),
+        Entry("0 9 * * MON", "MyApp.W", {"queue": "reports", "priority": 9}, {}),
+        Entry("0 9 * * MON", "MyApp.W", {"queue": Atom("reports"), "priority": 9}, {}),
+    ]
+    vm = [
+        fx.call("cron.entry_name", expr=e.expr, worker=e.worker, opts=to_fixture(e.opts))["name"]
+        for e in cases
+    ]
+    ours = [e.python().name for e in cases]
+    assert ours == vm
+    assert len(set(vm)) == len(vm)  # an atom and a binary queue name two different schedules
+
+
 # -- one side after the other ------------------------------------------------------------------
 
 
