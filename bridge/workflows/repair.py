@@ -35,7 +35,8 @@ instance's advisory lock after checking again, as the runner does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -48,6 +49,7 @@ from bridge.jobs.enqueue import insert_all
 from bridge.jobs.job import Job
 from bridge.jobs.unique import UniqueOptions
 from bridge.jobs.unique_insert import PENDING, insert_unique
+from bridge.wire.phash2 import phash2
 from bridge.workflows.definition import short_name
 from bridge.workflows.instance import Instance
 from bridge.workflows.runner import (
@@ -281,6 +283,37 @@ def _insert_python(conn: Conn, prefix: str, job: Job, instance_id: str) -> Job |
         return insert_all(conn, [job], prefix=prefix)[0]
 
 
+@contextmanager
+def _instance_held(conn: Conn, instance_id: str) -> Iterator[None]:
+    """Hold the instance's advisory key across several transactions of this session.
+
+    The key is the one every advance takes for its transaction (``lock_instance``); session and
+    transaction advisory locks share one key space, so while it is held no advance -- Elixir's or
+    ours -- can read and apply the instance's results.
+    """
+    key = phash2(instance_id)
+    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def _insert_elixir(conn: Conn, prefix: str, job: Job, instance_id: str) -> Job | None:
+    """Check and insert with no advance able to run in between; None if not needed.
+
+    Without the hold, an advance inserted and finished between the check and the insert would
+    leave ours with nothing to apply, and HephaestusOban's AdvanceWorker then re-enqueues a step
+    job for every active step. With it, an advance that ran before is seen by the check, and one
+    inserted after is deduplicated against ours by its own unique options.
+    """
+    with _instance_held(conn, instance_id):
+        if not _still_stuck(conn, prefix, instance_id):
+            return None
+        inserted = insert_unique(conn, job, ADVANCE_UNIQUE, prefix)
+    return None if inserted.conflict else inserted
+
+
 def repair(
     conn: Conn,
     prefix: str,
@@ -317,10 +350,7 @@ def repair(
             continue
         inserted: Job | None = None
         if owner.kind == "elixir":
-            if _still_stuck(conn, prefix, stuck.id):
-                inserted = insert_unique(conn, job, ADVANCE_UNIQUE, prefix)
-                if inserted.conflict:
-                    inserted = None
+            inserted = _insert_elixir(conn, prefix, job, stuck.id)
         else:
             inserted = _insert_python(conn, prefix, job, stuck.id)
         if inserted is None:

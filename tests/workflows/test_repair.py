@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 from bridge.jobs.enqueue import insert_all
 from bridge.jobs.registry import Registry
 from bridge.node import Node, NodeConfig
+from bridge.wire.phash2 import phash2
 from bridge.wire.timefmt import utc_now
 from bridge.workflows import DONE, Context, Instance, StepOk, Workflow, advance, step
 from bridge.workflows.engine import StepResult
@@ -299,6 +300,49 @@ def test_concurrent_repairs_enqueue_one_advance(
     assert len(live) == 1 and live[0]["state"] == "available"
     actions = sorted(r.action for found in outcomes for r in found)
     assert actions.count("enqueued") == 1
+
+
+def test_repair_waits_for_an_advance_holding_the_instance_and_then_enqueues_nothing(
+    database_url: str, conn: psycopg.Connection[Any], oban_prefix: str
+) -> None:
+    """An Elixir advance that applies the stuck result while repair is between its look and its
+    insert: repair must see the result applied and leave no second advance, which would
+    re-enqueue every active step."""
+    build_stuck_s2d(conn, oban_prefix)
+    outcome: list[list[Repair]] = []
+    with psycopg.connect(database_url) as advance:  # plays AdvanceWorker's transaction
+        advance.execute("SELECT pg_advisory_xact_lock(%s)", (phash2(STUCK_ID),))
+
+        def run() -> None:
+            with psycopg.connect(database_url, autocommit=True) as own:
+                outcome.append(repair(own, oban_prefix, grace=0.0))
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        for _ in range(500):
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND classid = 0 AND objid = %s AND objsubid = 1",
+                (phash2(STUCK_ID),),
+            ).fetchone()
+            if waiting and waiting[0] == 1:
+                break
+            threading.Event().wait(0.01)
+        else:
+            pytest.fail("repair never waited for the instance's advisory key")
+        advance.execute(
+            _q(
+                "UPDATE {prefix}.hephaestus_step_results SET processed = true"
+                " WHERE instance_id = %s",
+                oban_prefix,
+            ),
+            (STUCK_ID,),
+        )
+        advance.commit()
+    worker.join(timeout=30)
+    assert [(r.instance_id, r.action) for r in outcome[0]] == [(STUCK_ID, "already queued")]
+    jobs = jobs_json(database_url, oban_prefix, STUCK_ID)
+    assert len(jobs) == LOST_JOB_ID - 1  # jobs 1-9 as built, no advance added
 
 
 def test_an_instance_without_jobs_is_reported_not_guessed(
