@@ -2,11 +2,12 @@
 
 300 rounds, each a unique job of its own (`Fixture.Echo`, args `{"race": n}`). In every round
 the fixture (`unique.race`: Oban's Basic `insert_unique`, one BEAM process per insert) and a
-Python thread (`bridge.insert`, the suspended/wait/settle protocol of docs/uniqueness.md) insert
-that job at instants a few hundred microseconds apart (seeded offsets, both orders, many at the
-same microsecond). The unique options rotate through Oban's forms: `true` (period infinity),
-a 60 s period, and `keys` with the `incomplete` states group (where each side's args differ
-outside the key). `meta.side` tells whose row is whose; meta is not a unique field.
+Python thread (the suspended/wait/settle protocol of docs/uniqueness.md: `bridge.insert` in
+half of the threads, `insert_async` in the others) insert that job at instants a few hundred
+microseconds apart (seeded offsets, both orders, many at the same microsecond). The unique
+options rotate through Oban's forms: `true` (period infinity), a 60 s period, and `keys` with
+the `incomplete` states group (where each side's args differ outside the key). `meta.side`
+tells whose row is whose; meta is not a unique field.
 
 Then the jobs run — even rounds on a Python node, odd rounds on the fixture's own queue — and
 the documented guarantee is checked round by round: exactly one row of the round executes,
@@ -16,6 +17,7 @@ runs. The figures (rows, executions, conflicts per side, how each race was settl
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -27,14 +29,15 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bridge import Job, insert
+from bridge.jobs.enqueue import insert_async
 from interop_tests.fixture import ElixirFixture
 from interop_tests.support import ECHO, echo_registry, eventually, in_thread
 from tests.jobs.support import running_node
 
 ROUNDS = 300
-SPACING_US = 8_000  # between rounds: each round's two inserts race only with each other
+SPACING_US = 10_000  # between rounds: each round's two inserts race only with each other
 LEAD_US = 600_000  # from now to the first round: time for the command to reach the VM
-PY_THREADS = 4
+PY_THREADS = 6
 PY, EX = "py", "ex"
 # Elixir's start relative to Python's, in microseconds (negative: Elixir first).
 OFFSETS_US = [-3000, -1500, -800, -400, -200, -100, 0, 0, 0, 0, 100, 200, 400, 800, 1500, 3000]
@@ -65,42 +68,60 @@ def round_job(n: int, side: str) -> dict[str, Any]:
     }
 
 
+def python_job(n: int) -> Job:
+    spec = round_job(n, "python")
+    return Job.new(
+        spec["worker"], spec["args"], queue=spec["queue"], meta=spec["meta"], unique=spec["unique"]
+    )
+
+
+def outcome(inserted: Job, at_us: int, started: float) -> dict[str, Any]:
+    return {
+        "id": inserted.id,
+        "conflict": inserted.conflict,
+        "state": inserted.state,
+        "late_us": int(started * 1e6 - at_us),
+        "took_us": int((time.time() - started) * 1e6),
+    }
+
+
 def python_inserts(url: str, prefix: str, at_us: list[int]) -> dict[int, dict[str, Any]]:
-    """Each round's Python insert at its instant, from PY_THREADS threads (rounds dealt out)."""
+    """Each round's Python insert at its instant, from PY_THREADS threads (rounds dealt out).
+
+    Even threads use the blocking ``insert``, odd ones ``insert_async`` on an event loop of
+    their own: the protocol has a sync and an async implementation, and both race here.
+    """
     results: dict[int, dict[str, Any]] = {}
     failures: list[BaseException] = []
 
-    def worker(rounds: list[int]) -> None:
+    def blocking(rounds: list[int]) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for n in rounds:
+                job = python_job(n)
+                time.sleep(max(0.0, at_us[n] / 1e6 - time.time()))
+                started = time.time()
+                results[n] = outcome(insert(conn, job, prefix=prefix), at_us[n], started)
+
+    async def asynchronous(rounds: list[int]) -> None:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            for n in rounds:
+                job = python_job(n)
+                await asyncio.sleep(max(0.0, at_us[n] / 1e6 - time.time()))
+                started = time.time()
+                inserted = await insert_async(conn, job, prefix=prefix)
+                results[n] = outcome(inserted, at_us[n], started)
+
+    def worker(k: int) -> None:
+        rounds = list(range(k, ROUNDS, PY_THREADS))
         try:
-            with psycopg.connect(url, autocommit=True) as conn:
-                for n in rounds:
-                    spec = round_job(n, "python")
-                    job = Job.new(
-                        spec["worker"],
-                        spec["args"],
-                        queue=spec["queue"],
-                        meta=spec["meta"],
-                        unique=spec["unique"],
-                    )
-                    delay = at_us[n] / 1e6 - time.time()
-                    if delay > 0:
-                        time.sleep(delay)
-                    started = time.time()
-                    inserted = insert(conn, job, prefix=prefix)
-                    results[n] = {
-                        "id": inserted.id,
-                        "conflict": inserted.conflict,
-                        "state": inserted.state,
-                        "late_us": int((started * 1e6) - at_us[n]),
-                        "took_us": int((time.time() - started) * 1e6),
-                    }
+            if k % 2 == 0:
+                blocking(rounds)
+            else:
+                asyncio.run(asynchronous(rounds))
         except BaseException as exc:  # reported by the test, never swallowed
             failures.append(exc)
 
-    threads = [
-        threading.Thread(target=worker, args=(list(range(k, ROUNDS, PY_THREADS)),))
-        for k in range(PY_THREADS)
-    ]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(PY_THREADS)]
     for thread in threads:
         thread.start()
     for thread in threads:
