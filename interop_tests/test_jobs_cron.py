@@ -19,6 +19,7 @@ What docs/cron.md ("Guarantees") claims, checked slot by slot:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import time
@@ -104,6 +105,11 @@ def golden_rows() -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+@functools.cache
+def golden_by_name() -> dict[str, dict[str, Any]]:
+    return {row["meta"]["cron_name"]: row for row in golden_rows()}
+
+
 def minutes(count: int, seed: int) -> list[datetime]:
     """Distinct minutes of 2031, seeded; each evaluated 0.4 s in, where Oban's rows land."""
     rng = random.Random(seed)
@@ -145,7 +151,7 @@ def row_differences(ours: dict[str, Any], theirs: dict[str, Any], skip: set[str]
 
 def golden_differences(row: dict[str, Any]) -> list[str]:
     """For a row of a golden entry: every column the insert wrote, and jsonb's meta text."""
-    golden = {g["meta"]["cron_name"]: g for g in golden_rows()}.get(row["meta"]["cron_name"])
+    golden = golden_by_name().get(row["meta"]["cron_name"])
     if golden is None:
         return []
     diffs = row_differences(row, golden, RAN | {"id", "inserted_at", "scheduled_at", "meta_text"})
