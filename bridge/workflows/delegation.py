@@ -28,13 +28,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from bridge.db import DEFAULT_PREFIX
 from bridge.jobs.job import Job
 from bridge.jobs.outcome import Discard, Error, Snooze
 from bridge.jobs.registry import Registry, WorkerSpec
-from bridge.workflows.definition import StepError, StepOk
+from bridge.workflows.definition import StepError, StepOk, short_name
 from bridge.workflows.delegation_door import (
     NO_OPS,
     DoorResult,
@@ -44,12 +45,14 @@ from bridge.workflows.delegation_door import (
     step_state,
 )
 from bridge.workflows.delegation_protocol import (
+    ELIXIR_ADVANCE_QUEUE,
     DelegationArgs,
     DelegationArgsError,
     DelegationError,
     DelegationViolation,
     RemoteOutcome,
     check_remote_outcome,
+    job_args,
 )
 from bridge.workflows.instance import Context
 from bridge.workflows.storage import Conn
@@ -315,3 +318,64 @@ class DelegationHost:
 
 async def _await(value: Any) -> Any:
     return await value
+
+
+def resume_elixir_step(
+    conn: Conn,
+    prefix: str,
+    instance_id: str,
+    step_ref: str,
+    event: str,
+    context_updates: Mapping[str, Any] | None = None,
+    *,
+    events: Iterable[str],
+    context_keys: Iterable[str] = (),
+    config_key: str,
+    context_key: str | None = None,
+    workflow_tags: Iterable[str] = (),
+    workflow_metadata: Mapping[str, Any] | None = None,
+    advance_queue: str = ELIXIR_ADVANCE_QUEUE,
+) -> DoorResult:
+    """Complete a waiting async step of an Elixir-owned instance from Python, with updates.
+
+    ``events`` and ``context_keys`` are what the Elixir step declares (its ``events/0`` and the
+    keys its module names, hence atoms there); ``config_key`` is the HephaestusOban runner's.
+    One transaction on ``conn`` (which must not be inside one): ``not_ready`` writes nothing and
+    may be retried once the instance is waiting.
+    """
+    row = conn.execute(
+        sql.SQL(
+            "SELECT workflow, workflow_version FROM {}.workflow_instances WHERE id = %s"
+        ).format(sql.Identifier(prefix)),
+        (instance_id,),
+    ).fetchone()
+    if row is None:
+        return DoorResult("gone", "the instance no longer exists")
+    workflow, version = row
+    args = DelegationArgs.parse(
+        job_args(
+            instance_id=instance_id,
+            step_ref=step_ref,
+            workflow=workflow,
+            workflow_version=version,
+            config_key=config_key,
+            advance_queue=advance_queue,
+            context_key=context_key or short_name(step_ref),
+            events=list(events),
+            context_keys=context_keys,
+            failure_event=None,
+            context=Context(),
+            config=None,
+        )
+    )
+    outcome = check_remote_outcome(args, event, context_updates or {})
+    meta = {
+        **(workflow_metadata or {}),
+        "heph_workflow": short_name(workflow),
+        "instance_id": instance_id,
+        "workflow_version": version,
+        "step": short_name(step_ref),
+    }
+    tags = list(dict.fromkeys([short_name(workflow), *workflow_tags]))
+    with conn.transaction():
+        return complete_elixir_step(conn, prefix, args, outcome, meta=meta, tags=tags)

@@ -15,6 +15,9 @@ when the step is *settled*, because the genuine stack loses or misapplies a resu
   step finished;
 - no ExecuteStepWorker job for the step may be pending, for the same reason.
 
+An ``__async__`` left unprocessed with no advance job pending is the upstream lost-advance
+defect; the door then queues that advance itself (what the workflow lifeline would do) and waits.
+
 Every function runs on the caller's connection inside the caller's transaction.
 """
 
@@ -66,7 +69,10 @@ SELECT i.status,
        EXISTS (SELECT 1 FROM {prefix}.oban_jobs j
                WHERE j.worker = %(execute)s AND j.state::text = ANY(%(states)s)
                  AND j.args @> jsonb_build_object('instance_id', i.id, 'step_ref', %(step)s::text)
-              ) AS execution_pending
+              ) AS execution_pending,
+       EXISTS (SELECT 1 FROM {prefix}.oban_jobs j
+               WHERE j.worker = %(advance)s AND j.state::text = ANY(%(states)s)
+                 AND j.args @> jsonb_build_object('instance_id', i.id)) AS advance_pending
 FROM {prefix}.workflow_instances i WHERE i.id = %(id)s FOR UPDATE
 """
 
@@ -114,6 +120,7 @@ class StepState:
     async_pending: bool
     result_pending: bool
     execution_pending: bool
+    advance_pending: bool
 
 
 def step_state(conn: Conn, prefix: str, instance_id: str, step_ref: str) -> StepState | None:
@@ -122,6 +129,7 @@ def step_state(conn: Conn, prefix: str, instance_id: str, step_ref: str) -> Step
         "id": instance_id,
         "step": step_ref,
         "execute": EXECUTE_STEP_WORKER,
+        "advance": ADVANCE_WORKER,
         "states": list(CANCELLABLE_STATES),
     }
     row = conn.execute(_q(_STEP_STATE, prefix), params).fetchone()
@@ -159,8 +167,14 @@ def complete_elixir_step(
     """Lock, check the step is settled, write the result and (unless an unstarted one exists)
     the advance job. The caller commits; the NOTIFY is delivered at commit."""
     lock_instance(conn, args.instance_id)
-    verdict, detail = judge(step_state(conn, prefix, args.instance_id, args.step_ref))
+    state = step_state(conn, prefix, args.instance_id, args.step_ref)
+    verdict, detail = judge(state)
     if verdict != "completed":
+        if state is not None and state.async_pending and not state.advance_pending:
+            # The upstream lost advance: an __async__ nobody will ever process (its advance was
+            # deduplicated against one already executing). Queue the advance that heals it.
+            insert_all(conn, [advance_job(args, meta=meta, tags=tags)], prefix=prefix)
+            detail += "; queued the advance that was lost"
         return DoorResult(verdict, detail)
     result = StepResult(
         args.step_ref, outcome.event, outcome.context_updates, outcome.metadata_updates

@@ -250,7 +250,13 @@ def test_door_waits_until_the_step_is_settled(
     conn: psycopg.Connection[Any], oban_prefix: str
 ) -> None:
     waiting_instance(conn, oban_prefix, "nr::1", async_processed=False)
+    first = door(conn, oban_prefix, args_for("nr::1"))
+    assert first.verdict == "not_ready" and "lost" in first.detail
+    # the unprocessed __async__ had no advance: the door queued it, once
     assert door(conn, oban_prefix, args_for("nr::1")).verdict == "not_ready"
+    (healing,) = jobs(conn, oban_prefix, "nr::1")
+    assert healing["worker"] == "HephaestusOban.AdvanceWorker"
+    assert healing["args"] == {**GOLDEN_ADVANCE["args"], "instance_id": "nr::1"}
     waiting_instance(conn, oban_prefix, "nr::2", status="running")
     assert door(conn, oban_prefix, args_for("nr::2")).verdict == "not_ready"
     waiting_instance(conn, oban_prefix, "nr::3")
@@ -263,10 +269,10 @@ def test_door_waits_until_the_step_is_settled(
     assert door(conn, oban_prefix, args_for("nr::3")).verdict == "not_ready"
     for instance_id in ("nr::1", "nr::2", "nr::3"):
         assert [r[1] for r in results(conn, oban_prefix, instance_id)] == ["__async__"]
-        assert [j["worker"] for j in jobs(conn, oban_prefix, instance_id)] in (
-            [],
-            ["HephaestusOban.ExecuteStepWorker"],
-        )
+    assert jobs(conn, oban_prefix, "nr::2") == []
+    assert [j["worker"] for j in jobs(conn, oban_prefix, "nr::3")] == [
+        "HephaestusOban.ExecuteStepWorker"
+    ]
 
 
 def test_door_no_ops(conn: psycopg.Connection[Any], oban_prefix: str) -> None:

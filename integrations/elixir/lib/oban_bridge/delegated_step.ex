@@ -79,7 +79,9 @@ defmodule ObanBridge.DelegatedStep do
       worker: worker,
       queue: to_string(Keyword.get(opts, :queue, "python")),
       events: Enum.map(events, &Atom.to_string/1),
-      context_keys: keys |> Enum.map(&Atom.to_string/1) |> Enum.uniq() |> Enum.sort(),
+      # Kept as atoms: stored in this attribute they are literals of the compiled module, so
+      # they exist as atoms wherever the module is loaded (strings here would not make them).
+      context_keys: keys |> Enum.uniq() |> Enum.sort(),
       failure_event: failure && Atom.to_string(failure),
       context: Keyword.get(opts, :context, :all),
       max_attempts: Keyword.get(opts, :max_attempts, 5),
@@ -108,7 +110,7 @@ defmodule ObanBridge.DelegatedStep do
       "advance_queue" => "hephaestus",
       "context_key" => ObanBridge.Protocol.context_key(module),
       "events" => opts.events,
-      "context_keys" => opts.context_keys,
+      "context_keys" => Enum.map(opts.context_keys, &Atom.to_string/1),
       "failure_event" => opts.failure_event,
       "context" => ObanBridge.Protocol.stringify(select(context, opts.context)),
       "config" => config && ObanBridge.Protocol.stringify(config)

@@ -1,0 +1,419 @@
+"""Steps across the language line, both ways, with the real fixture VM, real PostgreSQL and a real
+Python node: Elixir workflows (HephaestusOban's workers in the VM) with steps run by Python
+workers through ``ObanBridge.DelegatedStep``, and Python workflows with steps run in the VM by
+``ObanBridge.StepWorker`` — the modules of ``integrations/elixir``, compiled into the fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from bridge.jobs.registry import Registry
+from bridge.workflows import DONE, Context, Instance, StepOk, Workflow, step
+from bridge.workflows.delegation import (
+    DelegatedCall,
+    DelegationHost,
+    delegated,
+    resume_elixir_step,
+)
+from bridge.workflows.delegation_elixir import elixir_step
+from bridge.workflows.repair import repair
+from bridge.workflows.runner import WorkflowRunner
+from bridge.workflows.workers import register
+from interop_tests.fixture import ElixirFixture
+from interop_tests.workflow_support import (
+    CONFIG_KEY,
+    elixir_instance_row,
+    load_in_vm,
+    serve_hephaestus,
+    wait_status,
+)
+from tests.jobs.support import running_node
+
+Json = dict[str, Any]
+FANOUT = "Elixir.Delegation.Flows.Fanout"
+STRICT = "Elixir.Delegation.Flows.Strict"
+AWAIT = "Elixir.Delegation.Flows.Await"
+RENDER = "Elixir.Delegation.Steps.Render"
+CHECK = "Elixir.Delegation.Steps.Check"
+ELIXIR_STEPS_QUEUE = "elixir_steps"
+
+
+# -- Python bodies of the fixture's delegated steps --------------------------------------------
+
+
+@delegated(worker="interop.delegation.Render", steps=[RENDER])
+def render(call: DelegatedCall) -> StepOk:
+    mode = call.context.initial.get("mode")
+    if mode == "fail":
+        raise RuntimeError("renderer unavailable")
+    if mode == "slow":
+        time.sleep(0.8)
+    assert call.context.steps == {"start": {"started": True}}  # only what Render asks for
+    return StepOk("rendered", {"pdf_url": f"s3://{call.context.initial['url']}.pdf", "pages": 3})
+
+
+@delegated(worker="interop.delegation.Check", steps=[CHECK])
+def check(call: DelegatedCall) -> StepOk:
+    mode = call.context.initial.get("mode")
+    if mode == "fail":
+        raise RuntimeError("checker crashed")
+    if mode == "undeclared":
+        return StepOk("checked", {"verdict": "ok", "zz_python_only_key_q7": "value"})
+    return StepOk("checked", {"verdict": "ok"})
+
+
+# -- Python workflows with an Elixir step ---------------------------------------------------
+
+
+@step(name="Elixir.Py.Deleg.Prepare", events=["ready"])
+def prepare(instance: Instance, config: Any, context: Context) -> StepOk:
+    return StepOk("ready", {"amount": context.initial["amount"]})
+
+
+CHARGE = elixir_step(
+    name="Elixir.Delegation.Steps.Charge",
+    events=["charged", "declined"],
+    context_keys=["amount", "receipt"],
+    queue=ELIXIR_STEPS_QUEUE,
+    max_attempts=1,
+    failure_event="declined",
+)
+CHECKOUT = Workflow(
+    name="Elixir.Py.Deleg.Checkout",
+    start=prepare,
+    transitions=[(prepare, "ready", CHARGE), (CHARGE, "charged", DONE), (CHARGE, "declined", DONE)],
+)
+CHARGE_STRICT = elixir_step(
+    name="Elixir.Delegation.Steps.Charge",
+    events=["charged"],
+    context_keys=["amount", "receipt"],
+    queue=ELIXIR_STEPS_QUEUE,
+    max_attempts=1,
+)
+UNLISTED = elixir_step(
+    name="Elixir.Delegation.Steps.NotListed",
+    events=["charged"],
+    queue=ELIXIR_STEPS_QUEUE,
+    max_attempts=1,
+)
+STRICT_CHECKOUT = Workflow(
+    name="Elixir.Py.Deleg.StrictCheckout",
+    start=prepare,
+    transitions=[(prepare, "ready", CHARGE_STRICT), (CHARGE_STRICT, "charged", DONE)],
+)
+UNLISTED_CHECKOUT = Workflow(
+    name="Elixir.Py.Deleg.Unlisted",
+    start=prepare,
+    transitions=[(prepare, "ready", UNLISTED), (UNLISTED, "charged", DONE)],
+)
+PY_FLOWS = [CHECKOUT, STRICT_CHECKOUT, UNLISTED_CHECKOUT]
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def both(fx: ElixirFixture, database_url: str, schema: str) -> Iterator[ElixirFixture]:
+    """The VM serving queue ``hephaestus`` and the StepWorker queue, configured as an app."""
+    fx.call("delegate.configure", config_key=CONFIG_KEY, steps=["Elixir.Delegation.Steps.Charge"])
+    serve_hephaestus(fx)
+    fx.call("start_queue", queue=ELIXIR_STEPS_QUEUE, limit=5)
+    yield fx
+
+
+@asynccontextmanager
+async def python_node(database_url: str, schema: str) -> AsyncIterator[WorkflowRunner]:
+    host = DelegationHost(database_url, [render, check], prefix=schema, settle_timeout=10.0)
+    runner = WorkflowRunner(database_url, PY_FLOWS, prefix=schema, config_key="py")
+    registry = Registry()
+    host.register(registry)
+    register(registry, runner)
+    healer = asyncio.create_task(heal(database_url, schema, runner))
+    try:
+        queues = {"python": 5, runner.queue: 5}
+        async with running_node(database_url, schema, queues, registry):
+            yield runner
+    finally:
+        healer.cancel()
+        runner.close()
+        host.close()
+
+
+async def heal(database_url: str, schema: str, runner: WorkflowRunner) -> None:
+    """The workflow lifeline's pass, twice a second: the fixture reproduces HephaestusOban's
+    lost-advance defect (a result left unprocessed when its AdvanceWorker insert is deduplicated
+    against one already executing), which strikes these short workflows often; the lifeline is
+    how a deployment heals it, and these tests are not about it."""
+
+    def once() -> None:
+        with psycopg.connect(database_url, autocommit=True) as c:
+            repair(c, schema, grace=0.3, runners=[runner])
+
+    while True:
+        await asyncio.to_thread(once)
+        await asyncio.sleep(0.5)
+
+
+def start(fx: ElixirFixture, workflow: str, instance_id: str, context: Json) -> str:
+    reply = fx.call(
+        "workflow.start",
+        workflow=workflow,
+        context=context,
+        instance_id=instance_id,
+        config_key=CONFIG_KEY,
+    )
+    return str(reply["instance_id"])
+
+
+async def elixir_status(fx: ElixirFixture, instance_id: str, *statuses: str) -> str:
+    return await asyncio.to_thread(wait_status, fx, instance_id, *statuses, timeout_ms=20_000)
+
+
+def rows(conn: psycopg.Connection[Any], schema: str, table: str, instance_id: str) -> list[Json]:
+    column = {"oban_jobs": "args->>'instance_id'", "workflow_instances": "id"}.get(
+        table, "instance_id"
+    )
+    order = "inserted_at, id" if table == "hephaestus_step_results" else "id"
+    query = sql.SQL("SELECT row_to_json(t) FROM {}.{} t WHERE {} = %s ORDER BY {}").format(
+        sql.Identifier(schema), sql.Identifier(table), sql.SQL(column), sql.SQL(order)
+    )
+    return [r[0] for r in conn.execute(query, (instance_id,)).fetchall()]
+
+
+def jobs_of(
+    conn: psycopg.Connection[Any], schema: str, instance_id: str, worker: str
+) -> list[Json]:
+    return [j for j in rows(conn, schema, "oban_jobs", instance_id) if j["worker"] == worker]
+
+
+async def python_status(
+    conn: psycopg.Connection[Any], schema: str, instance_id: str, *statuses: str
+) -> Json:
+    found: list[Json] = []
+    for _ in range(400):
+        found = rows(conn, schema, "workflow_instances", instance_id)
+        if found and found[0]["status"] in statuses:
+            return found[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{instance_id} never reached {statuses}: {found}")
+
+
+async def settled(conn: psycopg.Connection[Any], schema: str, instance_id: str) -> list[Json]:
+    """The instance's jobs once none is pending (the last acks are written after the rows)."""
+    for _ in range(200):
+        jobs = rows(conn, schema, "oban_jobs", instance_id)
+        if all(j["state"] not in ("available", "executing", "scheduled") for j in jobs):
+            return jobs
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"jobs of {instance_id} still pending: {jobs}")
+
+
+# -- Elixir workflow, Python step -------------------------------------------------------------
+
+
+async def test_python_step_inside_an_elixir_fanout_runs_once(
+    both: ElixirFixture, conn: psycopg.Connection[Any], database_url: str, schema: str
+) -> None:
+    """Local finishes while Python still renders: HephaestusOban executes the async Render step
+    again (upstream defect), the unique delegated job keeps it to one Python run."""
+    context = {"url": "doc-1", "mode": "slow", "sleep_ms": 200}
+    async with python_node(database_url, schema):
+        instance_id = start(both, FANOUT, "delegfanout::a1", context)
+        assert await elixir_status(both, instance_id, "completed", "failed") == "completed"
+        jobs = await settled(conn, schema, instance_id)
+    row = elixir_instance_row(both, instance_id)
+    assert row is not None
+    steps = row["state"]["context"]["steps"]
+    assert steps["render"] == {"pdf_url": "s3://doc-1.pdf", "pages": 3}
+    assert steps["local"] == {"local": "ok"} and steps["join"] == {"joined": True}
+    assert row["state"]["current_step"] is None and row["state"]["active_steps"] == []
+    executions = [j for j in jobs if j["args"].get("step_ref") == RENDER]
+    delegated_jobs = [j for j in jobs if j["worker"] == render.worker]
+    assert len([j for j in executions if j["worker"].endswith("ExecuteStepWorker")]) == 2
+    assert len(delegated_jobs) == 1 and delegated_jobs[0]["state"] == "completed"
+    job = delegated_jobs[0]
+    assert (job["queue"], job["max_attempts"], job["tags"]) == ("python", 1, ["fanout"])
+    assert job["meta"] == {
+        "heph_workflow": "fanout",
+        "instance_id": instance_id,
+        "step": "render",
+        "workflow_version": 1,
+    }
+    assert job["args"]["context"] == {
+        "initial": {"url": "doc-1", "mode": "slow"},
+        "steps": {"start": {"started": True}},
+    }
+    results = [
+        (r["step_ref"], r["event"], r["processed"])
+        for r in rows(conn, schema, "hephaestus_step_results", instance_id)
+    ]
+    assert results.count((RENDER, "__async__", True)) == 2
+    assert (RENDER, "rendered", True) in results
+    assert all(processed for _, _, processed in results)
+    advances = [j for j in jobs if j["worker"] == "HephaestusOban.AdvanceWorker"]
+    assert {j["queue"] for j in advances} == {"hephaestus"}
+    assert all(j["state"] == "completed" for j in jobs if j["worker"] != render.worker)
+    assert load_in_vm(both, instance_id)["loaded"] is True
+
+
+async def test_python_step_failing_for_good_ends_the_elixir_workflow(
+    both: ElixirFixture, conn: psycopg.Connection[Any], database_url: str, schema: str
+) -> None:
+    """With a failure event the step completes with it (the workflow goes on); without one the
+    instance fails as HephaestusOban's failure path fails it, its pending jobs cancelled."""
+    async with python_node(database_url, schema):
+        with_event = start(
+            both, FANOUT, "delegfanout::f1", {"url": "d", "mode": "fail", "sleep_ms": 0}
+        )
+        without = start(both, STRICT, "delegstrict::f1", {"mode": "fail"})
+        assert await elixir_status(both, with_event, "completed", "failed") == "completed"
+        assert await elixir_status(both, without, "completed", "failed") == "failed"
+        await settled(conn, schema, with_event)
+        await settled(conn, schema, without)
+
+    (render_job,) = jobs_of(conn, schema, with_event, render.worker)
+    assert render_job["state"] == "discarded"
+    assert "renderer unavailable" in render_job["errors"][-1]["error"]
+    events = [r["event"] for r in rows(conn, schema, "hephaestus_step_results", with_event)]
+    assert "render_failed" in events and "rendered" not in events
+
+    (check_job,) = jobs_of(conn, schema, without, check.worker)
+    assert check_job["state"] == "discarded"
+    assert "checker crashed" in check_job["errors"][-1]["error"]
+    row = elixir_instance_row(both, without)
+    assert row is not None
+    assert row["status"] == "failed" and row["state"]["current_step"] is None
+    assert row["state"]["active_steps"] == [CHECK]
+    assert all(r["processed"] for r in rows(conn, schema, "hephaestus_step_results", without))
+    assert load_in_vm(both, without)["loaded"] is True
+
+
+async def test_undeclared_key_is_refused_and_the_instance_stays_loadable(
+    both: ElixirFixture, conn: psycopg.Connection[Any], database_url: str, schema: str
+) -> None:
+    async with python_node(database_url, schema):
+        instance_id = start(both, STRICT, "delegstrict::u1", {"mode": "undeclared"})
+        assert await elixir_status(both, instance_id, "completed", "failed") == "failed"
+        await settled(conn, schema, instance_id)
+    (job,) = jobs_of(conn, schema, instance_id, check.worker)
+    assert job["state"] == "discarded"
+    error = job["errors"][-1]["error"]
+    assert (
+        "zz_python_only_key_q7" in error
+        and "not declared by Elixir.Delegation.Steps.Check" in error
+    )
+    results = rows(conn, schema, "hephaestus_step_results", instance_id)
+    assert all(r["event"] != "checked" for r in results)
+    row = elixir_instance_row(both, instance_id)
+    assert row is not None and "zz_python_only_key_q7" not in str(row)
+    loaded = load_in_vm(both, instance_id)
+    assert loaded["loaded"] is True, loaded
+    atoms = both.call("workflow.atoms", names=["zz_python_only_key_q7"])
+    assert "zz_python_only_key_q7" not in str(atoms.get("existing", atoms.get("atoms", [])))
+
+
+async def test_elixir_async_step_resumed_from_python(
+    both: ElixirFixture, conn: psycopg.Connection[Any], database_url: str, schema: str
+) -> None:
+    instance_id = start(both, AWAIT, "delegawait::r1", {})
+    assert await elixir_status(both, instance_id, "waiting") == "waiting"
+    await settled(conn, schema, instance_id)
+    result = resume_elixir_step(
+        conn,
+        schema,
+        instance_id,
+        "Elixir.Delegation.Steps.Await",
+        "arrived",
+        {"pages": 2},
+        events=["arrived"],
+        context_keys=["pages"],
+        config_key=CONFIG_KEY,
+    )
+    assert result.verdict == "completed", result
+    assert await elixir_status(both, instance_id, "completed", "failed") == "completed"
+    row = elixir_instance_row(both, instance_id)
+    assert row is not None and row["state"]["context"]["steps"]["await"] == {"pages": 2}
+    again = resume_elixir_step(
+        conn,
+        schema,
+        instance_id,
+        "Elixir.Delegation.Steps.Await",
+        "arrived",
+        events=["arrived"],
+        config_key=CONFIG_KEY,
+    )
+    assert again.verdict == "finished"  # a duplicate resume is a no-op
+
+
+# -- Python workflow, Elixir step -------------------------------------------------------------
+
+
+async def test_elixir_step_inside_a_python_workflow_completes(
+    both: ElixirFixture, conn: psycopg.Connection[Any], database_url: str, schema: str
+) -> None:
+    async with python_node(database_url, schema) as runner:
+        runner.start(conn, CHECKOUT, {"amount": 42}, id="co::ok")
+        row = await python_status(conn, schema, "co::ok", "completed", "failed")
+        jobs = await settled(conn, schema, "co::ok")
+    assert row["status"] == "completed"
+    assert row["state"]["context"]["steps"]["charge"] == {"amount": 42, "receipt": "r-co::ok"}
+    assert row["state"]["runtime_metadata"] == {"charged_by": "elixir"}
+    (remote,) = [j for j in jobs if j["worker"] == "ObanBridge.StepWorker"]
+    assert remote["state"] == "completed" and remote["attempted_by"][0] == "vm"
+    assert {j["queue"] for j in jobs if j["worker"].startswith("HephaestusOban.")} == {
+        "bridge_workflows"
+    }
+    assert all(j["state"] == "completed" for j in jobs)
+    charge_results = [
+        (r["event"], r["processed"])
+        for r in rows(conn, schema, "hephaestus_step_results", "co::ok")
+        if r["step_ref"] == CHARGE.name
+    ]
+    assert charge_results == [("__async__", True), ("charged", True)]
+
+
+async def test_elixir_step_failing_for_good_ends_the_python_workflow(
+    both: ElixirFixture, conn: psycopg.Connection[Any], database_url: str, schema: str
+) -> None:
+    async with python_node(database_url, schema) as runner:
+        runner.start(conn, CHECKOUT, {"amount": 1, "mode": "fail"}, id="co::declined")
+        runner.start(conn, STRICT_CHECKOUT, {"amount": 1, "mode": "fail"}, id="co::failed")
+        runner.start(conn, CHECKOUT, {"amount": 1, "mode": "undeclared"}, id="co::undeclared")
+        runner.start(conn, UNLISTED_CHECKOUT, {"amount": 1}, id="co::unlisted")
+        rows_by_id = {
+            i: await python_status(conn, schema, i, "completed", "failed")
+            for i in ("co::declined", "co::failed", "co::undeclared", "co::unlisted")
+        }
+        jobs = {i: await settled(conn, schema, i) for i in rows_by_id}
+
+    def remote(instance_id: str) -> Json:
+        (job,) = [j for j in jobs[instance_id] if j["worker"] == "ObanBridge.StepWorker"]
+        return job
+
+    assert rows_by_id["co::declined"]["status"] == "completed"
+    assert rows_by_id["co::declined"]["state"]["context"]["steps"]["charge"] == {}
+    assert remote("co::declined")["state"] == "discarded"
+    assert "card_declined" in remote("co::declined")["errors"][-1]["error"]
+
+    failed = rows_by_id["co::failed"]
+    assert failed["status"] == "failed" and failed["state"]["current_step"] is None
+    assert remote("co::failed")["state"] == "discarded"
+
+    undeclared = rows_by_id["co::undeclared"]
+    assert undeclared["status"] == "completed"  # completed with its failure event
+    assert "zz_not_declared" not in str(undeclared)
+    error = remote("co::undeclared")["errors"][-1]["error"]
+    assert "zz_not_declared" in error and "not declared" in error
+
+    assert rows_by_id["co::unlisted"]["status"] == "failed"
+    unlisted = remote("co::unlisted")
+    assert unlisted["state"] == "discarded"
+    assert "allow-list" in unlisted["errors"][-1]["error"]
