@@ -17,8 +17,10 @@ import json
 import platform
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import _workflow_count
@@ -26,10 +28,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import bridge
+from bridge.jobs.job import Job
 from bridge.jobs.registry import Registry
 from bridge.node import Node, NodeConfig
 from bridge.workflows import DONE, Context, Instance, StepOk, Workflow, step
-from bridge.workflows.runner import WorkflowRunner
+from bridge.workflows import runner as runner_module
+from bridge.workflows.definition import DONE_STEP_NAME
+from bridge.workflows.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
 from bridge.workflows.workers import register
 
 QUEUE = "bench_workflows"
@@ -37,6 +42,7 @@ CONFIG_KEY = "bench"
 FANOUT_WIDTH = 100
 STATS_SETTLE = 1.2  # s: idle backends flush their statistics at most once a second
 FINISHED = ("completed", "failed")
+FALLBACK_POLL = 0.25  # s: completion check when no Done-then-advance was seen
 
 
 def _noop(instance: Instance, config: Any, context: Context) -> StepOk:
@@ -85,6 +91,10 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def sys_seconds() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def stats_url(url: str) -> str:
     """The same server, but the maintenance database: reading stats there adds no xacts here."""
     dbname = conninfo_to_dict(url).get("dbname")
@@ -101,6 +111,58 @@ def db_xacts(stats: psycopg.Connection[Any], dbname: str) -> int:
     return int(row[0])
 
 
+class Timings:
+    """Per job kind (and for the instance lock): calls, thread CPU and wall time, in ms.
+
+    Thread CPU (``time.thread_time``) is what the job body itself burns; wall minus CPU is
+    time spent waiting: on PostgreSQL, on the instance lock, or for the GIL.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.table: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, name: str, cpu: float, wall: float) -> None:
+        if self.enabled:
+            with self._lock:
+                row = self.table.setdefault(name, [0, 0.0, 0.0])
+                row[0] += 1
+                row[1] += cpu * 1000
+                row[2] += wall * 1000
+
+    def timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            cpu0, wall0 = time.thread_time(), time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(name, time.thread_time() - cpu0, time.perf_counter() - wall0)
+
+        return call
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {"calls": n, "cpu_ms": cpu, "wall_ms": wall}
+            for name, (n, cpu, wall) in sorted(self.table.items())
+        }
+
+
+TIMINGS = Timings()
+
+
+def timed_registry(runner: WorkflowRunner) -> Registry:
+    """The runner's three workers, each wrapped to time its calls; nothing else changes."""
+    plain = Registry()
+    timed = Registry()
+    for spec in register(plain, runner):
+        timed.register(replace(spec, perform=TIMINGS.timed(spec.name, spec.perform)))
+    # The instance lock, as the runner module calls it: wall time here is waiting for it.
+    names = vars(runner_module)
+    names["lock_instance"] = TIMINGS.timed("instance lock", names["lock_instance"])
+    return timed
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -110,18 +172,24 @@ class Bench:
         self.runner = WorkflowRunner(
             self.url, [FANOUT, LINEAR], queue=QUEUE, config_key=CONFIG_KEY, pool_size=pool
         )
-        self.registry = Registry()
-        register(self.registry, self.runner)
+        self.registry = timed_registry(self.runner)
         self.node: Node | None = None
         self.watch: psycopg.AsyncConnection[Any] | None = None
         self.polls = 0  # completion polls in the measured window: server xacts not ours
+        self.done_steps: set[Any] = set()
+        self.ended: set[Any] = set()
+        self.wake = asyncio.Event()
         self.counter = _workflow_count.install()
 
     async def start_node(self) -> None:
+        options: dict[str, Any] = {}
+        if self.args.switch_interval is not None:
+            options["switch_interval"] = self.args.switch_interval or None
         config = NodeConfig(
-            url=self.url, queues={QUEUE: self.args.concurrency}, registry=self.registry
+            url=self.url, queues={QUEUE: self.args.concurrency}, registry=self.registry, **options
         )
         self.node = Node(config)
+        self.node.listeners.append(self._on_ack)
         await self.node.start()
         await asyncio.wait_for(self.node.notifier.connected.wait(), 10)
 
@@ -132,25 +200,44 @@ class Bench:
 
     # waiting, on a connection the counter ignores
 
-    async def wait_finished(
-        self, watch: psycopg.AsyncConnection[Any], ids: list[str], timeout: float
-    ) -> bool:
-        """Poll until every instance in ``ids`` is finished; False on timeout."""
+    def _on_ack(self, job: Job, ack: Any) -> None:
+        """Node listener: an advance after the instance's Done step is when it may have ended.
+
+        Waking the waiter only then (and on a slow fallback timer) keeps completion polling
+        out of the measured process's CPU and out of the server's transaction count.
+        """
+        instance_id = job.args.get("instance_id")
+        if job.worker == EXECUTE_STEP_WORKER and job.args.get("step_ref") == DONE_STEP_NAME:
+            self.done_steps.add(instance_id)
+        elif job.worker == ADVANCE_WORKER and instance_id in self.done_steps:
+            self.done_steps.discard(instance_id)
+            self.ended.add(instance_id)
+            self.wake.set()
+
+    async def wait_finished(self, pattern: str, count: int, timeout: float) -> bool:
+        """Wait until ``count`` instances whose id is LIKE ``pattern`` are finished."""
+        assert self.watch is not None
         deadline = time.monotonic() + timeout
-        interval = self.args.poll
+        check = True
         while True:
-            if self.counter.enabled:
-                self.polls += 1
-            cur = await watch.execute(
-                "SELECT count(*) FROM workflow_instances WHERE id = ANY(%s) AND status = ANY(%s)",
-                (ids, list(FINISHED)),
-            )
-            row = await cur.fetchone()
-            if row is not None and row[0] >= len(ids):
-                return True
+            self.wake.clear()
+            if check or len(self.ended) >= count:
+                if self.counter.enabled:
+                    self.polls += 1
+                cur = await self.watch.execute(
+                    "SELECT count(*) FROM workflow_instances WHERE id LIKE %s AND status = ANY(%s)",
+                    (pattern, list(FINISHED)),
+                )
+                row = await cur.fetchone()
+                if row is not None and row[0] >= count:
+                    return True
             if time.monotonic() > deadline:
                 return False
-            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(self.wake.wait(), FALLBACK_POLL)
+                check = False
+            except TimeoutError:
+                check = True
 
     def start_many(self, client: psycopg.Connection[Any], flow: Workflow, ids: list[str]) -> None:
         """Start every instance in one transaction: they become visible at once."""
@@ -169,7 +256,7 @@ class Bench:
                 self.counter.ignored.add(id(self.watch))
                 # Warm-up: the runner's pool opens on first use; one small workflow opens it
                 # and loads every code path before anything is timed or counted.
-                await self._timed(client, LINEAR, ["warmup-1"], timeout=30)
+                await self._timed(client, LINEAR, ["warmup"], "warmup", timeout=30)
                 return await self._measured(client)
         finally:
             if self.watch is not None:
@@ -183,23 +270,26 @@ class Bench:
             await asyncio.sleep(STATS_SETTLE)
             xacts0 = db_xacts(stats, self.dbname)
             cpu0 = cpu_seconds()
+            sys0 = sys_seconds()
             self.counter.enabled = True
+            TIMINGS.enabled = True
             per_workflow: list[float] = []
             insert_s = 0.0
             if args.workload == "fanout":
                 for k in range(args.workflows):
-                    per_workflow.append(
-                        await self._timed(client, flow, [f"m-{k}"], timeout=args.timeout)
-                    )
+                    one = f"m-{k}"
+                    per_workflow.append(await self._timed(client, flow, [one], one, args.timeout))
                 wall_s = sum(per_workflow)
             else:
                 ids = [f"m-{k}" for k in range(args.workflows)]
                 t0 = time.perf_counter()
                 self.start_many(client, flow, ids)
                 insert_s = time.perf_counter() - t0
-                wall_s = await self._wait(ids, args.timeout) - t0
+                wall_s = await self._wait("m-%", len(ids), args.timeout) - t0
             self.counter.enabled = False
+            TIMINGS.enabled = False
             cpu_s = cpu_seconds() - cpu0
+            sys_s = sys_seconds() - sys0
             await asyncio.sleep(STATS_SETTLE)
             server_xacts = db_xacts(stats, self.dbname) - xacts0 - self.polls
         outcome = self._outcome(flow)
@@ -213,23 +303,30 @@ class Bench:
             "insert_s": insert_s,
             "per_workflow_s": per_workflow,
             "cpu_s": cpu_s,
+            "sys_s": sys_s,
             "server_xacts": server_xacts,
             "completion_polls": self.polls,
             "counts": counts,
+            "timings": TIMINGS.summary(),
             **outcome,
         }
 
     async def _timed(
-        self, client: psycopg.Connection[Any], flow: Workflow, ids: list[str], timeout: float
+        self,
+        client: psycopg.Connection[Any],
+        flow: Workflow,
+        ids: list[str],
+        pattern: str,
+        timeout: float,
     ) -> float:
         t0 = time.perf_counter()
         self.start_many(client, flow, ids)
-        return await self._wait(ids, timeout) - t0
+        return await self._wait(pattern, len(ids), timeout) - t0
 
-    async def _wait(self, ids: list[str], timeout: float) -> float:
-        """Wait for ``ids`` to finish and return the time they were seen finished."""
-        assert self.watch is not None
-        await self.wait_finished(self.watch, ids, timeout)
+    async def _wait(self, pattern: str, count: int, timeout: float) -> float:
+        """Wait for the instances to finish and return the time they were seen finished."""
+        self.ended.clear()
+        await self.wait_finished(pattern, count, timeout)
         return time.perf_counter()
 
     def _outcome(self, flow: Workflow) -> dict[str, Any]:
@@ -272,7 +369,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workflows", type=int, default=5)
     parser.add_argument("--runner-pool", type=int, default=0, help="0: the concurrency")
     parser.add_argument("--timeout", type=float, default=120.0)
-    parser.add_argument("--poll", type=float, default=0.005, help="completion poll interval, s")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="NodeConfig.switch_interval (0: leave the interpreter's); default: the node's",
+    )
     parser.add_argument("--profile", default="", help="pstats dump (yappi if installed)")
     return parser.parse_args(argv)
 

@@ -444,6 +444,51 @@ def extra_rows(runs: Runs) -> str:
     return "\n".join(lines)
 
 
+ADVANCE = "HephaestusOban.AdvanceWorker"
+EXECUTE = "HephaestusOban.ExecuteStepWorker"
+LOCK = "instance lock"
+
+
+def timing(result: dict[str, Any], name: str, field: str) -> float:
+    row = result.get("timings", {}).get(name) or {}
+    return float(row.get(field, 0.0))
+
+
+def per_step(results: list[dict[str, Any]], name: str) -> float:
+    return float(statistics.median(timing(r, name, "cpu_ms") / max(1, r["steps"]) for r in results))
+
+
+def per_call(results: list[dict[str, Any]], name: str, field: str = "wall_ms") -> float:
+    total = sum(timing(r, name, field) for r in results)
+    return total / max(1.0, sum(timing(r, name, "calls") for r in results))
+
+
+def rest_per_step(result: dict[str, Any]) -> float:
+    bodies = timing(result, ADVANCE, "cpu_ms") + timing(result, EXECUTE, "cpu_ms")
+    return (float(result["cpu_s"]) * 1000 - bodies) / max(1, int(result["steps"]))
+
+
+def time_table(runs: Runs) -> str:
+    """Per step: CPU of the two job kinds' bodies, the rest of the process, and waiting."""
+    lines = [
+        "| workload | concurrency | CPU ms per step: AdvanceWorker bodies | ExecuteStepWorker "
+        "bodies | rest of the process (node loop, claims, acks) | wall ms per job: advance "
+        "| execute step | of which waiting for the instance lock, ms per job |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (workload, concurrency), results in sorted(runs.results.items()):
+        jobs = sum(timing(r, n, "calls") for r in results for n in (ADVANCE, EXECUTE))
+        lock_ms = sum(timing(r, LOCK, "wall_ms") for r in results)
+        lines.append(
+            f"| {workload} | {concurrency} | {per_step(results, ADVANCE):.2f} "
+            f"| {per_step(results, EXECUTE):.2f} "
+            f"| {statistics.median(rest_per_step(r) for r in results):.2f} "
+            f"| {per_call(results, ADVANCE):.1f} | {per_call(results, EXECUTE):.1f} "
+            f"| {lock_ms / max(1.0, jobs):.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def leftovers(runs: Runs) -> list[str]:
     notes = []
     for (workload, concurrency), results in sorted(runs.results.items()):
@@ -502,6 +547,8 @@ def report(
         table(runs),
         "",
         extra_rows(runs),
+        "",
+        time_table(runs),
         "",
         "Unfinished instances, unprocessed results or missing steps: "
         + ("none in any run." if not left else ""),
