@@ -40,6 +40,20 @@ from bridge.workflows.definition import (
     step,
     underscore,
 )
+from bridge.workflows.delegation import (
+    DelegatedCall,
+    DelegatedStep,
+    DelegationHost,
+    delegated,
+    resume_elixir_step,
+)
+from bridge.workflows.delegation_elixir import ElixirStepRun, elixir_step
+from bridge.workflows.delegation_protocol import (
+    DelegationArgs,
+    DelegationArgsError,
+    DelegationError,
+    DelegationViolation,
+)
 from bridge.workflows.engine import (
     EngineError,
     InvalidStepResultError,
@@ -93,8 +107,16 @@ __all__ = [
     "ContextKeyCollisionError",
     "CycleError",
     "DefinitionError",
+    "DelegatedCall",
+    "DelegatedStep",
+    "DelegationArgs",
+    "DelegationArgsError",
+    "DelegationError",
+    "DelegationHost",
+    "DelegationViolation",
     "DuplicateStepError",
     "DuplicateTransitionError",
+    "ElixirStepRun",
     "EngineError",
     "ExecutionEntry",
     "FanOutConvergenceError",
@@ -141,6 +163,8 @@ __all__ = [
     "check_completion",
     "check_outcome",
     "complete_step",
+    "delegated",
+    "elixir_step",
     "ensure_loadable",
     "execute_step",
     "fail_workflow",
@@ -152,6 +176,7 @@ __all__ = [
     "prepare_step",
     "registry",
     "repair",
+    "resume_elixir_step",
     "resume_step",
     "serve_workflows",
     "short_name",
