@@ -21,10 +21,14 @@ import asyncio
 import random
 import threading
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -240,11 +244,60 @@ def settlement(rows: list[dict[str, Any]], py: dict[str, Any], ex: dict[str, Any
     return SETTLEMENTS[1] if "python" in sides else SETTLEMENTS[2]
 
 
+@contextmanager
+def login_roles(url: str, schema: str, count: int) -> Iterator[list[str]]:
+    """Plain (non-superuser) login roles with the rights an app has on ``schema``; dropped after."""
+    names = [f"bridge_race_{uuid.uuid4().hex[:10]}" for _ in range(count)]
+    grants = [
+        "CREATE ROLE {role} LOGIN",
+        "GRANT USAGE ON SCHEMA {schema} TO {role}",
+        "GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}",
+        "GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+    ]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in names:
+            for grant in grants:
+                conn.execute(
+                    sql.SQL(grant).format(role=sql.Identifier(name), schema=sql.Identifier(schema))
+                )
+    try:
+        yield names
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for name in names:
+                conn.execute(
+                    sql.SQL(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s"
+                    ),
+                    (name,),
+                )
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+                conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def as_role(url: str, role: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, user=role)
+
+
+@pytest.mark.parametrize("roles", ["one role", "a role per language"])
 async def test_unique_job_raced_across_languages_executes_once(
-    fx: ElixirFixture, database_url: str, schema: str
+    fx: ElixirFixture, database_url: str, schema: str, roles: str
 ) -> None:
+    """With a role per language, each side is an ordinary role that cannot read the other's
+    session details in pg_stat_activity (no pg_read_all_stats): the protocol must not need them.
+    """
+    with ExitStack() as stack:
+        python_url = elixir_url = database_url
+        if roles != "one role":
+            python_role, elixir_role = stack.enter_context(login_roles(database_url, schema, 2))
+            python_url, elixir_url = (
+                as_role(database_url, python_role),
+                as_role(database_url, elixir_role),
+            )
+        fx.connect(elixir_url, schema, node="vm", pool_size=4)
+        py_results, ex_results = await in_thread(race, fx, python_url, schema)
+        fx.call("disconnect")
     fx.connect(database_url, schema, node="vm", pool_size=4)
-    py_results, ex_results = await in_thread(race, fx, database_url, schema)
     assert sorted(py_results) == sorted(ex_results) == list(range(ROUNDS))
 
     inserted = all_rows(database_url, schema)

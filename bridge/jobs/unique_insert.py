@@ -13,6 +13,8 @@ instead it makes sure that, of any duplicates inserted at the same moment, exact
 2. After commit, wait for every transaction that was open at that moment and holds an advisory
    lock or a write lock on ``oban_jobs`` (an Elixir unique insert holds both from its check to
    its commit): any duplicate inserted without seeing our row is now committed and visible.
+   They are found in ``pg_locks`` and waited for by virtual transaction id, which needs no
+   privilege over the other sessions (the Elixir app may use another database role).
 3. In a second transaction, look again, our row excluded: if another committed duplicate
    exists, cancel ours and return that one (``conflict``); if only ``suspended`` rows of other
    bridge inserters exist, the lowest id wins. Otherwise release ours to its state, drop the
@@ -45,20 +47,22 @@ from bridge.wire.timefmt import utc_now
 PENDING = "bridge_pending"
 WAIT_LIMIT = 5.0  # seconds; a transaction open longer than this is not waited for
 
+# Transactions are found and waited for through pg_locks alone, by their virtual transaction
+# id: every transaction holds the lock on its own id until after its commit is visible. Unlike
+# pg_stat_activity (whose xact_start an ordinary role cannot read for another role's sessions),
+# pg_locks shows every session to every role, so the Elixir app and the Python workers may log
+# in as different roles.
 OPEN_WRITERS = """
-SELECT a.pid, a.xact_start FROM pg_stat_activity a
-WHERE a.pid <> pg_backend_pid() AND a.xact_start IS NOT NULL
-  AND a.datname = current_database()
-  AND EXISTS (
-      SELECT 1 FROM pg_locks l
-      WHERE l.pid = a.pid AND l.granted
-        AND (l.locktype = 'advisory'
-             OR (l.relation = to_regclass(%(table)s) AND l.mode = 'RowExclusiveLock')))
+SELECT DISTINCT l.virtualtransaction FROM pg_locks l
+WHERE l.granted AND l.pid IS DISTINCT FROM pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND (l.locktype = 'advisory'
+       OR (l.relation = to_regclass(%(table)s) AND l.mode = 'RowExclusiveLock'))
 """
 
 STILL_OPEN = """
-SELECT count(*) FROM pg_stat_activity
-WHERE (pid, xact_start) IN (SELECT * FROM unnest(%(pids)s::int[], %(starts)s::timestamptz[]))
+SELECT count(*) FROM pg_locks
+WHERE locktype = 'virtualxid' AND virtualxid = ANY(%(vxids)s::text[])
 """
 
 LOCK_OWN = "SELECT id FROM {prefix}.oban_jobs WHERE id = %(id)s FOR UPDATE"
@@ -156,7 +160,7 @@ def _sync_wait_for_writers(conn: psycopg.Connection[Any], prefix: str) -> None:
         open_now = cur.execute(OPEN_WRITERS, {"table": _table(prefix)}).fetchall()
         if not open_now:
             return
-        params = {"pids": [r[0] for r in open_now], "starts": [r[1] for r in open_now]}
+        params = {"vxids": [r[0] for r in open_now]}
         deadline = time.monotonic() + WAIT_LIMIT
         while time.monotonic() < deadline:
             (count,) = cur.execute(STILL_OPEN, params).fetchone() or (0,)
@@ -227,7 +231,7 @@ async def insert_unique_async(
         await cur.execute(OPEN_WRITERS, {"table": _table(prefix)})
         open_now = await cur.fetchall()
         if open_now:
-            params = {"pids": [r[0] for r in open_now], "starts": [r[1] for r in open_now]}
+            params = {"vxids": [r[0] for r in open_now]}
             loop = asyncio.get_running_loop()
             deadline = loop.time() + WAIT_LIMIT
             while loop.time() < deadline:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from bridge import Job, JobValidationError, insert, insert_all, insert_async
 from bridge.jobs.unique import UniqueOptions
@@ -150,8 +152,41 @@ def test_python_yields_to_a_concurrent_elixir_style_insert(
 ) -> None:
     """An Oban-style unique insert (advisory lock, check, insert, commit) that checked before our
     row was visible: after it commits, ours is cancelled and theirs is the answer."""
+    _yield_to_elixir_style_insert(oban_prefix, database_url, database_url)
+
+
+def test_the_wait_needs_no_privilege_over_the_elixir_role(
+    oban_prefix: str, database_url: str
+) -> None:
+    """The same race with each side an ordinary role of its own: the Python role cannot read the
+    Elixir sessions' details in pg_stat_activity, and must still wait for their transaction."""
+    roles = [f"bridge_unique_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        for role in roles:
+            for grant in (
+                "CREATE ROLE {role} LOGIN",
+                "GRANT USAGE ON SCHEMA {schema} TO {role}",
+                "GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}",
+                "GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+            ):
+                admin.execute(
+                    sql.SQL(grant).format(
+                        role=sql.Identifier(role), schema=sql.Identifier(oban_prefix)
+                    )
+                )
+    try:
+        elixir_url, python_url = (make_conninfo(database_url, user=role) for role in roles)
+        _yield_to_elixir_style_insert(oban_prefix, elixir_url, python_url)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            for role in roles:
+                admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def _yield_to_elixir_style_insert(oban_prefix: str, elixir_url: str, python_url: str) -> None:
     ident = sql.Identifier(oban_prefix)
-    elixir = psycopg.connect(database_url)
+    elixir = psycopg.connect(elixir_url)
     try:
         elixir.execute("SELECT pg_try_advisory_xact_lock(424242)")
         assert elixir.execute(
@@ -159,7 +194,7 @@ def test_python_yields_to_a_concurrent_elixir_style_insert(
         ).fetchone() == (0,)
         result: list[Job] = []
         thread = threading.Thread(
-            target=lambda: result.append(_python_insert(database_url, oban_prefix))
+            target=lambda: result.append(_python_insert(python_url, oban_prefix))
         )
         thread.start()
         time.sleep(0.3)  # our first transaction committed a suspended row; we now wait on them
@@ -175,7 +210,7 @@ def test_python_yields_to_a_concurrent_elixir_style_insert(
     finally:
         elixir.close()
     [ours] = result
-    with psycopg.connect(database_url) as c:
+    with psycopg.connect(python_url) as c:
         rows = c.execute(
             sql.SQL("SELECT id, state::text, meta FROM {}.oban_jobs ORDER BY id").format(ident)
         ).fetchall()
