@@ -13,6 +13,10 @@ Then the jobs run — even rounds on a Python node, odd rounds on the fixture's 
 the documented guarantee is checked round by round: exactly one row of the round executes,
 once; every other row is a cancelled, never-run Python row; each side reports the row that
 runs. The figures (rows, executions, conflicts per side, how each race was settled) are printed.
+
+It runs twice: with both languages logged in as one role, and with an ordinary role for each
+(the second found that waiting through pg_stat_activity saw nothing of the other role's
+transactions; docs/uniqueness.md).
 """
 
 from __future__ import annotations
@@ -333,7 +337,8 @@ async def test_unique_job_raced_across_languages_executes_once(
         for what in ("late", "took")
     }
     print(
-        f"\nunique race: {ROUNDS} rounds, {len(rows)} rows ({len(inserted)} after the inserts), "
+        f"\nunique race ({roles}): {ROUNDS} rounds, {len(rows)} rows "
+        f"({len(inserted)} after the inserts), "
         f"{sum(r['attempt'] for r in rows)} executions "
         f"(the python node claimed {python_claims} for {py_rounds} python-queue rounds), "
         f"conflicts python={sum(r['conflict'] for r in py_results.values())} "
