@@ -87,7 +87,7 @@ SELECT i.id, i.workflow, i.status, i.workflow_version,
 FROM {prefix}.workflow_instances i
 JOIN {prefix}.hephaestus_step_results r ON r.instance_id = i.id AND NOT r.processed
 WHERE i.status IN ('pending', 'running', 'waiting')
-  AND r.inserted_at < timezone('UTC', now()) - make_interval(secs => %(grace)s)
+  AND r.inserted_at < localtimestamp - make_interval(secs => %(grace)s)
   AND coalesce(i.state->'active_steps', '[]'::jsonb) ? r.step_ref
   AND (%(only)s::text IS NULL OR i.id = %(only)s::text)
   AND NOT EXISTS ("""

@@ -159,14 +159,16 @@ def insert_result(
     """Insert-or-nothing against the partial unique index, as ``StepResults.insert/7``.
 
     Returns whether a row was written (``False``: an unprocessed result for that step exists).
-    ``inserted_at`` is the transaction's UTC time, as Ecto's ``timezone('UTC', now())``.
+    ``inserted_at`` is left to the column default (``now()`` in the session's time zone), as
+    HephaestusOban's insert leaves it: its schema field is never set. Writing UTC instead would
+    order Python's results apart from Elixir's on a server whose time zone is not UTC.
     """
     cur = conn.execute(
         _q(
             "INSERT INTO {prefix}.hephaestus_step_results"
             " (instance_id, step_ref, event, context_updates, metadata_updates,"
-            "  workflow_version, inserted_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, timezone('UTC', now()))"
+            "  workflow_version)"
+            " VALUES (%s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (instance_id, step_ref) WHERE NOT processed DO NOTHING",
             prefix,
         ),
