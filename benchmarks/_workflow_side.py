@@ -40,7 +40,7 @@ from bridge.workflows.workers import register
 QUEUE = "bench_workflows"
 CONFIG_KEY = "bench"
 FANOUT_WIDTH = 100
-STATS_SETTLE = 1.2  # s: idle backends flush their statistics at most once a second
+STATS_SETTLE = 1.2  # s: an idle backend flushes its statistics a second after the last flush
 FINISHED = ("completed", "failed")
 FALLBACK_POLL = 0.25  # s: completion check when no Done-then-advance was seen
 
@@ -111,6 +111,19 @@ def db_xacts(stats: psycopg.Connection[Any], dbname: str) -> int:
     return int(row[0])
 
 
+async def backends_gone(stats: psycopg.Connection[Any], dbname: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = stats.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = "
+            "'client backend'",
+            (dbname,),
+        ).fetchone()
+        if row is not None and row[0] == 0:
+            return
+        await asyncio.sleep(0.02)
+
+
 class Timings:
     """Per job kind (and for the instance lock): calls, thread CPU and wall time, in ms.
 
@@ -175,6 +188,7 @@ class Bench:
         self.registry = timed_registry(self.runner)
         self.node: Node | None = None
         self.watch: psycopg.AsyncConnection[Any] | None = None
+        self.client: psycopg.Connection[Any] | None = None
         self.polls = 0  # completion polls in the measured window: server xacts not ours
         self.done_steps: set[Any] = set()
         self.ended: set[Any] = set()
@@ -194,8 +208,16 @@ class Bench:
         await asyncio.wait_for(self.node.notifier.connected.wait(), 10)
 
     async def stop(self) -> None:
+        """Close every connection of this process to the benchmark database (idempotent)."""
+        if self.watch is not None:
+            await self.watch.close()
+            self.watch = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         if self.node is not None:
             await self.node.stop()
+            self.node = None
         self.runner.close()
 
     # waiting, on a connection the counter ignores
@@ -250,17 +272,15 @@ class Bench:
     async def run(self) -> dict[str, Any]:
         await self.start_node()
         try:
-            with psycopg.connect(self.url, autocommit=True) as client:
-                self.counter.clients.add(id(client))
-                self.watch = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-                self.counter.ignored.add(id(self.watch))
-                # Warm-up: the runner's pool opens on first use; one small workflow opens it
-                # and loads every code path before anything is timed or counted.
-                await self._timed(client, LINEAR, ["warmup"], "warmup", timeout=30)
-                return await self._measured(client)
+            self.client = client = psycopg.connect(self.url, autocommit=True)
+            self.counter.clients.add(id(client))
+            self.watch = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            self.counter.ignored.add(id(self.watch))
+            # Warm-up: the runner's pool opens on first use; one small workflow opens it
+            # and loads every code path before anything is timed or counted.
+            await self._timed(client, LINEAR, ["warmup"], "warmup", timeout=30)
+            return await self._measured(client)
         finally:
-            if self.watch is not None:
-                await self.watch.close()
             await self.stop()
 
     async def _measured(self, client: psycopg.Connection[Any]) -> dict[str, Any]:
@@ -290,7 +310,10 @@ class Bench:
             TIMINGS.enabled = False
             cpu_s = cpu_seconds() - cpu0
             sys_s = sys_seconds() - sys0
-            await asyncio.sleep(STATS_SETTLE)
+            # A backend keeps statistics pending for up to 10 s once idle, but flushes them
+            # all when it exits: close every connection, wait for the backends to be gone.
+            await self.stop()
+            await backends_gone(stats, self.dbname)
             server_xacts = db_xacts(stats, self.dbname) - xacts0 - self.polls
         outcome = self._outcome(flow)
         counts = self.counter.summary()

@@ -103,8 +103,8 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
   worker. The database is made for the benchmark (`bench_workflows_<pid>` on the server of
   `--url`), migrated with bridge's schema, truncated and checkpointed before every run, and
   dropped at the end.
-- **Warm-up**: before anything is timed or counted, each run completes one small workflow
-  (the runner's pool opens on first use). Then statistics are left 1.2 s to settle.
+- **Warm-up**: before anything is timed or counted, each run completes one three-step
+  workflow (the runner's pool opens on first use), then waits 1.2 s for statistics to settle.
 - **fan-out**: start → 100 parallel no-op steps → join → `Hephaestus.Steps.Done`, i.e. 103 step
   executions per workflow; {fanout} workflows one after the other per run, each timed from the
   `start()` call to its instance being seen `completed`; steps/s = steps / summed time.
@@ -112,8 +112,10 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
   3.0 steps per workflow of the reference figures); all {linear:,} `start()` calls in one
   client transaction (so they become visible at once), timed from the first call to every
   instance being seen `completed` (the inserting transaction, {linear_insert}, is inside).
-- **Completion** is polled every 5 ms on a separate connection; those polls are excluded from
-  every count below.
+- **Completion** is seen without polling: a node listener notes each instance whose `Done`
+  step job has finished and wakes the waiter when that instance's next AdvanceWorker job
+  finishes; the waiter then checks the rows (and also every 250 ms as a fallback). Those checks
+  run on a connection of their own and are excluded from every count below.
 - **Statements** are counted on the client, in the benchmark process, by wrapping psycopg's
   `Cursor.execute/executemany/copy` (sync and async; `Connection.execute` goes through them):
   every statement the node (claim, acks, plugins), the runner (job bodies) and the starting
@@ -124,10 +126,19 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
   here.
 - **Transactions** are counted on the server: the `xact_commit + xact_rollback` delta of the
   benchmark's own database in `pg_stat_database`, read through a connection to another
-  database (so reading adds nothing), after the statistics have settled, minus the completion
-  polls. It includes the node's background work (stager, peers) in the window. The client-side
-  count (a `BEGIN`, or a statement sent on an idle autocommit connection) agrees with it within
-  the node's background work.
+  database (so reading adds nothing), minus the completion polls. Before the closing reading
+  every connection of the process is closed and its backend gone, because a backend flushes
+  its statistics for certain only when it exits (an idle one may hold them for 10 s); so the
+  delta also holds the node's shutdown and its background work in the window (stager, peers:
+  a few transactions a second). It is higher than the client-side count (a `BEGIN`, or a
+  statement sent on an idle autocommit connection) by about one per insert notification:
+  the node's LISTEN backend reads each batch of notifications in a transaction of its own,
+  which no client sends.
+- **CPU and waiting**: process CPU (`getrusage`, all threads) per step; every job body is
+  wrapped to record its thread CPU (`time.thread_time`) and wall time, and the runner module's
+  `lock_instance` is wrapped, in the benchmark process only, to time the wait for the
+  instance's advisory lock. "Rest of the process" is process CPU minus the job bodies' CPU:
+  the node's event loop, claims, acks, notifications and the connection pools.
 - **Unfinished**: instances not `completed` when the run ended (each run waits up to
   {timeout:g} s), with any unprocessed step results and the state of every job of the run.
 - Ratios are of medians: ours / reference, so above 1 is better for steps/s and workflows/s and
