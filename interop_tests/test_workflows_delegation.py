@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 
 from bridge.jobs.registry import Registry
-from bridge.workflows import DONE, Context, Instance, StepOk, Workflow, step
+from bridge.workflows import DONE, Context, Instance, StepAsync, StepOk, Workflow, step
 from bridge.workflows.delegation import (
     DelegatedCall,
     DelegationHost,
@@ -25,7 +25,8 @@ from bridge.workflows.delegation import (
 )
 from bridge.workflows.delegation_elixir import elixir_step
 from bridge.workflows.repair import repair
-from bridge.workflows.runner import WorkflowRunner
+from bridge.workflows.runner import WorkflowRunner, resume_job
+from bridge.workflows.serializer import from_row
 from bridge.workflows.workers import register
 from interop_tests.fixture import ElixirFixture
 from interop_tests.workflow_support import (
@@ -114,7 +115,20 @@ UNLISTED_CHECKOUT = Workflow(
     start=prepare,
     transitions=[(prepare, "ready", UNLISTED), (UNLISTED, "charged", DONE)],
 )
-PY_FLOWS = [CHECKOUT, STRICT_CHECKOUT, UNLISTED_CHECKOUT]
+
+
+@step(name="Elixir.Py.Deleg.AwaitPickup", events=["picked_up"])
+def await_pickup(instance: Instance, config: Any, context: Context) -> StepAsync:
+    return StepAsync()
+
+
+PICKUP = Workflow(
+    name="Elixir.Py.Deleg.Pickup",
+    start=prepare,
+    transitions=[(prepare, "ready", await_pickup), (await_pickup, "picked_up", DONE)],
+    tags=["py"],
+)
+PY_FLOWS = [CHECKOUT, STRICT_CHECKOUT, UNLISTED_CHECKOUT, PICKUP]
 
 
 # -- fixtures -------------------------------------------------------------------------------
@@ -351,6 +365,35 @@ async def test_elixir_async_step_resumed_from_python(
         config_key=CONFIG_KEY,
     )
     assert again.verdict == "finished"  # a duplicate resume is a no-op
+
+
+async def test_python_async_step_resumed_from_elixir(
+    both: ElixirFixture, conn: psycopg.Connection[Any], database_url: str, schema: str
+) -> None:
+    """``ObanBridge.PythonWorkflow.resume/3`` in the VM writes the ResumeWorker the Python
+    runner's own ``resume`` would write; the Python node applies it."""
+    async with python_node(database_url, schema) as runner:
+        runner.start(conn, PICKUP, {"amount": 1}, id="pk::1")
+        waiting = await python_status(conn, schema, "pk::1", "waiting")
+        instance = from_row({**waiting, "inserted_at": None, "updated_at": None}, runner.workflows)
+        reply = both.call(
+            "delegate.resume_python",
+            instance_id="pk::1",
+            event="picked_up",
+            config_key="py",
+            tags=["py"],
+        )
+        row = await python_status(conn, schema, "pk::1", "completed", "failed")
+        jobs = await settled(conn, schema, "pk::1")
+    assert row["status"] == "completed"
+    (resume,) = [j for j in jobs if j["worker"] == "HephaestusOban.ResumeWorker"]
+    assert resume["id"] == reply["job_id"] and resume["state"] == "completed"
+    # only the Python node serves the runner's queue: it ran the job
+    own = resume_job(
+        PICKUP, instance, await_pickup.name, "picked_up", queue=runner.queue, config_key="py"
+    )
+    for key in ("args", "meta", "tags", "max_attempts", "queue", "priority"):
+        assert resume[key] == getattr(own, key), key
 
 
 # -- Python workflow, Elixir step -------------------------------------------------------------
