@@ -529,3 +529,38 @@ async def test_elixir_step_job_is_written_with_its_async_result(
     )
     async_rows = [r for r in results(conn, oban_prefix, "co::1") if r[0] == CHARGE.name]
     assert [(r[1], r[3]) for r in async_rows] == [("__async__", True)]
+
+
+async def test_worker_retries_while_attempts_remain_and_snoozes_when_unsettled(
+    conn: psycopg.Connection[Any], oban_prefix: str, database_url: str
+) -> None:
+    host = DelegationHost(database_url, [resolve], prefix=oban_prefix, settle_timeout=0.2)
+    registry = Registry()
+    host.register(registry)
+    waiting_instance(conn, oban_prefix, "r::retry")
+    waiting_instance(conn, oban_prefix, "r::busy", status="running")
+    retry = Job.new(
+        resolve.worker,
+        args_for("r::retry", context={"initial": {"mode": "fail"}, "steps": {}}),
+        queue="python",
+        max_attempts=3,
+    )
+    busy = Job.new(resolve.worker, args_for("r::busy"), queue="python", max_attempts=3)
+    retry_id, busy_id = (j.id or 0 for j in insert_all(conn, [retry, busy], prefix=oban_prefix))
+    try:
+        async with running_node(database_url, oban_prefix, {"python": 2}, registry):
+            retried = await wait_for_state(database_url, oban_prefix, retry_id, {"retryable"})
+            snoozed = await wait_for_state(database_url, oban_prefix, busy_id, {"scheduled"})
+    finally:
+        host.close()
+    assert "the python step broke" in retried["errors"][-1]["error"]
+    assert snoozed["attempt"] == 1 and snoozed["errors"] == []
+    for instance_id, status in (("r::retry", "waiting"), ("r::busy", "running")):
+        assert [r[1] for r in results(conn, oban_prefix, instance_id)] == ["__async__"]
+        rows = q(
+            conn,
+            "SELECT status FROM {p}.workflow_instances WHERE id = %s",
+            oban_prefix,
+            instance_id,
+        )
+        assert rows == [(status,)]
