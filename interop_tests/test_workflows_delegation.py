@@ -251,7 +251,8 @@ async def test_python_step_inside_an_elixir_fanout_runs_once(
     assert row["state"]["current_step"] is None and row["state"]["active_steps"] == []
     executions = [j for j in jobs if j["args"].get("step_ref") == RENDER]
     delegated_jobs = [j for j in jobs if j["worker"] == render.worker]
-    assert len([j for j in executions if j["worker"].endswith("ExecuteStepWorker")]) == 2
+    # executed again at least once (the lifeline's advances may add more), one Python job
+    assert len([j for j in executions if j["worker"].endswith("ExecuteStepWorker")]) >= 2
     assert len(delegated_jobs) == 1 and delegated_jobs[0]["state"] == "completed"
     job = delegated_jobs[0]
     assert (job["queue"], job["max_attempts"], job["tags"]) == ("python", 1, ["fanout"])
@@ -269,7 +270,7 @@ async def test_python_step_inside_an_elixir_fanout_runs_once(
         (r["step_ref"], r["event"], r["processed"])
         for r in rows(conn, schema, "hephaestus_step_results", instance_id)
     ]
-    assert results.count((RENDER, "__async__", True)) == 2
+    assert results.count((RENDER, "__async__", True)) >= 2
     assert (RENDER, "rendered", True) in results
     assert all(processed for _, _, processed in results)
     advances = [j for j in jobs if j["worker"] == "HephaestusOban.AdvanceWorker"]
