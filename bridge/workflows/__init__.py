@@ -48,6 +48,7 @@ from bridge.workflows.delegation import (
     resume_elixir_step,
 )
 from bridge.workflows.delegation_elixir import ElixirStepRun, elixir_step
+from bridge.workflows.delegation_lifeline import DelegationLifeline
 from bridge.workflows.delegation_protocol import (
     DelegationArgs,
     DelegationArgsError,
@@ -113,6 +114,7 @@ __all__ = [
     "DelegationArgsError",
     "DelegationError",
     "DelegationHost",
+    "DelegationLifeline",
     "DelegationViolation",
     "DuplicateStepError",
     "DuplicateTransitionError",

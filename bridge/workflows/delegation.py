@@ -160,7 +160,7 @@ class DelegationHost:
         self._pool: ConnectionPool[Any] | None = None
 
     @contextmanager
-    def _connection(self) -> Iterator[Conn]:
+    def connection(self) -> Iterator[Conn]:
         if self._pool is None:
             self._pool = ConnectionPool(
                 self.url,
@@ -208,7 +208,7 @@ class DelegationHost:
             return Discard(f"{item.worker}: {exc}")
         if item.steps is not None and args.step_ref not in item.steps:
             return Discard(f"{item.worker} does not serve the step {args.step_ref}")
-        with self._connection() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
             verdict, detail = judge(step_state(conn, self.prefix, args.instance_id, args.step_ref))
         if verdict in NO_OPS:
             log.info("%s %s: nothing to do: %s", args.instance_id, args.step_ref, detail)
@@ -225,7 +225,7 @@ class DelegationHost:
         try:
             outcome = self._check(item, args, value)
         except DelegationViolation as exc:
-            self._apply_failure_policy(job, args, str(exc))
+            self.apply_failure_policy(job, args, str(exc))
             return Discard(f"{args.step_ref} ({item.worker}): {exc}")
         return self._complete(job, args, outcome)
 
@@ -275,7 +275,7 @@ class DelegationHost:
         deadline = time.monotonic() + self.settle_timeout
         pause = 0.02
         while True:
-            with self._connection() as conn, conn.transaction():
+            with self.connection() as conn, conn.transaction():
                 result = attempt(conn)
             if result.verdict != "not_ready" or time.monotonic() >= deadline:
                 return result
@@ -287,12 +287,12 @@ class DelegationHost:
             if raised and isinstance(reason, BaseException):
                 raise reason
             return Error(reason)
-        self._apply_failure_policy(job, args, repr(reason))
+        self.apply_failure_policy(job, args, repr(reason))
         if raised and isinstance(reason, BaseException):
             raise reason
         return Error(reason)
 
-    def _apply_failure_policy(self, job: Job, args: DelegationArgs, why: str) -> None:
+    def apply_failure_policy(self, job: Job, args: DelegationArgs, why: str) -> None:
         """The step can no longer succeed: complete it with its failure event, or fail the
         instance, so that it never waits for ever."""
         if args.failure_event is not None:
@@ -306,7 +306,7 @@ class DelegationHost:
                 self._log_failure(args, why, result)
                 return
         # no failure event, or the step never settled: fail the instance rather than leave it
-        with self._connection() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
             result = fail_elixir_instance(conn, self.prefix, args, own_job=job.id or 0)
         self._log_failure(args, why, result)
 

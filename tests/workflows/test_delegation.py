@@ -26,6 +26,7 @@ from bridge.workflows.delegation_door import (
     fail_elixir_instance,
 )
 from bridge.workflows.delegation_elixir import elixir_step
+from bridge.workflows.delegation_lifeline import sweep
 from bridge.workflows.delegation_protocol import (
     DelegationArgs,
     DelegationArgsError,
@@ -564,3 +565,32 @@ async def test_worker_retries_while_attempts_remain_and_snoozes_when_unsettled(
             instance_id,
         )
         assert rows == [(status,)]
+
+
+def test_sweep_applies_the_policy_for_jobs_discarded_before_their_last_run(
+    host: DelegationHost, conn: psycopg.Connection[Any], oban_prefix: str
+) -> None:
+    """As Oban's Lifeline discards an exhausted job whose node died: no policy ran."""
+    for name in ("plain", "event", "newer", "done"):
+        waiting_instance(
+            conn, oban_prefix, f"s::{name}", status="completed" if name == "done" else "waiting"
+        )
+    changes: dict[str, dict[str, Any]] = {"event": {"failure_event": "gave_up"}}
+    ids = {}
+    for name in ("plain", "event", "newer", "done"):
+        job_id = delegated_job(conn, oban_prefix, f"s::{name}", **changes.get(name, {}))
+        q(conn, "UPDATE {p}.oban_jobs SET state = 'discarded' WHERE id = %s", oban_prefix, job_id)
+        ids[name] = job_id
+    delegated_job(conn, oban_prefix, "s::newer")  # a re-execution queued a fresh job
+    assert sorted(sweep(host)) == sorted([ids["plain"], ids["event"]])
+    status = dict(
+        q(conn, "SELECT id, status FROM {p}.workflow_instances WHERE id LIKE 's::%%'", oban_prefix)
+    )
+    assert status == {
+        "s::plain": "failed",
+        "s::event": "waiting",
+        "s::newer": "waiting",
+        "s::done": "completed",
+    }
+    assert results(conn, oban_prefix, "s::event")[-1][1] == "gave_up"
+    assert sweep(host) == []  # nothing left to do

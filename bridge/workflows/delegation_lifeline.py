@@ -1,0 +1,85 @@
+"""Delegated jobs that ended without applying their failure policy.
+
+A delegated job normally applies the step's failure policy itself on its last attempt. It cannot
+when it never gets to run that attempt: Oban's Lifeline (and ours) *discards* an ``executing``
+job whose node died on its last attempt, and an operator may discard one. The Elixir instance
+would then wait for ever: HephaestusOban's AdvanceWorker only notices discarded
+``ExecuteStepWorker`` jobs. :func:`sweep` finds such jobs of this host's workers — discarded,
+their step still active with no result, and no newer delegated job pending for the same step —
+and applies the policy for them. Applying it twice is harmless (the door's verdicts make the
+second one a no-op), so any node may run the sweep at any time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from bridge.jobs.job import Job
+from bridge.jobs.plugins import Plugin
+from bridge.workflows.delegation import DelegationHost
+from bridge.workflows.delegation_door import NO_OPS, judge, step_state
+from bridge.workflows.delegation_protocol import DelegationArgs, DelegationArgsError
+
+log = logging.getLogger("bridge.workflows.delegation")
+
+_ORPHANS = """
+SELECT j.* , j.state::text AS state FROM {prefix}.oban_jobs j
+JOIN {prefix}.workflow_instances i ON i.id = j.args->>'instance_id'
+WHERE j.worker = ANY(%(workers)s) AND j.state = 'discarded'
+  AND i.status NOT IN ('completed', 'failed')
+  AND coalesce(i.state->'active_steps', '[]'::jsonb) ? (j.args->>'step_ref')
+  AND NOT EXISTS (
+    SELECT 1 FROM {prefix}.oban_jobs k
+    WHERE k.worker = j.worker AND k.id <> j.id
+      AND k.state IN ('available', 'scheduled', 'executing', 'retryable')
+      AND k.args @> jsonb_build_object('instance_id', j.args->'instance_id',
+                                       'step_ref', j.args->'step_ref'))
+ORDER BY j.id
+LIMIT %(limit)s
+"""
+
+
+def sweep(host: DelegationHost, *, limit: int = 100) -> list[int]:
+    """Apply the failure policy for orphaned discarded jobs; returns their ids."""
+    done: list[int] = []
+    params = {"workers": sorted(host.steps), "limit": limit}
+    with host.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL(_ORPHANS).format(prefix=sql.Identifier(host.prefix)), params)
+        rows: list[dict[str, Any]] = cur.fetchall()
+    for row in rows:
+        job = Job.from_row(row)
+        try:
+            args = DelegationArgs.parse(job.args)
+        except DelegationArgsError:
+            continue
+        with host.connection() as conn, conn.transaction():
+            verdict, _ = judge(step_state(conn, host.prefix, args.instance_id, args.step_ref))
+        if verdict in NO_OPS:
+            continue
+        host.apply_failure_policy(job, args, f"job {job.id} was discarded before it could")
+        done.append(job.id or 0)
+    return done
+
+
+class DelegationLifeline(Plugin):
+    """Runs :func:`sweep` every ``interval`` seconds on the leader node."""
+
+    name = "delegation_lifeline"
+
+    def __init__(self, host: DelegationHost, interval: float = 30.0) -> None:
+        super().__init__(interval)
+        self.host = host
+
+    async def tick(self) -> list[int]:
+        node = self.node
+        if node is None or not node.is_leader():
+            return []
+        swept = await asyncio.to_thread(sweep, self.host)
+        for job_id in swept:
+            log.warning("delegation lifeline: failure policy applied for discarded job %s", job_id)
+        return swept
