@@ -6,16 +6,23 @@ workers through ``ObanBridge.DelegatedStep``, and Python workflows with steps ru
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from bridge.jobs.registry import Registry
+from bridge.jobs.plugins.lifeline import Lifeline
+from bridge.jobs.plugins.stager import Stager
+from bridge.jobs.registry import Registry, default_registry
 from bridge.workflows import DONE, Context, Instance, StepAsync, StepOk, Workflow, step
 from bridge.workflows.delegation import (
     DelegatedCall,
@@ -24,6 +31,7 @@ from bridge.workflows.delegation import (
     resume_elixir_step,
 )
 from bridge.workflows.delegation_elixir import elixir_step
+from bridge.workflows.delegation_lifeline import DelegationLifeline
 from bridge.workflows.repair import repair
 from bridge.workflows.runner import WorkflowRunner, resume_job
 from bridge.workflows.serializer import from_row
@@ -69,6 +77,26 @@ def check(call: DelegatedCall) -> StepOk:
     if mode == "undeclared":
         return StepOk("checked", {"verdict": "ok", "zz_python_only_key_q7": "value"})
     return StepOk("checked", {"verdict": "ok"})
+
+
+SLOW = "Elixir.Delegation.Steps.Slow"
+SLOW_LAST = "Elixir.Delegation.Steps.SlowLast"
+KILL_QUEUE = "python_kill"
+DOOMED_ENV = "BRIDGE_TEST_DELEGATION_DOOMED"  # "<url> <schema>" in the node that is killed
+
+
+@delegated(worker="interop.delegation.Slow", steps=[SLOW, SLOW_LAST], queue=KILL_QUEUE)
+def slow(call: DelegatedCall) -> StepOk:
+    if call.attempt == 1:
+        time.sleep(60)  # the doomed node is killed here
+    return StepOk("finished", {"attempt": call.attempt})
+
+
+# This module is also the worker module of the killed node (``bridge worker --workers
+# interop_tests.test_workflows_delegation``): there it registers ``slow`` in the default registry.
+if os.environ.get(DOOMED_ENV):
+    _url, _schema = os.environ[DOOMED_ENV].split(" ")
+    DelegationHost(_url, [slow], prefix=_schema).register(default_registry)
 
 
 # -- Python workflows with an Elixir step ---------------------------------------------------
@@ -150,18 +178,30 @@ async def python_node(database_url: str, schema: str) -> AsyncIterator[WorkflowR
     registry = Registry()
     host.register(registry)
     register(registry, runner)
-    healer = asyncio.create_task(heal(database_url, schema, runner))
     try:
         queues = {"python": 5, runner.queue: 5}
-        async with running_node(database_url, schema, queues, registry):
+        async with (
+            healing(database_url, schema, [runner]),
+            running_node(database_url, schema, queues, registry),
+        ):
             yield runner
     finally:
-        healer.cancel()
         runner.close()
         host.close()
 
 
-async def heal(database_url: str, schema: str, runner: WorkflowRunner) -> None:
+@asynccontextmanager
+async def healing(
+    database_url: str, schema: str, runners: list[WorkflowRunner]
+) -> AsyncIterator[None]:
+    healer = asyncio.create_task(heal(database_url, schema, runners))
+    try:
+        yield
+    finally:
+        healer.cancel()
+
+
+async def heal(database_url: str, schema: str, runners: list[WorkflowRunner]) -> None:
     """The workflow lifeline's pass, twice a second: the fixture reproduces HephaestusOban's
     lost-advance defect (a result left unprocessed when its AdvanceWorker insert is deduplicated
     against one already executing), which strikes these short workflows often; the lifeline is
@@ -169,7 +209,7 @@ async def heal(database_url: str, schema: str, runner: WorkflowRunner) -> None:
 
     def once() -> None:
         with psycopg.connect(database_url, autocommit=True) as c:
-            repair(c, schema, grace=0.3, runners=[runner])
+            repair(c, schema, grace=0.3, runners=runners)
 
     while True:
         await asyncio.to_thread(once)
@@ -395,6 +435,101 @@ async def test_python_async_step_resumed_from_elixir(
     )
     for key in ("args", "meta", "tags", "max_attempts", "queue", "priority"):
         assert resume[key] == getattr(own, key), key
+
+
+def start_doomed_node(database_url: str, schema: str) -> subprocess.Popen[bytes]:
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), **{DOOMED_ENV: f"{database_url} {schema}"})
+    command = [
+        sys.executable,
+        "-m",
+        "bridge.cli",
+        "--database-url",
+        database_url,
+        "--prefix",
+        schema,
+        "worker",
+        "--queues",
+        f"{KILL_QUEUE}:2",
+        "--workers",
+        __name__,
+        "--node",
+        "doomed",
+        "--poll-interval",
+        "0.2",
+    ]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+async def kill_mid_body(
+    fx: ElixirFixture, conn: psycopg.Connection[Any], schema: str, proc: subprocess.Popen[bytes]
+) -> None:
+    """Start both workflows, wait until the doomed node runs both bodies, SIGKILL it."""
+    again = start(fx, "Elixir.Delegation.Flows.Slow", "delegslow::k1", {})
+    last = start(fx, "Elixir.Delegation.Flows.SlowLast", "delegslowlast::k1", {})
+    for _ in range(400):
+        running = [
+            j
+            for i in (again, last)
+            for j in jobs_of(conn, schema, i, slow.worker)
+            if j["state"] == "executing"
+        ]
+        if len(running) == 2:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the doomed node never ran both bodies")
+    assert {j["attempted_by"][0] for j in running} == {"doomed"}
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(10) == -signal.SIGKILL
+
+
+async def test_python_node_killed_mid_step(
+    both: ElixirFixture, conn: psycopg.Connection[Any], database_url: str, schema: str
+) -> None:
+    """SIGKILL while the Python bodies run. With attempts left, the rescued job runs again and
+    completes the step once; on its last attempt the lifeline discards it and the delegation
+    lifeline applies the failure policy (no failure event: the Elixir instance fails)."""
+    proc = start_doomed_node(database_url, schema)
+    try:
+        async with healing(database_url, schema, []):
+            await kill_mid_body(both, conn, schema, proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    again, last = "delegslow::k1", "delegslowlast::k1"
+
+    host = DelegationHost(database_url, [slow], prefix=schema)
+    registry = Registry()
+    host.register(registry)
+    plugins = [
+        Lifeline(rescue_after=0.5, interval=0.1),
+        Stager(interval=0.1),
+        DelegationLifeline(host, interval=0.2),
+    ]
+    try:
+        async with (
+            healing(database_url, schema, []),
+            running_node(
+                database_url, schema, {KILL_QUEUE: 2}, registry, node="py", plugins=plugins
+            ),
+        ):
+            assert await elixir_status(both, again, "completed", "failed") == "completed"
+            assert await elixir_status(both, last, "completed", "failed") == "failed"
+    finally:
+        host.close()
+    (job,) = jobs_of(conn, schema, again, slow.worker)
+    assert (job["state"], job["attempt"], job["attempted_by"][0]) == ("completed", 2, "py")
+    finished = [
+        r for r in rows(conn, schema, "hephaestus_step_results", again) if r["step_ref"] == SLOW
+    ]
+    assert [r["event"] for r in finished if r["event"] != "__async__"] == ["finished"]
+    row = elixir_instance_row(both, again)
+    assert row is not None and row["state"]["context"]["steps"]["slow"] == {"attempt": 2}
+    (job,) = jobs_of(conn, schema, last, slow.worker)
+    assert job["state"] == "discarded"
+    assert load_in_vm(both, last)["loaded"] is True
 
 
 # -- Python workflow, Elixir step -------------------------------------------------------------

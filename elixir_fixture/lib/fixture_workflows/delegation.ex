@@ -136,3 +136,43 @@ defmodule Delegation.Steps.NotListed do
   @impl true
   def execute(_instance, _config, _context), do: {:ok, :charged, %{}}
 end
+
+defmodule Delegation.Steps.Slow do
+  @moduledoc "Run by `interop.delegation.Slow` on queue `python_kill`; 3 attempts."
+  use ObanBridge.DelegatedStep,
+    worker: "interop.delegation.Slow",
+    queue: "python_kill",
+    events: [:finished],
+    context_keys: [:attempt],
+    max_attempts: 3
+end
+
+defmodule Delegation.Steps.SlowLast do
+  @moduledoc "Like Slow with a single attempt and no failure event."
+  use ObanBridge.DelegatedStep,
+    worker: "interop.delegation.Slow",
+    queue: "python_kill",
+    events: [:finished],
+    context_keys: [:attempt],
+    max_attempts: 1
+end
+
+defmodule Delegation.Flows.Slow do
+  @moduledoc "Start → Slow (Python) → Done."
+  use Hephaestus.Workflow, unique: [key: "delegslow"]
+  @impl true
+  def start, do: Delegation.Steps.Start
+  @impl true
+  def transit(Delegation.Steps.Start, :done, _ctx), do: Delegation.Steps.Slow
+  def transit(Delegation.Steps.Slow, :finished, _ctx), do: Hephaestus.Steps.Done
+end
+
+defmodule Delegation.Flows.SlowLast do
+  @moduledoc "Start → SlowLast (Python) → Done."
+  use Hephaestus.Workflow, unique: [key: "delegslowlast"]
+  @impl true
+  def start, do: Delegation.Steps.Start
+  @impl true
+  def transit(Delegation.Steps.Start, :done, _ctx), do: Delegation.Steps.SlowLast
+  def transit(Delegation.Steps.SlowLast, :finished, _ctx), do: Hephaestus.Steps.Done
+end
