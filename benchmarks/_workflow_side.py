@@ -181,9 +181,9 @@ class Bench:
         self.args = args
         self.url: str = args.url
         self.dbname = str(conninfo_to_dict(self.url).get("dbname"))
-        pool = args.runner_pool or args.concurrency
+        pool: dict[str, Any] = {"pool_size": args.runner_pool} if args.runner_pool else {}
         self.runner = WorkflowRunner(
-            self.url, [FANOUT, LINEAR], queue=QUEUE, config_key=CONFIG_KEY, pool_size=pool
+            self.url, [FANOUT, LINEAR], queue=QUEUE, config_key=CONFIG_KEY, **pool
         )
         self.registry = timed_registry(self.runner)
         self.node: Node | None = None
@@ -320,7 +320,7 @@ class Bench:
         return {
             "workload": args.workload,
             "concurrency": args.concurrency,
-            "runner_pool": args.runner_pool or args.concurrency,
+            "runner_pool": self.runner.pool_size,
             "workflows": args.workflows,
             "wall_s": wall_s,
             "insert_s": insert_s,
@@ -390,7 +390,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url", required=True)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--workflows", type=int, default=5)
-    parser.add_argument("--runner-pool", type=int, default=0, help="0: the concurrency")
+    parser.add_argument("--runner-pool", type=int, default=0, help="0: the runner's default")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument(
         "--switch-interval",

@@ -576,7 +576,7 @@ def docs_section(body: str, args: argparse.Namespace, runs: Runs) -> str:
     method = METHOD.format(
         pool=f"{args.runner_pool} connections"
         if args.runner_pool
-        else "as many connections as the queue's concurrency",
+        else "the default, at most 10 connections; 50 at concurrency 50 made no difference",
         fanout=args.fanout_workflows,
         linear=args.linear_workflows,
         linear_insert=linear_insert,
@@ -647,7 +647,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fanout-workflows", type=int, default=5, help="fan-outs per run")
     parser.add_argument("--linear-workflows", type=int, default=1_000)
     parser.add_argument(
-        "--runner-pool", type=int, default=0, help="runner pool size (default: the concurrency)"
+        "--runner-pool", type=int, default=0, help="runner pool size (default: the runner's own)"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="per run, seconds")
     parser.add_argument("--write-docs", action="store_true", help=f"update {SECTION} of docs")
