@@ -23,7 +23,11 @@ from bridge.jobs.job import Job
 from bridge.jobs.plugins import Plugin
 from bridge.workflows.delegation import DelegationHost
 from bridge.workflows.delegation_door import NO_OPS, judge, step_state
+from bridge.workflows.delegation_elixir import ElixirStepRun
 from bridge.workflows.delegation_protocol import DelegationArgs, DelegationArgsError
+from bridge.workflows.engine import StepResult
+from bridge.workflows.runner import WorkflowRunner
+from bridge.workflows.storage import awaiting_steps, results_for
 
 log = logging.getLogger("bridge.workflows.delegation")
 
@@ -66,20 +70,75 @@ def sweep(host: DelegationHost, *, limit: int = 100) -> list[int]:
     return done
 
 
+def sweep_elixir_steps(runner: WorkflowRunner, *, limit: int = 100) -> list[int]:
+    """The same for Python-owned instances: discarded jobs of their Elixir-run steps
+    (``elixir_step``) that never ran their last attempt. The owner applies the policy with its
+    own runner: the ``failure_event`` is recorded as a resume of the waiting step would be,
+    else the instance is failed and its pending jobs cancelled (``runner.cancel``)."""
+    remote = {
+        (wf.name, st.name): st.run
+        for wf in runner.workflows.values()
+        for st in wf.steps.values()
+        if isinstance(st.run, ElixirStepRun)
+    }
+    workers = sorted({run.worker for run in remote.values()})
+    if not workers:
+        return []
+    done: list[int] = []
+    params = {"workers": workers, "limit": limit}
+    with runner._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL(_ORPHANS).format(prefix=sql.Identifier(runner.prefix)), params)
+        rows: list[dict[str, Any]] = cur.fetchall()
+    for row in rows:
+        job = Job.from_row(row)
+        step_ref = str(job.args.get("step_ref"))
+        instance_id = str(job.args.get("instance_id"))
+        run = remote.get((str(job.args.get("workflow")), step_ref))
+        if run is None or run.worker != job.worker:
+            continue  # not a step of this runner's workflows
+        with runner._connection() as conn:
+            every = results_for(conn, runner.prefix, instance_id, pending=False)
+        if step_ref not in awaiting_steps(every):
+            continue  # completed meanwhile, or not waiting on the remote step
+        if run.failure_event is not None:
+            result = StepResult(step_ref, run.failure_event, {}, {})
+            recorded = runner._record(job, result, resume=True)
+        else:
+            recorded = False
+        if not recorded:
+            with runner._connection() as conn:
+                runner.cancel(conn, instance_id)
+        done.append(job.id or 0)
+    return done
+
+
 class DelegationLifeline(Plugin):
-    """Runs :func:`sweep` every ``interval`` seconds on the leader node."""
+    """Runs :func:`sweep` (and :func:`sweep_elixir_steps` for ``runners``) every ``interval``
+    seconds on the leader node."""
 
     name = "delegation_lifeline"
 
-    def __init__(self, host: DelegationHost, interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        host: DelegationHost | None = None,
+        interval: float = 30.0,
+        runners: list[WorkflowRunner] | None = None,
+    ) -> None:
         super().__init__(interval)
         self.host = host
+        self.runners = list(runners or [])
 
     async def tick(self) -> list[int]:
         node = self.node
         if node is None or not node.is_leader():
             return []
-        swept = await asyncio.to_thread(sweep, self.host)
+        swept = await asyncio.to_thread(self._sweep)
         for job_id in swept:
             log.warning("delegation lifeline: failure policy applied for discarded job %s", job_id)
+        return swept
+
+    def _sweep(self) -> list[int]:
+        swept = sweep(self.host) if self.host is not None else []
+        for runner in self.runners:
+            swept += sweep_elixir_steps(runner)
         return swept

@@ -26,7 +26,7 @@ from bridge.workflows.delegation_door import (
     fail_elixir_instance,
 )
 from bridge.workflows.delegation_elixir import elixir_step
-from bridge.workflows.delegation_lifeline import sweep
+from bridge.workflows.delegation_lifeline import sweep, sweep_elixir_steps
 from bridge.workflows.delegation_protocol import (
     DelegationArgs,
     DelegationArgsError,
@@ -594,3 +594,62 @@ def test_sweep_applies_the_policy_for_jobs_discarded_before_their_last_run(
     }
     assert results(conn, oban_prefix, "s::event")[-1][1] == "gave_up"
     assert sweep(host) == []  # nothing left to do
+
+
+CHARGE_STRICT = elixir_step(
+    name="Elixir.Delegation.Steps.Charge", events=["charged"], queue="elixir_steps"
+)
+PY_STRICT = Workflow(
+    name="Elixir.Py.Deleg.StrictCheckout",
+    start=prepare,
+    transitions=[(prepare, "ready", CHARGE_STRICT), (CHARGE_STRICT, "charged", DONE)],
+)
+
+
+async def test_owner_sweeps_discarded_elixir_step_jobs(
+    conn: psycopg.Connection[Any], oban_prefix: str, database_url: str
+) -> None:
+    """An Elixir StepWorker job discarded before its last run (its node died): the Python
+    owner completes the step with its failure event, or fails the instance."""
+    runner = WorkflowRunner(database_url, [PY_FLOW, PY_STRICT], prefix=oban_prefix, config_key="py")
+    registry = Registry()
+    register(registry, runner)
+    try:
+        runner.start(conn, PY_FLOW, {"amount": 1}, id="sw::event")
+        runner.start(conn, PY_STRICT, {"amount": 1}, id="sw::plain")
+        async with running_node(database_url, oban_prefix, {runner.queue: 4}, registry):
+            for instance_id in ("sw::event", "sw::plain"):
+                for _ in range(200):
+                    found = q(
+                        conn,
+                        "SELECT status FROM {p}.workflow_instances WHERE id = %s",
+                        oban_prefix,
+                        instance_id,
+                    )
+                    if found == [("waiting",)]:
+                        break
+                    await asyncio.sleep(0.05)
+            q(
+                conn,
+                "UPDATE {p}.oban_jobs SET state = 'discarded'"
+                " WHERE worker = 'ObanBridge.StepWorker'",
+                oban_prefix,
+            )
+            assert len(sweep_elixir_steps(runner)) == 2
+            for _ in range(200):
+                found = q(
+                    conn,
+                    "SELECT id, status FROM {p}.workflow_instances WHERE id LIKE 'sw::%%'"
+                    " ORDER BY id",
+                    oban_prefix,
+                )
+                if found == [("sw::event", "completed"), ("sw::plain", "failed")]:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(found)
+        assert sweep_elixir_steps(runner) == []
+    finally:
+        runner.close()
+    declined = [r for r in results(conn, oban_prefix, "sw::event") if r[0] == CHARGE.name]
+    assert [r[1] for r in declined] == ["__async__", "declined"]
