@@ -213,6 +213,7 @@ def worker_command(
     from bridge.jobs.plugins.stager import Stager
     from bridge.jobs.registry import default_registry
     from bridge.node import Node, NodeConfig
+    from bridge.workflows.serving import WorkflowModuleError, delegated_steps_of, serve_delegated
 
     try:
         settings = load_settings(config_path)
@@ -227,21 +228,26 @@ def worker_command(
         config_key=workflow_config_key,
         repair_after=workflow_repair_after,
     )
-    if not queue_limits and not flows.workflows and flows.repair_after is None:
-        raise click.BadParameter("no queues: pass --queues or set queues in [tool.bridge]")
+    imported = []
     for module in [*settings.workers, *modules]:
         # Modules are named by the operator, never by a row. One that fails to import is
         # reported and skipped: the node still serves its other workers, and jobs for the
         # missing ones get Oban's "unknown worker" error path instead of a dead node.
         before = set(default_registry.names())
         try:
-            importlib.import_module(module)
+            imported.append(importlib.import_module(module))
         except Exception as exc:
             logging.getLogger("bridge.cli").exception("worker module %s failed to import", module)
             default_registry.import_failures[module] = f"{type(exc).__name__}: {exc}"
             # Workers a half-imported module registered before failing must not run.
             for name in set(default_registry.names()) - before:
                 default_registry.unregister(name)
+    try:
+        delegated = delegated_steps_of(imported)
+    except WorkflowModuleError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workers") from exc
+    if not queue_limits and not flows.workflows and flows.repair_after is None and not delegated:
+        raise click.BadParameter("no queues: pass --queues or set queues in [tool.bridge]")
     prefix = ctx.prefix if ctx.prefix != DEFAULT_PREFIX else (settings.prefix or DEFAULT_PREFIX)
     plugins = [Stager(), Peer(), Sonar(), Gossip()]
     rescue = rescue_after or settings.rescue_after
@@ -270,6 +276,7 @@ def worker_command(
     if node_name or settings.node:
         config.node = node_name or settings.node or config.node
     runner = flows.attach(config)
+    host = serve_delegated(config, delegated, runner=runner)
     telemetry.attach_default_logger()
     logging.getLogger("bridge.jobs").setLevel(logging.INFO)
     logging.getLogger("bridge.node").setLevel(logging.INFO)
@@ -279,6 +286,8 @@ def worker_command(
     finally:
         if runner is not None:
             runner.close()
+        if host is not None:
+            host.close()
 
 
 @main.command("enqueue")

@@ -14,6 +14,8 @@ from types import ModuleType
 
 from bridge.node import NodeConfig
 from bridge.workflows.definition import Workflow, WorkflowError, registry
+from bridge.workflows.delegation import DelegatedStep, DelegationHost
+from bridge.workflows.delegation_lifeline import DelegationLifeline
 from bridge.workflows.lifeline import WorkflowLifeline
 from bridge.workflows.runner import DEFAULT_CONFIG_KEY, DEFAULT_QUEUE, WorkflowRunner
 from bridge.workflows.workers import register
@@ -110,3 +112,55 @@ def serve_workflows(
             )
         )
     return runner
+
+
+# -- delegated steps (Elixir workflows, Python bodies) -------------------------------------------
+
+DEFAULT_DELEGATED_CONCURRENCY = 10
+
+
+def delegated_steps_of(modules: Iterable[ModuleType]) -> list[DelegatedStep]:
+    """The module-level ``@delegated`` bodies of already imported worker modules.
+
+    They are found the way ``@worker`` definitions are: in modules the operator named
+    (``bridge worker --workers``), never from a row.
+    """
+    found: dict[str, DelegatedStep] = {}
+    for module in modules:
+        for value in vars(module).values():
+            if not isinstance(value, DelegatedStep):
+                continue
+            other = found.get(value.worker)
+            if other is not None and other is not value:
+                raise WorkflowModuleError(f"two delegated bodies are named {value.worker}")
+            found[value.worker] = value
+    return list(found.values())
+
+
+def serve_delegated(
+    config: NodeConfig,
+    steps: Sequence[DelegatedStep],
+    *,
+    runner: WorkflowRunner | None = None,
+    concurrency: int = DEFAULT_DELEGATED_CONCURRENCY,
+    sweep_interval: float = 30.0,
+) -> DelegationHost | None:
+    """Make the node run ``steps`` and apply the delegation failure policy for lost jobs.
+
+    Registers a :class:`DelegationHost` for ``steps`` (None when there are none), serves each
+    step's queue at ``concurrency`` unless ``config.queues`` already names it, and adds the
+    :class:`DelegationLifeline` for the host and for ``runner``'s Elixir-run steps: without
+    it, a delegated job whose node died on its last attempt would leave its instance waiting
+    for ever. Close the returned host after the node has stopped.
+    """
+    host = DelegationHost(config.url, steps, prefix=config.prefix) if steps else None
+    if host is not None:
+        host.register(config.registry)
+        for item in steps:
+            config.queues.setdefault(item.queue, concurrency)
+    if host is not None or runner is not None:
+        if config.plugins is None:
+            config.plugins = []
+        runners = [runner] if runner is not None else []
+        config.plugins.append(DelegationLifeline(host, interval=sweep_interval, runners=runners))
+    return host
