@@ -147,12 +147,15 @@ def serve_delegated(
 ) -> DelegationHost | None:
     """Make the node run ``steps`` and apply the delegation failure policy for lost jobs.
 
-    Registers a :class:`DelegationHost` for ``steps`` (None when there are none), serves each
-    step's queue at ``concurrency`` unless ``config.queues`` already names it, and adds the
-    :class:`DelegationLifeline` for the host and for ``runner``'s Elixir-run steps: without
-    it, a delegated job whose node died on its last attempt would leave its instance waiting
-    for ever. Close the returned host after the node has stopped.
+    Registers a :class:`DelegationHost` for the ``steps`` not registered yet (None when none
+    are left), serves each step's queue at ``concurrency`` unless ``config.queues`` already
+    names it, and adds the :class:`DelegationLifeline` for the host and for ``runner``'s
+    Elixir-run steps: without it, a delegated job whose node died on its last attempt would
+    leave its instance waiting for ever. Close the returned host after the node has stopped.
     """
+    # A body whose worker name is registered already (a host the app wired by hand) is the
+    # app's: serving it twice would make the registry refuse the second one.
+    steps = [item for item in steps if item.worker not in config.registry]
     host = DelegationHost(config.url, steps, prefix=config.prefix) if steps else None
     if host is not None:
         host.register(config.registry)

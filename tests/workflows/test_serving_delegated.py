@@ -19,7 +19,7 @@ import pytest
 from bridge.jobs.registry import Registry
 from bridge.node import NodeConfig
 from bridge.workflows import StepOk, delegated
-from bridge.workflows.delegation import DelegatedCall
+from bridge.workflows.delegation import DelegatedCall, DelegationHost
 from bridge.workflows.delegation_lifeline import DelegationLifeline
 from bridge.workflows.runner import WorkflowRunner
 from bridge.workflows.serving import WorkflowModuleError, delegated_steps_of, serve_delegated
@@ -50,6 +50,12 @@ def test_serve_delegated_registers_serves_the_queue_and_sweeps() -> None:
     serve_delegated(busy, steps)
     assert busy.queues == {"python": 3}  # the operator's limit is kept
     assert serve_delegated(NodeConfig(url="x", queues={}, registry=Registry()), []) is None
+
+    wired = NodeConfig(url="postgresql://unused", queues={}, registry=Registry())
+    own = DelegationHost(wired.url, [resolve])
+    own.register(wired.registry)  # the app registered the body by hand: that host keeps it
+    assert serve_delegated(wired, steps) is None
+    assert wired.registry.resolve(resolve.worker).target is own  # type: ignore[union-attr]
 
 
 def test_two_bodies_with_one_worker_name_are_refused() -> None:
