@@ -16,7 +16,10 @@ runner is not, without changing any row shape:
 - An advance job is deduplicated only against advance jobs that have not started, checked
   under the instance's lock, which every advance also takes before reading results: a result
   is never left unprocessed (upstream also counts an *executing* advance that has already read
-  its results, and loses the new one).
+  its results, and loses the new one). Recorders take that lock *shared* and advances (and
+  failures, cancels) exclusively, so sibling steps record at once: a recorder can only see an
+  unstarted advance that will read its result after it commits, or it queues one. Two
+  recorders may both queue one; the later advance then finds nothing pending and writes nothing.
 - A result for a step that is not active (a duplicate resume, a stale row) is marked processed
   without being applied, so no step completes twice and no target activates twice.
 - An instance with an async step still awaiting its resume is shown ``waiting`` with that step
@@ -427,8 +430,10 @@ class WorkflowRunner:
     ) -> None:
         """Queue an advance unless one that has not started yet exists (caller holds the lock).
 
-        An unstarted advance reads results only after taking the lock we hold, so it will see
-        ours; an executing one may already have read them, so it does not count.
+        An unstarted advance reads results only after taking the lock we hold (shared: an
+        advance takes it exclusively), so it will see ours; an executing one may already have
+        read them, so it does not count. Another recorder's advance, not committed yet, is not
+        seen, so both may queue one: the second advance finds nothing pending.
         """
         params = {"worker": ADVANCE_WORKER, "instance_id": instance.id}
         if conn.execute(_q(_UNSTARTED_ADVANCE, self.prefix), params).fetchone() is None:
@@ -451,7 +456,7 @@ class WorkflowRunner:
         """
         instance_id = _arg(job, "instance_id")
         with self._connection() as conn, conn.transaction():
-            lock_instance(conn, instance_id)
+            lock_instance(conn, instance_id, shared=True)
             instance = load_instance(conn, self.prefix, instance_id, self.workflows)
             workflow = self._workflow(instance.workflow)
             step = result.step_ref

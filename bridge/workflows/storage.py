@@ -60,13 +60,18 @@ def _q(template: str, prefix: str) -> sql.Composed:
     return sql.SQL(template).format(prefix=sql.Identifier(prefix))
 
 
-def lock_instance(conn: Conn, instance_id: str) -> None:
+def lock_instance(conn: Conn, instance_id: str, *, shared: bool = False) -> None:
     """Serialise every writer of one instance for the rest of the transaction.
 
     The key is HephaestusOban's, ``:erlang.phash2(instance_id)`` with the id hashed as an Elixir
     binary, so a Python advance and an Elixir advance of the same instance exclude each other.
+    ``shared`` is for writers that only add a result (and its advance): they need to exclude
+    the advances, which take the key exclusively, not each other.
     """
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (phash2(instance_id),))
+    if shared:
+        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (phash2(instance_id),))
+    else:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (phash2(instance_id),))
 
 
 def insert_instance(conn: Conn, prefix: str, row: InstanceRow) -> None:

@@ -280,3 +280,80 @@ def test_a_result_written_while_an_advance_executes_gets_its_own_advance(
     # Running a step job again (a duplicate delivery) neither runs nor records anything.
     assert runner.perform_execute_step(branch_jobs[0]) is None
     assert len(results_json(runner.url, runner.prefix, "race")) == 3
+
+
+def test_sibling_recorders_share_the_lock_and_both_may_queue_an_advance(
+    runner: WorkflowRunner, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sibling steps record at once (the lock is shared between recorders): each checks
+    for an unstarted advance before the other commits, so both queue one. The first advance
+    applies both results, the second finds nothing pending and writes nothing."""
+    runner.start(conn, SMALL, {}, id="pair")
+    (advance,) = _jobs(runner, "pair", ADVANCE_WORKER)
+    runner.perform_advance(advance)
+    _set_state(runner, advance, "completed")
+    (start_job,) = _jobs(runner, "pair", EXECUTE_STEP_WORKER)
+    runner.perform_execute_step(start_job)
+    (_, advance) = _jobs(runner, "pair", ADVANCE_WORKER)
+    runner.perform_advance(advance)
+    _set_state(runner, advance, "completed")
+    left_job, right_job = sorted(
+        _jobs(runner, "pair", EXECUTE_STEP_WORKER)[1:], key=lambda j: j.args["step_ref"]
+    )
+    assert left_job.args["step_ref"] == left.name
+
+    queued, release = threading.Event(), threading.Event()
+    original = runner._enqueue_advance
+
+    def enqueue_then_hold(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        if threading.current_thread().name == "left-recorder":
+            queued.set()
+            release.wait(20)
+
+    monkeypatch.setattr(runner, "_enqueue_advance", enqueue_then_hold)
+    left_thread = threading.Thread(
+        target=runner.perform_execute_step, args=(left_job,), name="left-recorder"
+    )
+    right_thread = threading.Thread(target=runner.perform_execute_step, args=(right_job,))
+    try:
+        left_thread.start()
+        assert queued.wait(10)
+        # Left holds the instance lock, uncommitted, with its advance queued: right records
+        # meanwhile (an exclusive lock would make it wait for left's commit).
+        right_thread.start()
+        right_thread.join(10)
+        assert not right_thread.is_alive(), "the second recorder waited for the first"
+    finally:
+        release.set()
+        left_thread.join(10)
+        right_thread.join(10)
+    first_advance, second_advance = _jobs(runner, "pair", ADVANCE_WORKER)[2:]
+    # Left's advance was inserted first (its id is lower), right's committed first.
+    assert [first_advance.meta["step"], second_advance.meta["step"]] == ["left", "right"]
+    assert [r["processed"] for r in results_json(runner.url, runner.prefix, "pair")] == [
+        True,
+        False,
+        False,
+    ]
+    runner.perform_advance(first_advance)
+    before = instance_state(runner, "pair")
+    jobs_before = len(_jobs(runner, "pair", EXECUTE_STEP_WORKER))
+    runner.perform_advance(second_advance)
+    assert instance_state(runner, "pair") == before  # nothing to apply, nothing written
+    assert before[1]["active_steps"] == [join.name]
+    assert [r["processed"] for r in results_json(runner.url, runner.prefix, "pair")] == [True] * 3
+    join_jobs = _jobs(runner, "pair", EXECUTE_STEP_WORKER)[3:]
+    assert len(_jobs(runner, "pair", EXECUTE_STEP_WORKER)) == jobs_before
+    assert [j.args["step_ref"] for j in join_jobs] == [join.name]
+
+
+def instance_state(runner: WorkflowRunner, instance_id: str) -> tuple[Any, ...]:
+    return tuple(
+        fetch_all(
+            runner.url,
+            "SELECT status, state, updated_at FROM {prefix}.workflow_instances WHERE id = %s",
+            runner.prefix,
+            (instance_id,),
+        )[0]
+    )
