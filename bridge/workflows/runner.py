@@ -76,9 +76,9 @@ from bridge.workflows.storage import (
     insert_result,
     load_instance,
     lock_instance,
-    mark_processed,
     results_for,
     save_instance,
+    take_pending,
 )
 
 log = logging.getLogger("bridge.workflows")
@@ -404,8 +404,7 @@ class WorkflowRunner:
     def _fail(self, conn: Conn, instance_id: str, *, own_job: int) -> list[int]:
         lock_instance(conn, instance_id)
         instance = load_instance(conn, self.prefix, instance_id, self.workflows, for_update=True)
-        pending = results_for(conn, self.prefix, instance_id, pending=True)
-        mark_processed(conn, self.prefix, [r.id for r in pending])
+        take_pending(conn, self.prefix, instance_id)
         if instance.status not in ("completed", "failed"):
             save_instance(conn, self.prefix, fail_workflow(instance))
         return self._cancel_jobs(conn, instance_id, own_job)
@@ -499,9 +498,10 @@ class WorkflowRunner:
             except InstanceNotFoundError as exc:
                 return Cancel(str(exc))
             workflow = self._workflow(instance.workflow)
-            pending = results_for(conn, self.prefix, instance_id, pending=True)
+            # Read and marked in one statement: every path below drops or applies exactly these
+            # (a failing one drops them, as _fail would), and the lock keeps recorders out.
+            pending = take_pending(conn, self.prefix, instance_id)
             if instance.status in ("completed", "failed"):
-                mark_processed(conn, self.prefix, [r.id for r in pending])
                 return None
             params = {"worker": EXECUTE_STEP_WORKER, "instance_id": instance_id}
             if conn.execute(_q(_DISCARDED_STEP, self.prefix), params).fetchone() is not None:
@@ -510,7 +510,6 @@ class WorkflowRunner:
             updated = self._apply(conn, workflow, instance, pending)
             if updated != instance:
                 save_instance(conn, self.prefix, updated)
-            mark_processed(conn, self.prefix, [r.id for r in pending])
             fresh = sorted(updated.active_steps - instance.active_steps)
             jobs = [
                 execute_step_job(

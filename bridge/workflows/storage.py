@@ -204,6 +204,26 @@ def results_for(conn: Conn, prefix: str, instance_id: str, *, pending: bool) -> 
         return [_result(row) for row in cur.fetchall()]
 
 
+def take_pending(conn: Conn, prefix: str, instance_id: str) -> list[StoredResult]:
+    """Mark an instance's unprocessed results processed and return them in ``inserted_at``
+    order: the read and the mark of ``results_for(pending=True)`` + ``mark_processed`` in one
+    statement, for a caller that holds the instance lock exclusively and applies (or drops)
+    exactly these rows in the same transaction. The rows returned show ``processed`` true."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            _q(
+                "UPDATE {prefix}.hephaestus_step_results SET processed = true"
+                f" WHERE instance_id = %s AND NOT processed RETURNING {_RESULT_COLUMNS}",
+                prefix,
+            ),
+            (instance_id,),
+        )
+        rows = cur.fetchall()
+    # uuid order is the order of its canonical (lower-case hex) text, as ORDER BY id.
+    rows.sort(key=lambda row: (row["inserted_at"], row["id"]))
+    return [_result(row) for row in rows]
+
+
 def has_result(conn: Conn, prefix: str, instance_id: str, step_ref: str) -> bool:
     """Whether the step has any result (processed or not): it ran for this activation.
 

@@ -9,7 +9,13 @@ from psycopg import sql
 
 from bridge.workflows.engine import StepResult, new_instance
 from bridge.workflows.serializer import to_row
-from bridge.workflows.storage import insert_instance, insert_result
+from bridge.workflows.storage import (
+    insert_instance,
+    insert_result,
+    mark_processed,
+    results_for,
+    take_pending,
+)
 from tests.workflows import ORDER, validate
 
 
@@ -41,3 +47,42 @@ def test_inserted_at_is_the_column_default_in_the_session_time_zone(
         ).fetchall()
     (_, elixir_at, local), (_, python_at, _) = rows
     assert python_at == elixir_at == local
+
+
+def test_take_pending_reads_and_marks_what_results_for_and_mark_processed_would(
+    conn: psycopg.Connection[Any], oban_prefix: str
+) -> None:
+    """The advance's one-statement read-and-mark: the same rows, in the same order (inserted_at,
+    then id), ending in the same state as the two statements it replaces."""
+    table = sql.SQL("{}.hephaestus_step_results").format(sql.Identifier(oban_prefix))
+    instance = new_instance(ORDER, {"order_id": "o-1", "items": []}, id="order::take")
+    insert_instance(conn, oban_prefix, to_row(instance))
+    done = StepResult("Elixir.Done.Before", "ok", {}, {})
+    assert insert_result(conn, oban_prefix, instance.id, done, 1)
+    mark_processed(
+        conn, oban_prefix, [r.id for r in results_for(conn, oban_prefix, instance.id, pending=True)]
+    )
+    with conn.transaction():  # one transaction: the same inserted_at, so id breaks the tie
+        for n in range(6):
+            step = StepResult(f"Elixir.Step.S{n}", "ok", {"n": n}, {"m": n})
+            assert insert_result(conn, oban_prefix, instance.id, step, 1)
+    conn.execute(  # and one later, written first in id order would not matter
+        sql.SQL(
+            "UPDATE {} SET inserted_at = inserted_at + interval '1 second'"
+            " WHERE step_ref = 'Elixir.Step.S0'"
+        ).format(table)
+    )
+    expected = results_for(conn, oban_prefix, instance.id, pending=True)
+    assert len(expected) == 6 and expected[-1].step_ref == "Elixir.Step.S0"
+    with conn.transaction():
+        taken = take_pending(conn, oban_prefix, instance.id)
+    assert [
+        (r.id, r.step_ref, r.event, r.context_updates, r.metadata_updates, r.inserted_at)
+        for r in taken
+    ] == [
+        (r.id, r.step_ref, r.event, r.context_updates, r.metadata_updates, r.inserted_at)
+        for r in expected
+    ]
+    assert results_for(conn, oban_prefix, instance.id, pending=True) == []
+    assert len(results_for(conn, oban_prefix, instance.id, pending=False)) == 7
+    assert take_pending(conn, oban_prefix, instance.id) == []
