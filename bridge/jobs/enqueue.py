@@ -88,6 +88,14 @@ def copy_rows(jobs: Sequence[Job], ids: Sequence[int], now: datetime) -> list[tu
     return rows
 
 
+def insert_one_params(prefix: str, job: Job, now: datetime) -> dict[str, Any]:
+    """Parameters for INSERT_JOB: one row's values and the notification it sends if available."""
+    params = {key: values[0] for key, values in insert_params([job], now).items()}
+    params["channel"] = notify.channel(prefix, "insert")
+    params["payload"] = notify.encode({"queue": job.queue})
+    return params
+
+
 def insert_notifications(prefix: str, rows: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
     """One ``oban_insert`` per queue that got available jobs; scheduled ones wake nobody."""
     queues = sorted({row["queue"] for row in rows if row["state"] == "available"})
@@ -121,6 +129,13 @@ def insert_all(
         return []
     if len(jobs) >= COPY_THRESHOLD:
         return _copy_all(conn, jobs, prefix)
+    if len(jobs) == 1:
+        with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                queries.render(queries.INSERT_JOB, prefix),
+                insert_one_params(prefix, jobs[0], utc_now()),
+            )
+            return [Job.from_row(row) for row in cur.fetchall()]
     params = insert_params(jobs, utc_now())
     with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
@@ -138,6 +153,13 @@ async def insert_all_async(
         return []
     if len(jobs) >= COPY_THRESHOLD:
         return await _copy_all_async(conn, jobs, prefix)
+    if len(jobs) == 1:
+        async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                queries.render(queries.INSERT_JOB, prefix),
+                insert_one_params(prefix, jobs[0], utc_now()),
+            )
+            return [Job.from_row(row) for row in await cur.fetchall()]
     params = insert_params(jobs, utc_now())
     async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)

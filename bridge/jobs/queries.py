@@ -28,6 +28,27 @@ ORDER BY x.n
 RETURNING *
 """
 
+# One job: the same row as INSERT_JOBS writes for a one-element batch (tags through the same
+# jsonb array), and its oban_insert notification in the same statement when it is available.
+# pg_notify queues the message in the transaction like a separate NOTIFY would: it is delivered
+# at COMMIT, and PostgreSQL still folds identical ones sent in one transaction.
+INSERT_JOB = """
+WITH job AS (
+    INSERT INTO {prefix}.oban_jobs
+        (state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at,
+         scheduled_at)
+    VALUES (%(state)s::text::{prefix}.oban_job_state, %(queue)s::text, %(worker)s::text,
+            %(args)s::jsonb, %(meta)s::jsonb,
+            ARRAY(SELECT jsonb_array_elements_text(%(tags)s::jsonb)), %(max_attempts)s::int,
+            %(priority)s::int, %(inserted_at)s::timestamp, %(scheduled_at)s::timestamp)
+    RETURNING *
+)
+SELECT job.*,
+       CASE WHEN job.state = 'available' THEN pg_notify(%(channel)s, %(payload)s)::text END
+           AS bridge_notified
+FROM job
+"""
+
 # Bulk path: ids come from the table's own sequence first, so COPY (which cannot RETURN) still
 # tells us every job's id; the rows are the same as INSERT_JOBS writes.
 NEXT_JOB_IDS = """

@@ -72,6 +72,27 @@ def test_insert_notifies_oban_insert_with_the_golden_payload(
     assert got == [(channel, '{"queue":"badges"}')]
 
 
+def test_one_job_notification_is_sent_at_commit_once_per_queue(
+    oban_prefix: str, database_url: str
+) -> None:
+    """The one-job statement carries its pg_notify: nothing before COMMIT, nothing after a
+    rollback, and one message for several inserts into a queue in one transaction."""
+    channel = f"{oban_prefix}.oban_insert"
+    listener = listen(database_url, channel)
+    try:
+        with psycopg.connect(database_url) as own:
+            insert(own, Job.new("W", {}, queue="gone"), prefix=oban_prefix)
+            own.rollback()
+            insert(own, Job.new("W", {"n": 1}, queue="badges"), prefix=oban_prefix)
+            insert(own, Job.new("W", {"n": 2}, queue="badges"), prefix=oban_prefix)
+            assert notifications(listener) == []
+            own.commit()
+        got = notifications(listener)
+    finally:
+        listener.close()
+    assert got == [(channel, '{"queue":"badges"}')]
+
+
 def test_scheduled_job_row(conn: Conn, oban_prefix: str, database_url: str) -> None:
     before = utc_now()
     job = insert(
@@ -177,10 +198,12 @@ def test_copy_path_writes_the_same_rows_as_the_insert_path(conn: Conn, database_
                 for _ in range(n)
             ]
 
+        one = insert_all(conn, make(1), prefix=odd)  # the single-row statement
         few = insert_all(conn, make(2), prefix=odd)
         many = insert_all(conn, make(COPY_THRESHOLD), prefix=odd)
         assert len(many) == COPY_THRESHOLD and all(j.id for j in many)
-        rows = {j.id: job_json(database_url, odd, j.id or 0) for j in [*few, *many]}
+        rows = {j.id: job_json(database_url, odd, j.id or 0) for j in [*one, *few, *many]}
+        assert one[0].to_dict() == rows[one[0].id]
         volatile = {"id", "inserted_at", "scheduled_at"}
         shapes = {
             json.dumps({k: v for k, v in r.items() if k not in volatile}, sort_keys=True)
