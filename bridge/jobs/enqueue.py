@@ -8,7 +8,7 @@ wakes exactly when the job becomes visible.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime
@@ -132,7 +132,7 @@ def insert_all(
     if len(jobs) == 1:
         with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                queries.render(queries.INSERT_JOB, prefix),
+                queries.render_insert_job(prefix),
                 insert_one_params(prefix, jobs[0], utc_now()),
             )
             return [Job.from_row(row) for row in cur.fetchall()]
@@ -156,7 +156,7 @@ async def insert_all_async(
     if len(jobs) == 1:
         async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
-                queries.render(queries.INSERT_JOB, prefix),
+                queries.render_insert_job(prefix),
                 insert_one_params(prefix, jobs[0], utc_now()),
             )
             return [Job.from_row(row) for row in await cur.fetchall()]
@@ -167,6 +167,32 @@ async def insert_all_async(
         for note in insert_notifications(prefix, rows):
             await cur.execute(queries.NOTIFY, note)
     return [Job.from_row(row) for row in rows]
+
+
+def insert_one_unless(
+    conn: psycopg.Connection[Any],
+    job: Job,
+    unless: str,
+    params: Mapping[str, Any],
+    *,
+    prefix: str = DEFAULT_PREFIX,
+) -> Job | None:
+    """Insert one job, with its notification, unless ``unless`` finds a row, in one statement.
+
+    ``unless`` is the body of a ``NOT EXISTS (...)``, a template with ``{prefix}`` and named
+    parameters from ``params`` (not the job's own names). The row is the one insert_all
+    writes; None when the guard held it back. Like insert_all, no uniqueness check: the guard
+    sees only committed rows (and the caller's own), so callers serialise on a lock of theirs.
+    """
+    values = insert_one_params(prefix, job, utc_now())
+    clash = set(values) & set(params)
+    if clash:
+        raise ValueError(f"guard parameters clash with the job's: {sorted(clash)}")
+    query = queries.render_insert_job(prefix, f"NOT EXISTS ({unless})")
+    with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, {**values, **params})
+        row = cur.fetchone()
+    return None if row is None else Job.from_row(row)
 
 
 def _id_params(prefix: str, n: int) -> dict[str, Any]:

@@ -32,15 +32,18 @@ RETURNING *
 # jsonb array), and its oban_insert notification in the same statement when it is available.
 # pg_notify queues the message in the transaction like a separate NOTIFY would: it is delivered
 # at COMMIT, and PostgreSQL still folds identical ones sent in one transaction.
+# ``{condition}`` is ``true``, or a caller's guard (``insert_one_unless``): the row is written
+# only while it holds, checked in the same statement.
 INSERT_JOB = """
 WITH job AS (
     INSERT INTO {prefix}.oban_jobs
         (state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at,
          scheduled_at)
-    VALUES (%(state)s::text::{prefix}.oban_job_state, %(queue)s::text, %(worker)s::text,
-            %(args)s::jsonb, %(meta)s::jsonb,
-            ARRAY(SELECT jsonb_array_elements_text(%(tags)s::jsonb)), %(max_attempts)s::int,
-            %(priority)s::int, %(inserted_at)s::timestamp, %(scheduled_at)s::timestamp)
+    SELECT %(state)s::text::{prefix}.oban_job_state, %(queue)s::text, %(worker)s::text,
+           %(args)s::jsonb, %(meta)s::jsonb,
+           ARRAY(SELECT jsonb_array_elements_text(%(tags)s::jsonb)), %(max_attempts)s::int,
+           %(priority)s::int, %(inserted_at)s::timestamp, %(scheduled_at)s::timestamp
+    WHERE {condition}
     RETURNING *
 )
 SELECT job.*,
@@ -116,3 +119,11 @@ NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
 def render(template: str, prefix: str) -> sql.Composed:
     """Put the quoted prefix into a template; cached because the hot path renders the same few."""
     return sql.SQL(template).format(prefix=sql.Identifier(prefix))
+
+
+@lru_cache(maxsize=256)
+def render_insert_job(prefix: str, condition: str = "true") -> sql.Composed:
+    """INSERT_JOB with its guard (itself a template with ``{prefix}``)."""
+    ident = sql.Identifier(prefix)
+    guard = sql.SQL(condition).format(prefix=ident)
+    return sql.SQL(INSERT_JOB).format(prefix=ident, condition=guard)

@@ -42,7 +42,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from bridge.db import DEFAULT_PREFIX
-from bridge.jobs.enqueue import atomic, insert_all
+from bridge.jobs.enqueue import atomic, insert_all, insert_one_unless
 from bridge.jobs.job import Job
 from bridge.jobs.outcome import Cancel, Discard, Error
 from bridge.wire import notify
@@ -67,14 +67,15 @@ from bridge.workflows.engine import (
 from bridge.workflows.instance import Instance
 from bridge.workflows.serializer import to_row
 from bridge.workflows.storage import (
+    HAS_RESULT,
     Conn,
     InstanceNotFoundError,
     StoredResult,
     awaiting_steps,
-    has_result,
     insert_instance,
     insert_result,
     load_instance,
+    load_instance_and_flag,
     lock_instance,
     results_for,
     save_instance,
@@ -224,18 +225,18 @@ def _arg(job: Job, key: str) -> Any:
 
 # -- SQL on oban_jobs ----------------------------------------------------------------------------
 
+# The guard of an advance insert (insert_one_unless): an advance of the instance not started.
 _UNSTARTED_ADVANCE = """
 SELECT 1 FROM {prefix}.oban_jobs
-WHERE state IN ('available', 'scheduled') AND worker = %(worker)s
-  AND args @> jsonb_build_object('instance_id', %(instance_id)s::text)
-LIMIT 1
+WHERE state IN ('available', 'scheduled') AND worker = %(guard_worker)s
+  AND args @> jsonb_build_object('instance_id', %(guard_instance_id)s::text)
 """
 
+# Read with the instance row (load_instance_and_flag): has a step job of it been discarded?
 _DISCARDED_STEP = """
-SELECT 1 FROM {prefix}.oban_jobs
-WHERE state = 'discarded' AND worker = %(worker)s
-  AND args @> jsonb_build_object('instance_id', %(instance_id)s::text)
-LIMIT 1
+EXISTS (SELECT 1 FROM {prefix}.oban_jobs
+        WHERE state = 'discarded' AND worker = %(worker)s
+          AND args @> jsonb_build_object('instance_id', i.id::text))
 """
 
 _CANCEL_PENDING = """
@@ -434,16 +435,11 @@ class WorkflowRunner:
         read them, so it does not count. Another recorder's advance, not committed yet, is not
         seen, so both may queue one: the second advance finds nothing pending.
         """
-        params = {"worker": ADVANCE_WORKER, "instance_id": instance.id}
-        if conn.execute(_q(_UNSTARTED_ADVANCE, self.prefix), params).fetchone() is None:
-            job = advance_job(
-                workflow,
-                instance,
-                queue=self.queue,
-                config_key=self.config_key,
-                step_ref=step_ref,
-            )
-            insert_all(conn, [job], prefix=self.prefix)
+        job = advance_job(
+            workflow, instance, queue=self.queue, config_key=self.config_key, step_ref=step_ref
+        )
+        guard = {"guard_worker": ADVANCE_WORKER, "guard_instance_id": instance.id}
+        insert_one_unless(conn, job, _UNSTARTED_ADVANCE, guard, prefix=self.prefix)
 
     def _record(
         self, job: Job, result: StepResult, *, resume: bool, companions: Any = None
@@ -492,8 +488,14 @@ class WorkflowRunner:
         with self._connection() as conn, conn.transaction():
             lock_instance(conn, instance_id)
             try:
-                instance = load_instance(
-                    conn, self.prefix, instance_id, self.workflows, for_update=True
+                instance, discarded = load_instance_and_flag(
+                    conn,
+                    self.prefix,
+                    instance_id,
+                    self.workflows,
+                    _DISCARDED_STEP,
+                    {"worker": EXECUTE_STEP_WORKER},
+                    for_update=True,
                 )
             except InstanceNotFoundError as exc:
                 return Cancel(str(exc))
@@ -503,8 +505,7 @@ class WorkflowRunner:
             pending = take_pending(conn, self.prefix, instance_id)
             if instance.status in ("completed", "failed"):
                 return None
-            params = {"worker": EXECUTE_STEP_WORKER, "instance_id": instance_id}
-            if conn.execute(_q(_DISCARDED_STEP, self.prefix), params).fetchone() is not None:
+            if discarded:
                 self._fail(conn, instance_id, own_job=job.id or 0)
                 return None
             updated = self._apply(conn, workflow, instance, pending)
@@ -549,11 +550,13 @@ class WorkflowRunner:
         instance_id = _arg(job, "instance_id")
         step = _arg(job, "step_ref")
         with self._connection() as conn:
-            instance = load_instance(conn, self.prefix, instance_id, self.workflows)
-            if step not in instance.active_steps or instance.status in ("completed", "failed"):
-                return None
-            if has_result(conn, self.prefix, instance_id, step):
-                return None
+            instance, ran = load_instance_and_flag(
+                conn, self.prefix, instance_id, self.workflows, HAS_RESULT, {"step_ref": step}
+            )
+        if step not in instance.active_steps or instance.status in ("completed", "failed"):
+            return None
+        if ran:  # a result for this activation exists (processed or not): has_result
+            return None
         workflow = self._workflow(instance.workflow)
         try:
             outcome = self._run_body(workflow, instance, step)

@@ -122,6 +122,42 @@ def load_instance(
     return from_row(row, workflows)
 
 
+def load_instance_and_flag(
+    conn: Conn,
+    prefix: str,
+    instance_id: str,
+    workflows: Mapping[str, Workflow],
+    flag: str,
+    params: Mapping[str, Any],
+    *,
+    for_update: bool = False,
+) -> tuple[Instance, bool]:
+    """:func:`load_instance` and one boolean SQL expression about it, in one statement.
+
+    ``flag`` is a template with ``{prefix}``, the instance's id as ``i.id`` and named
+    parameters from ``params``: a check that would otherwise be a statement of its own (has the
+    step a result? is a step job discarded?), read in the same snapshot as the row.
+    """
+    lock = " FOR UPDATE OF i" if for_update else ""
+    query = _q(
+        "SELECT i.id, i.workflow, i.status, i.state, i.workflow_version,"
+        f" ({flag}) AS flag FROM {{prefix}}.workflow_instances i WHERE i.id = %(id)s" + lock,
+        prefix,
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, {**params, "id": instance_id})
+        row = cur.fetchone()
+    if row is None:
+        raise InstanceNotFoundError(f"no workflow instance with id {instance_id!r}")
+    return from_row(row, workflows), bool(row["flag"])
+
+
+HAS_RESULT = (
+    "EXISTS (SELECT 1 FROM {prefix}.hephaestus_step_results r"
+    " WHERE r.instance_id = i.id AND r.step_ref = %(step_ref)s)"
+)
+
+
 def save_instance(conn: Conn, prefix: str, instance: Instance) -> None:
     """HephaestusEcto's upsert on an existing row: ``inserted_at`` and the version stay."""
     row = to_row(instance)

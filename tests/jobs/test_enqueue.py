@@ -93,6 +93,50 @@ def test_one_job_notification_is_sent_at_commit_once_per_queue(
     assert got == [(channel, '{"queue":"badges"}')]
 
 
+def test_insert_one_unless_writes_the_same_row_or_nothing(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    """The guarded one-job insert: while its guard finds a row, no job and no notification;
+    otherwise the row insert_all writes."""
+    from bridge.jobs.enqueue import insert_one_unless
+
+    guard = "SELECT 1 FROM {prefix}.oban_jobs WHERE queue = %(guard_queue)s"
+    channel = f"{oban_prefix}.oban_insert"
+    listener = listen(database_url, channel)
+    try:
+        first = insert_one_unless(
+            conn,
+            Job.new("W", {"a": 1}, queue="q", tags=["T"]),
+            guard,
+            {"guard_queue": "q"},
+            prefix=oban_prefix,
+        )
+        assert first is not None
+        assert notifications(listener) == [(channel, '{"queue":"q"}')]
+        held = insert_one_unless(
+            conn,
+            Job.new("W", {"a": 2}, queue="q"),
+            guard,
+            {"guard_queue": "q"},
+            prefix=oban_prefix,
+        )
+        assert held is None
+        assert notifications(listener) == []
+    finally:
+        listener.close()
+    (plain,) = insert_all(conn, [Job.new("W", {"a": 1}, queue="q", tags=["T"])], prefix=oban_prefix)
+    count = sql.SQL("SELECT count(*) FROM {}.oban_jobs").format(sql.Identifier(oban_prefix))
+    assert conn.execute(count).fetchone() == (2,)
+    ours, theirs = (job_json(database_url, oban_prefix, j.id or 0) for j in (first, plain))
+    volatile = {"id", "inserted_at", "scheduled_at"}
+    assert {k: v for k, v in ours.items() if k not in volatile} == {
+        k: v for k, v in theirs.items() if k not in volatile
+    }
+    assert first.to_dict() == ours
+    with pytest.raises(ValueError, match="clash"):
+        insert_one_unless(conn, Job.new("W", {}), guard, {"queue": "q"}, prefix=oban_prefix)
+
+
 def test_scheduled_job_row(conn: Conn, oban_prefix: str, database_url: str) -> None:
     before = utc_now()
     job = insert(
