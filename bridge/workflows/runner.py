@@ -72,6 +72,7 @@ from bridge.workflows.storage import (
     InstanceNotFoundError,
     StoredResult,
     awaiting_steps,
+    begin_locked,
     insert_instance,
     insert_result,
     load_instance,
@@ -253,6 +254,19 @@ RETURNING j.id, x.state::text
 
 def _q(template: str, prefix: str) -> sql.Composed:
     return sql.SQL(template).format(prefix=sql.Identifier(prefix))
+
+
+@contextmanager
+def _locked(conn: Conn, instance_id: str, *, shared: bool = False) -> Iterator[None]:
+    """``conn.transaction()`` with the instance lock taken in its BEGIN's round trip
+    (:func:`begin_locked`): committed at the end, rolled back on an exception."""
+    begin_locked(conn, instance_id, shared=shared)
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
 
 
 # -- the runner ----------------------------------------------------------------------------------
@@ -450,8 +464,7 @@ class WorkflowRunner:
         exactly when this result does: the delegated job of ``bridge.workflows.delegation_elixir``.
         """
         instance_id = _arg(job, "instance_id")
-        with self._connection() as conn, conn.transaction():
-            lock_instance(conn, instance_id, shared=True)
+        with self._connection() as conn, _locked(conn, instance_id, shared=True):
             instance = load_instance(conn, self.prefix, instance_id, self.workflows)
             workflow = self._workflow(instance.workflow)
             step = result.step_ref
@@ -485,8 +498,7 @@ class WorkflowRunner:
     def perform_advance(self, job: Job) -> Any:
         """AdvanceWorker: apply pending results, advance, persist, queue newly active steps."""
         instance_id = _arg(job, "instance_id")
-        with self._connection() as conn, conn.transaction():
-            lock_instance(conn, instance_id)
+        with self._connection() as conn, _locked(conn, instance_id):
             try:
                 instance, discarded = load_instance_and_flag(
                     conn,

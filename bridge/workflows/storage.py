@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
@@ -72,6 +73,22 @@ def lock_instance(conn: Conn, instance_id: str, *, shared: bool = False) -> None
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (phash2(instance_id),))
     else:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (phash2(instance_id),))
+
+
+def begin_locked(conn: Conn, instance_id: str, *, shared: bool = False) -> None:
+    """Open a transaction holding the instance's lock (:func:`lock_instance`) from its start.
+
+    ``BEGIN`` and the lock go in one simple-protocol query: one round trip instead of the two
+    that ``conn.transaction()`` and the lock statement make; the key is an integer literal. For
+    an idle autocommit connection (a pool's); the caller commits or rolls back.
+    """
+    if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
+        raise StorageError("begin_locked needs an idle autocommit connection")
+    lock = sql.SQL("pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock")
+    conn.execute(
+        sql.SQL("BEGIN; SELECT {}({}::bigint)").format(lock, sql.Literal(phash2(instance_id))),
+        prepare=False,  # two statements: never a prepared statement
+    )
 
 
 def insert_instance(conn: Conn, prefix: str, row: InstanceRow) -> None:
