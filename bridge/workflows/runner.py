@@ -75,6 +75,7 @@ from bridge.workflows.storage import (
     begin_locked,
     insert_instance,
     insert_result,
+    load_activity,
     load_instance,
     load_instance_and_flag,
     lock_instance,
@@ -465,7 +466,9 @@ class WorkflowRunner:
         """
         instance_id = _arg(job, "instance_id")
         with self._connection() as conn, _locked(conn, instance_id, shared=True):
-            instance = load_instance(conn, self.prefix, instance_id, self.workflows)
+            # Only the status and the active steps, unless a companion needs the whole instance.
+            load = load_instance if companions is not None else load_activity
+            instance = load(conn, self.prefix, instance_id, self.workflows)
             workflow = self._workflow(instance.workflow)
             step = result.step_ref
             if step not in instance.active_steps or instance.status in ("completed", "failed"):

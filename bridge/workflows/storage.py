@@ -57,8 +57,19 @@ class StoredResult:
         return StepResult(self.step_ref, self.event, self.context_updates, self.metadata_updates)
 
 
-def _q(template: str, prefix: str) -> sql.Composed:
-    return sql.SQL(template).format(prefix=sql.Identifier(prefix))
+_RENDERED: dict[tuple[str, str, str], bytes] = {}
+
+
+def _q(conn: Conn, template: str, prefix: str) -> bytes:
+    """The statement with the quoted prefix, rendered once per prefix (and client encoding)
+    rather than composed and encoded on every call: the runner's hot path sends a few of these
+    thousands of times."""
+    key = (template, prefix, conn.info.encoding)
+    rendered = _RENDERED.get(key)
+    if rendered is None:
+        composed = sql.SQL(template).format(prefix=sql.Identifier(prefix))
+        rendered = _RENDERED[key] = composed.as_bytes(conn)
+    return rendered
 
 
 def lock_instance(conn: Conn, instance_id: str, *, shared: bool = False) -> None:
@@ -95,6 +106,7 @@ def insert_instance(conn: Conn, prefix: str, row: InstanceRow) -> None:
     """Insert a new instance; an existing id is refused rather than overwritten."""
     cur = conn.execute(
         _q(
+            conn,
             "INSERT INTO {prefix}.workflow_instances"
             " (id, workflow, status, state, workflow_version, inserted_at, updated_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
@@ -127,8 +139,36 @@ def load_instance(
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             _q(
+                conn,
                 "SELECT id, workflow, status, state, workflow_version"
                 " FROM {prefix}.workflow_instances WHERE id = %s" + lock,
+                prefix,
+            ),
+            (instance_id,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise InstanceNotFoundError(f"no workflow instance with id {instance_id!r}")
+    return from_row(row, workflows)
+
+
+def load_activity(
+    conn: Conn, prefix: str, instance_id: str, workflows: Mapping[str, Workflow]
+) -> Instance:
+    """The instance's id, workflow, status, version and active steps, validated as
+    :func:`load_instance` validates them; every other field is left at its default.
+
+    For a recorder, which needs only those (is the step still active? which advance to queue?):
+    the rest of ``state`` (context, history: it grows with every step) is neither sent nor
+    decoded. Never save what this returns.
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            _q(
+                conn,
+                "SELECT id, workflow, status, workflow_version,"
+                " jsonb_build_object('active_steps', state->'active_steps') AS state"
+                " FROM {prefix}.workflow_instances WHERE id = %s",
                 prefix,
             ),
             (instance_id,),
@@ -157,6 +197,7 @@ def load_instance_and_flag(
     """
     lock = " FOR UPDATE OF i" if for_update else ""
     query = _q(
+        conn,
         "SELECT i.id, i.workflow, i.status, i.state, i.workflow_version,"
         f" ({flag}) AS flag FROM {{prefix}}.workflow_instances i WHERE i.id = %(id)s" + lock,
         prefix,
@@ -180,6 +221,7 @@ def save_instance(conn: Conn, prefix: str, instance: Instance) -> None:
     row = to_row(instance)
     conn.execute(
         _q(
+            conn,
             "UPDATE {prefix}.workflow_instances"
             " SET workflow = %s, status = %s, state = %s, updated_at = %s WHERE id = %s",
             prefix,
@@ -223,6 +265,7 @@ def insert_result(
     """
     cur = conn.execute(
         _q(
+            conn,
             "INSERT INTO {prefix}.hephaestus_step_results"
             " (instance_id, step_ref, event, context_updates, metadata_updates,"
             "  workflow_version)"
@@ -248,6 +291,7 @@ def results_for(conn: Conn, prefix: str, instance_id: str, *, pending: bool) -> 
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             _q(
+                conn,
                 f"SELECT {_RESULT_COLUMNS} FROM {{prefix}}.hephaestus_step_results"
                 f" WHERE instance_id = %s{where} ORDER BY inserted_at, id",
                 prefix,
@@ -265,6 +309,7 @@ def take_pending(conn: Conn, prefix: str, instance_id: str) -> list[StoredResult
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             _q(
+                conn,
                 "UPDATE {prefix}.hephaestus_step_results SET processed = true"
                 f" WHERE instance_id = %s AND NOT processed RETURNING {_RESULT_COLUMNS}",
                 prefix,
@@ -284,6 +329,7 @@ def has_result(conn: Conn, prefix: str, instance_id: str, step_ref: str) -> bool
     """
     cur = conn.execute(
         _q(
+            conn,
             "SELECT 1 FROM {prefix}.hephaestus_step_results"
             " WHERE instance_id = %s AND step_ref = %s LIMIT 1",
             prefix,
@@ -305,6 +351,7 @@ def mark_processed(conn: Conn, prefix: str, ids: Sequence[str]) -> None:
     if ids:
         conn.execute(
             _q(
+                conn,
                 "UPDATE {prefix}.hephaestus_step_results SET processed = true"
                 " WHERE id = ANY(%s::uuid[])",
                 prefix,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from bridge.workflows.engine import StepResult, new_instance
@@ -12,6 +13,8 @@ from bridge.workflows.serializer import to_row
 from bridge.workflows.storage import (
     insert_instance,
     insert_result,
+    load_activity,
+    load_instance,
     mark_processed,
     results_for,
     take_pending,
@@ -86,3 +89,35 @@ def test_take_pending_reads_and_marks_what_results_for_and_mark_processed_would(
     assert results_for(conn, oban_prefix, instance.id, pending=True) == []
     assert len(results_for(conn, oban_prefix, instance.id, pending=False)) == 7
     assert take_pending(conn, oban_prefix, instance.id) == []
+
+
+def test_load_activity_reads_what_load_instance_reads_of_the_activity(
+    conn: psycopg.Connection[Any], oban_prefix: str
+) -> None:
+    """The recorder's light read: id, workflow, status, version and active steps as the full
+    load gives them, validated the same way; nothing else (context stays empty)."""
+    from dataclasses import replace
+
+    from bridge.workflows import UnknownStepError
+    from bridge.workflows.engine import advance
+    from bridge.workflows.storage import save_instance
+
+    registry = {ORDER.name: ORDER}
+    started = advance(ORDER, new_instance(ORDER, {"order_id": "o-1"}, id="order::light"))
+    insert_instance(conn, oban_prefix, to_row(started))
+    full = load_instance(conn, oban_prefix, started.id, registry)
+    light = load_activity(conn, oban_prefix, started.id, registry)
+    assert full.active_steps == {validate.name} and full.context.initial
+    fields = ("id", "workflow", "status", "workflow_version", "active_steps")
+    assert [getattr(light, f) for f in fields] == [getattr(full, f) for f in fields]
+    assert not light.context.initial
+    table = sql.SQL("{}.workflow_instances").format(sql.Identifier(oban_prefix))
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET state = jsonb_set(state, '{{active_steps}}', '[\"Elixir.Nope\"]')"
+        ).format(table)
+    )
+    with pytest.raises(UnknownStepError):
+        load_activity(conn, oban_prefix, started.id, registry)
+    save_instance(conn, oban_prefix, replace(full, active_steps=frozenset()))
+    assert load_activity(conn, oban_prefix, started.id, registry).active_steps == frozenset()
