@@ -76,6 +76,7 @@ from bridge.workflows.storage import (
     insert_instance,
     insert_result,
     load_activity,
+    load_and_take_pending,
     load_instance,
     load_instance_and_flag,
     lock_instance,
@@ -503,21 +504,20 @@ class WorkflowRunner:
         instance_id = _arg(job, "instance_id")
         with self._connection() as conn, _locked(conn, instance_id):
             try:
-                instance, discarded = load_instance_and_flag(
+                # The pending results are read and marked in the same statement: every path
+                # below drops or applies exactly these (a failing one drops them, as _fail
+                # would), and the lock keeps recorders out.
+                instance, discarded, pending = load_and_take_pending(
                     conn,
                     self.prefix,
                     instance_id,
                     self.workflows,
                     _DISCARDED_STEP,
                     {"worker": EXECUTE_STEP_WORKER},
-                    for_update=True,
                 )
             except InstanceNotFoundError as exc:
                 return Cancel(str(exc))
             workflow = self._workflow(instance.workflow)
-            # Read and marked in one statement: every path below drops or applies exactly these
-            # (a failing one drops them, as _fail would), and the lock keeps recorders out.
-            pending = take_pending(conn, self.prefix, instance_id)
             if instance.status in ("completed", "failed"):
                 return None
             if discarded:

@@ -210,6 +210,54 @@ def load_instance_and_flag(
     return from_row(row, workflows), bool(row["flag"])
 
 
+def load_and_take_pending(
+    conn: Conn,
+    prefix: str,
+    instance_id: str,
+    workflows: Mapping[str, Workflow],
+    flag: str,
+    params: Mapping[str, Any],
+) -> tuple[Instance, bool, list[StoredResult]]:
+    """The advance's first read in one statement: the instance ``FOR UPDATE`` with a flag (as
+    :func:`load_instance_and_flag`) and its pending results, taken (as :func:`take_pending`).
+
+    The caller holds the lock exclusively and rolls back if it cannot use what it read.
+    """
+    query = _q(
+        conn,
+        "WITH taken AS ("
+        " UPDATE {prefix}.hephaestus_step_results SET processed = true"
+        " WHERE instance_id = %(id)s AND NOT processed"
+        " RETURNING id, step_ref, event, context_updates, metadata_updates, inserted_at)"
+        " SELECT i.id, i.workflow, i.status, i.state, i.workflow_version,"
+        f" ({flag}) AS flag,"
+        " (SELECT coalesce(jsonb_agg(jsonb_build_object('id', t.id::text,"
+        " 'step_ref', t.step_ref, 'event', t.event, 'context_updates', t.context_updates,"
+        " 'metadata_updates', t.metadata_updates, 'inserted_at', t.inserted_at)"
+        " ORDER BY t.inserted_at, t.id), '[]'::jsonb) FROM taken t) AS pending"
+        " FROM {prefix}.workflow_instances i WHERE i.id = %(id)s FOR UPDATE OF i",
+        prefix,
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, {**params, "id": instance_id})
+        row = cur.fetchone()
+    if row is None:
+        raise InstanceNotFoundError(f"no workflow instance with id {instance_id!r}")
+    pending = [
+        StoredResult(
+            id=r["id"],
+            step_ref=r["step_ref"],
+            event=r["event"],
+            context_updates=r["context_updates"],
+            metadata_updates=r["metadata_updates"],
+            processed=True,
+            inserted_at=datetime.fromisoformat(r["inserted_at"]),
+        )
+        for r in row["pending"]
+    ]
+    return from_row(row, workflows), bool(row["flag"]), pending
+
+
 HAS_RESULT = (
     "EXISTS (SELECT 1 FROM {prefix}.hephaestus_step_results r"
     " WHERE r.instance_id = i.id AND r.step_ref = %(step_ref)s)"

@@ -11,9 +11,11 @@ from psycopg import sql
 from bridge.workflows.engine import StepResult, new_instance
 from bridge.workflows.serializer import to_row
 from bridge.workflows.storage import (
+    InstanceNotFoundError,
     insert_instance,
     insert_result,
     load_activity,
+    load_and_take_pending,
     load_instance,
     mark_processed,
     results_for,
@@ -121,3 +123,31 @@ def test_load_activity_reads_what_load_instance_reads_of_the_activity(
         load_activity(conn, oban_prefix, started.id, registry)
     save_instance(conn, oban_prefix, replace(full, active_steps=frozenset()))
     assert load_activity(conn, oban_prefix, started.id, registry).active_steps == frozenset()
+
+
+def test_load_and_take_pending_is_load_and_take_pending_in_one_statement(
+    conn: psycopg.Connection[Any], oban_prefix: str
+) -> None:
+    """The advance's first read: the instance as load_instance gives it, the flag, and the
+    pending results as results_for gives them (same values and order), now marked."""
+    registry = {ORDER.name: ORDER}
+    instance = new_instance(ORDER, {"order_id": "o-1", "items": []}, id="order::both")
+    insert_instance(conn, oban_prefix, to_row(instance))
+    with conn.transaction():
+        for n in range(4):
+            step = StepResult(f"Elixir.Step.S{n}", "ok", {"n": n, "f": 1.5, "s": "é"}, {"m": n})
+            assert insert_result(conn, oban_prefix, instance.id, step, 1)
+    expected = results_for(conn, oban_prefix, instance.id, pending=True)
+    with conn.transaction():
+        loaded, flag, pending = load_and_take_pending(
+            conn, oban_prefix, instance.id, registry, "%(yes)s::boolean", {"yes": True}
+        )
+    assert loaded == load_instance(conn, oban_prefix, instance.id, registry)
+    assert flag is True
+    assert [
+        (r.id, r.step_ref, r.event, r.context_updates, r.metadata_updates) for r in pending
+    ] == [(r.id, r.step_ref, r.event, r.context_updates, r.metadata_updates) for r in expected]
+    assert [r.inserted_at for r in pending] == [r.inserted_at for r in expected]
+    assert results_for(conn, oban_prefix, instance.id, pending=True) == []
+    with pytest.raises(InstanceNotFoundError):
+        load_and_take_pending(conn, oban_prefix, "order::none", registry, "true", {})
