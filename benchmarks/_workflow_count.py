@@ -91,6 +91,7 @@ COUNTER = SqlCounter()
 
 _SPACE = re.compile(r"\s+")
 _LITERALS = re.compile(r"'[^']*'")
+_KEYS = re.compile(r"\(\s*-?\d+::bigint\)")  # the runner's BEGIN + lock carries its key inline
 
 
 def label(query: Any) -> str:
@@ -104,7 +105,7 @@ def label(query: Any) -> str:
         text = bytes(query).decode("utf-8", "replace")
     else:
         text = str(query)
-    text = _LITERALS.sub("'…'", _SPACE.sub(" ", text).strip())
+    text = _KEYS.sub("(…)", _LITERALS.sub("'…'", _SPACE.sub(" ", text).strip()))
     text = text.replace('"public".', "").replace('"', "")
     return text[:200]
 

@@ -336,6 +336,11 @@ def unfinished(results: list[dict[str, Any]]) -> str:
 
 
 LABELS = (
+    ("BEGIN; SELECT pg_advisory_xact_lock", "BEGIN + advisory lock"),
+    ("WITH taken AS", "load instance FOR UPDATE + discarded? + take pending results"),
+    ("jsonb_build_object('active_steps'", "load status and active steps"),
+    ("AS flag FROM workflow_instances", "load instance + has the step a result?"),
+    ("WITH job AS", "insert job + NOTIFY (+ unstarted advance?)"),
     ("pg_advisory_xact_lock", "advisory lock"),
     ("FROM workflow_instances WHERE id = %s FOR UPDATE", "load instance FOR UPDATE"),
     ("SELECT id, workflow, status, state", "load instance"),
