@@ -34,23 +34,27 @@ RETURNING *
 # at COMMIT, and PostgreSQL still folds identical ones sent in one transaction.
 # ``{condition}`` is ``true``, or a caller's guard (``insert_one_unless``): the row is written
 # only while it holds, checked in the same statement.
-INSERT_JOB = """
-WITH job AS (
-    INSERT INTO {prefix}.oban_jobs
-        (state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at,
-         scheduled_at)
-    SELECT %(state)s::text::{prefix}.oban_job_state, %(queue)s::text, %(worker)s::text,
-           %(args)s::jsonb, %(meta)s::jsonb,
-           ARRAY(SELECT jsonb_array_elements_text(%(tags)s::jsonb)), %(max_attempts)s::int,
-           %(priority)s::int, %(inserted_at)s::timestamp, %(scheduled_at)s::timestamp
-    WHERE {condition}
-    RETURNING *
-)
+JOB_ROW = """
+INSERT INTO {prefix}.oban_jobs
+    (state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at, scheduled_at)
+SELECT %(state)s::text::{prefix}.oban_job_state, %(queue)s::text, %(worker)s::text,
+       %(args)s::jsonb, %(meta)s::jsonb,
+       ARRAY(SELECT jsonb_array_elements_text(%(tags)s::jsonb)), %(max_attempts)s::int,
+       %(priority)s::int, %(inserted_at)s::timestamp, %(scheduled_at)s::timestamp
+WHERE {condition}
+RETURNING *
+"""
+
+INSERT_JOB = (
+    "WITH job AS ("
+    + JOB_ROW
+    + """)
 SELECT job.*,
        CASE WHEN job.state = 'available' THEN pg_notify(%(channel)s, %(payload)s)::text END
            AS bridge_notified
 FROM job
 """
+)
 
 # Bulk path: ids come from the table's own sequence first, so COPY (which cannot RETURN) still
 # tells us every job's id; the rows are the same as INSERT_JOBS writes.
@@ -122,8 +126,11 @@ def render(template: str, prefix: str) -> sql.Composed:
 
 
 @lru_cache(maxsize=256)
-def render_insert_job(prefix: str, condition: str = "true") -> sql.Composed:
-    """INSERT_JOB with its guard (itself a template with ``{prefix}``)."""
+def render_insert_job(
+    prefix: str, condition: str = "true", template: str = INSERT_JOB
+) -> sql.Composed:
+    """INSERT_JOB (or another statement built around JOB_ROW) with its guard, itself a
+    template with ``{prefix}``."""
     ident = sql.Identifier(prefix)
     guard = sql.SQL(condition).format(prefix=ident)
-    return sql.SQL(INSERT_JOB).format(prefix=ident, condition=guard)
+    return sql.SQL(template).format(prefix=ident, condition=guard)

@@ -75,6 +75,7 @@ from bridge.workflows.storage import (
     begin_locked,
     insert_instance,
     insert_result,
+    insert_result_and_job,
     load_activity,
     load_and_take_pending,
     load_instance,
@@ -451,11 +452,14 @@ class WorkflowRunner:
         read them, so it does not count. Another recorder's advance, not committed yet, is not
         seen, so both may queue one: the second advance finds nothing pending.
         """
-        job = advance_job(
-            workflow, instance, queue=self.queue, config_key=self.config_key, step_ref=step_ref
-        )
+        job = self._advance_job(workflow, instance, step_ref)
         guard = {"guard_worker": ADVANCE_WORKER, "guard_instance_id": instance.id}
         insert_one_unless(conn, job, _UNSTARTED_ADVANCE, guard, prefix=self.prefix)
+
+    def _advance_job(self, workflow: Workflow, instance: Instance, step_ref: str) -> Job:
+        return advance_job(
+            workflow, instance, queue=self.queue, config_key=self.config_key, step_ref=step_ref
+        )
 
     def _record(
         self, job: Job, result: StepResult, *, resume: bool, companions: Any = None
@@ -481,6 +485,19 @@ class WorkflowRunner:
                 log.info("%s: %s is not waiting for a resume; dropped", instance_id, step)
                 return False
             version = _arg(job, "workflow_version")
+            if companions is None:  # the result and its advance in one statement
+                advance = self._advance_job(workflow, instance, step)
+                guard = {"guard_worker": ADVANCE_WORKER, "guard_instance_id": instance.id}
+                return insert_result_and_job(
+                    conn,
+                    self.prefix,
+                    instance_id,
+                    result,
+                    version,
+                    advance,
+                    _UNSTARTED_ADVANCE,
+                    guard,
+                )
             if not insert_result(conn, self.prefix, instance_id, result, version):
                 return False
             if companions is not None:

@@ -19,8 +19,12 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from bridge.jobs import queries
+from bridge.jobs.enqueue import insert_one_params
+from bridge.jobs.job import Job
 from bridge.wire import jsonfmt
 from bridge.wire.phash2 import phash2
+from bridge.wire.timefmt import utc_now
 from bridge.workflows.definition import ASYNC_EVENT, Workflow, WorkflowError
 from bridge.workflows.engine import StepResult
 from bridge.workflows.instance import Instance
@@ -331,6 +335,51 @@ def insert_result(
         ),
     )
     return cur.rowcount == 1
+
+
+_RESULT_THEN_JOB = (
+    "WITH result AS ("
+    " INSERT INTO {prefix}.hephaestus_step_results"
+    " (instance_id, step_ref, event, context_updates, metadata_updates, workflow_version)"
+    " VALUES (%(r_instance_id)s, %(r_step_ref)s, %(r_event)s, %(r_context_updates)s,"
+    " %(r_metadata_updates)s, %(r_workflow_version)s)"
+    " ON CONFLICT (instance_id, step_ref) WHERE NOT processed DO NOTHING RETURNING 1),"
+    " job AS (" + queries.JOB_ROW + ")"
+    " SELECT EXISTS (SELECT 1 FROM result) AS recorded,"
+    " (SELECT count(pg_notify(%(channel)s, %(payload)s)::text) FROM job"
+    " WHERE job.state = 'available') AS notified"
+)
+
+
+def insert_result_and_job(
+    conn: Conn,
+    prefix: str,
+    instance_id: str,
+    result: StepResult,
+    workflow_version: int,
+    job: Job,
+    unless: str,
+    params: Mapping[str, Any],
+) -> bool:
+    """:func:`insert_result` and, only if it wrote the row, ``insert_one_unless(job, unless)``:
+    the same two rows and the job's notification, in one statement. Returns whether the result
+    was written."""
+    values: dict[str, Any] = {
+        "r_instance_id": instance_id,
+        "r_step_ref": result.step_ref,
+        "r_event": result.event,
+        "r_context_updates": Jsonb(dict(result.context_updates), dumps=jsonfmt.dumps),
+        "r_metadata_updates": Jsonb(dict(result.metadata_updates or {}), dumps=jsonfmt.dumps),
+        "r_workflow_version": workflow_version,
+        **insert_one_params(prefix, job, utc_now()),
+    }
+    clash = set(values) & set(params)
+    if clash:
+        raise StorageError(f"guard parameters clash with the statement's: {sorted(clash)}")
+    condition = f"EXISTS (SELECT 1 FROM result) AND NOT EXISTS ({unless})"
+    query = queries.render_insert_job(prefix, condition, _RESULT_THEN_JOB)
+    row = conn.execute(query, {**values, **params}).fetchone()
+    return bool(row and row[0])
 
 
 def results_for(conn: Conn, prefix: str, instance_id: str, *, pending: bool) -> list[StoredResult]:

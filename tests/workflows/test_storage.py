@@ -14,6 +14,7 @@ from bridge.workflows.storage import (
     InstanceNotFoundError,
     insert_instance,
     insert_result,
+    insert_result_and_job,
     load_activity,
     load_and_take_pending,
     load_instance,
@@ -151,3 +152,62 @@ def test_load_and_take_pending_is_load_and_take_pending_in_one_statement(
     assert results_for(conn, oban_prefix, instance.id, pending=True) == []
     with pytest.raises(InstanceNotFoundError):
         load_and_take_pending(conn, oban_prefix, "order::none", registry, "true", {})
+
+
+def test_insert_result_and_job_writes_both_rows_or_only_what_is_due(
+    conn: psycopg.Connection[Any], oban_prefix: str, database_url: str
+) -> None:
+    """The recorder's statement: the result row as insert_result writes it and, only if it was
+    written and the guard finds nothing, the job row as insert_one_unless writes it, with its
+    notification; a second result for the step (unprocessed one exists) writes neither."""
+    from bridge.jobs.enqueue import insert_one_unless
+    from bridge.jobs.job import Job
+
+    jobs = sql.SQL("SELECT row_to_json(j) FROM {}.oban_jobs j ORDER BY id").format(
+        sql.Identifier(oban_prefix)
+    )
+    guard = "SELECT 1 FROM {prefix}.oban_jobs WHERE queue = %(guard_queue)s"
+    instance = new_instance(ORDER, {"order_id": "o-1", "items": []}, id="order::rj")
+    insert_instance(conn, oban_prefix, to_row(instance))
+    ok = StepResult(validate.name, "valid", {"ok": True}, {"m": 1})
+
+    def job() -> Job:
+        return Job.new("W", {"instance_id": instance.id}, queue="q", tags=["t"], meta={"x": 1})
+
+    listener = psycopg.connect(database_url, autocommit=True)
+    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(f"{oban_prefix}.oban_insert")))
+    try:
+        with conn.transaction():
+            assert insert_result_and_job(
+                conn, oban_prefix, instance.id, ok, 1, job(), guard, {"guard_queue": "q"}
+            )
+        got = [n.payload for n in listener.notifies(timeout=0.5, stop_after=5)]
+    finally:
+        listener.close()
+    assert got == ['{"queue":"q"}']
+    (first,) = results_for(conn, oban_prefix, instance.id, pending=True)
+    assert (first.step_ref, first.event, first.context_updates, first.metadata_updates) == (
+        validate.name,
+        "valid",
+        {"ok": True},
+        {"m": 1},
+    )
+    # An unprocessed result for the step exists: neither row.
+    assert not insert_result_and_job(
+        conn, oban_prefix, instance.id, ok, 1, job(), "SELECT 1 WHERE false", {}
+    )
+    assert len(conn.execute(jobs).fetchall()) == 1
+    # The result is new but the guard finds a job: the result only.
+    mark_processed(conn, oban_prefix, [first.id])
+    assert insert_result_and_job(
+        conn, oban_prefix, instance.id, ok, 1, job(), guard, {"guard_queue": "q"}
+    )
+    assert len(results_for(conn, oban_prefix, instance.id, pending=False)) == 2
+    assert len(conn.execute(jobs).fetchall()) == 1
+    # The job row is the one insert_one_unless writes.
+    insert_one_unless(conn, job(), "SELECT 1 WHERE false", {}, prefix=oban_prefix)
+    ours, theirs = (row for (row,) in conn.execute(jobs).fetchall())
+    volatile = {"id", "inserted_at", "scheduled_at"}
+    assert {k: v for k, v in ours.items() if k not in volatile} == {
+        k: v for k, v in theirs.items() if k not in volatile
+    }
