@@ -83,6 +83,7 @@ from bridge.workflows.storage import (
     lock_instance,
     results_for,
     save_instance,
+    save_instance_and_job,
     take_pending,
 )
 
@@ -541,8 +542,6 @@ class WorkflowRunner:
                 self._fail(conn, instance_id, own_job=job.id or 0)
                 return None
             updated = self._apply(conn, workflow, instance, pending)
-            if updated != instance:
-                save_instance(conn, self.prefix, updated)
             fresh = sorted(updated.active_steps - instance.active_steps)
             jobs = [
                 execute_step_job(
@@ -551,6 +550,11 @@ class WorkflowRunner:
                 for step in fresh
             ]
             jobs.extend(self._wait_timers(workflow, instance, pending))
+            if updated != instance and len(jobs) == 1:  # both rows in one statement
+                save_instance_and_job(conn, self.prefix, updated, jobs[0])
+                return None
+            if updated != instance:
+                save_instance(conn, self.prefix, updated)
             insert_all(conn, jobs, prefix=self.prefix)
         return None
 

@@ -288,6 +288,31 @@ def save_instance(conn: Conn, prefix: str, instance: Instance) -> None:
     )
 
 
+_SAVE_THEN_JOB = (
+    "WITH saved AS ("
+    " UPDATE {prefix}.workflow_instances SET workflow = %(s_workflow)s, status = %(s_status)s,"
+    " state = %(s_state)s, updated_at = %(s_updated_at)s WHERE id = %(s_id)s),"
+    " job AS (" + queries.JOB_ROW + ")"
+    " SELECT CASE WHEN job.state = 'available' THEN pg_notify(%(channel)s, %(payload)s)::text"
+    " END AS notified FROM job"
+)
+
+
+def save_instance_and_job(conn: Conn, prefix: str, instance: Instance, job: Job) -> None:
+    """:func:`save_instance` and ``insert_all([job])``: the same two rows and the job's
+    notification, in one statement (an advance that activates one step)."""
+    row = to_row(instance)
+    values = {
+        "s_workflow": row.workflow,
+        "s_status": row.status,
+        "s_state": Jsonb(row.state, dumps=jsonfmt.dumps),
+        "s_updated_at": row.updated_at,
+        "s_id": row.id,
+        **insert_one_params(prefix, job, utc_now()),
+    }
+    conn.execute(queries.render_insert_job(prefix, "true", _SAVE_THEN_JOB), values).fetchall()
+
+
 _RESULT_COLUMNS = (
     "id::text AS id, step_ref, event, context_updates, metadata_updates, processed, inserted_at"
 )

@@ -20,6 +20,7 @@ from bridge.workflows.storage import (
     load_instance,
     mark_processed,
     results_for,
+    save_instance_and_job,
     take_pending,
 )
 from tests.workflows import ORDER, validate
@@ -210,4 +211,42 @@ def test_insert_result_and_job_writes_both_rows_or_only_what_is_due(
     volatile = {"id", "inserted_at", "scheduled_at"}
     assert {k: v for k, v in ours.items() if k not in volatile} == {
         k: v for k, v in theirs.items() if k not in volatile
+    }
+
+
+def test_save_instance_and_job_writes_what_save_instance_and_insert_all_write(
+    conn: psycopg.Connection[Any], oban_prefix: str
+) -> None:
+    from bridge.jobs.enqueue import insert_all
+    from bridge.jobs.job import Job
+    from bridge.workflows.engine import advance
+    from bridge.workflows.storage import save_instance
+
+    registry = {ORDER.name: ORDER}
+    rows = sql.SQL(
+        "SELECT (SELECT row_to_json(i) FROM {}.workflow_instances i WHERE id = %s),"
+        " (SELECT row_to_json(j) FROM {}.oban_jobs j ORDER BY id DESC LIMIT 1)"
+    ).format(sql.Identifier(oban_prefix), sql.Identifier(oban_prefix))
+    written = []
+    for n, combined in enumerate((True, False)):
+        instance = new_instance(ORDER, {"order_id": "o-1"}, id=f"order::save-{n}")
+        insert_instance(conn, oban_prefix, to_row(instance))
+        started = advance(ORDER, load_instance(conn, oban_prefix, instance.id, registry))
+        job = Job.new("W", {"i": 1}, queue="q", tags=["t"], meta={"m": 1})
+        with conn.transaction():
+            if combined:
+                save_instance_and_job(conn, oban_prefix, started, job)
+            else:
+                save_instance(conn, oban_prefix, started)
+                insert_all(conn, [job], prefix=oban_prefix)
+        assert load_instance(conn, oban_prefix, instance.id, registry) == started
+        written.append(conn.execute(rows, (instance.id,)).fetchone())
+    volatile = {"id", "inserted_at", "scheduled_at", "updated_at"}
+    (ours_i, ours_j), (theirs_i, theirs_j) = written
+    assert ours_i["status"] == "running"
+    assert {k: v for k, v in ours_i.items() if k not in volatile} == {
+        k: v for k, v in theirs_i.items() if k not in volatile
+    }
+    assert {k: v for k, v in ours_j.items() if k not in volatile} == {
+        k: v for k, v in theirs_j.items() if k not in volatile
     }
