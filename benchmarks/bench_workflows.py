@@ -341,6 +341,8 @@ LABELS = (
     ("jsonb_build_object('active_steps'", "load status and active steps"),
     ("AS flag FROM workflow_instances", "load instance + has the step a result?"),
     ("WITH job AS", "insert job + NOTIFY (+ unstarted advance?)"),
+    ("WITH result AS", "insert step result + advance job if none unstarted + NOTIFY"),
+    ("WITH saved AS", "save instance + insert step job + NOTIFY"),
     ("pg_advisory_xact_lock", "advisory lock"),
     ("FROM workflow_instances WHERE id = %s FOR UPDATE", "load instance FOR UPDATE"),
     ("SELECT id, workflow, status, state", "load instance"),
