@@ -338,8 +338,11 @@ def unfinished(results: list[dict[str, Any]]) -> str:
 LABELS = (
     ("BEGIN; SELECT pg_advisory_xact_lock", "BEGIN + advisory lock"),
     ("WITH taken AS", "load instance FOR UPDATE + discarded? + take pending results"),
-    ("jsonb_build_object('active_steps'", "load status and active steps"),
-    ("AS flag FROM workflow_instances", "load instance + has the step a result?"),
+    ("jsonb_build_object('…', state->'…')", "load status and active steps"),
+    (
+        "i.workflow_version, (EXISTS (SELECT 1 FROM hephaestus_step_results",
+        "load instance + has the step a result?",
+    ),
     ("WITH job AS", "insert job + NOTIFY (+ unstarted advance?)"),
     ("WITH result AS", "insert step result + advance job if none unstarted + NOTIFY"),
     ("WITH saved AS", "save instance + insert step job + NOTIFY"),
