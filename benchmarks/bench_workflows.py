@@ -136,9 +136,10 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
   which no client sends.
 - **CPU and waiting**: process CPU (`getrusage`, all threads) per step; every job body is
   wrapped to record its thread CPU (`time.thread_time`) and wall time, and the runner module's
-  `lock_instance` is wrapped, in the benchmark process only, to time the wait for the
-  instance's advisory lock. "Rest of the process" is process CPU minus the job bodies' CPU:
-  the node's event loop, claims, acks, notifications and the connection pools.
+  `lock_instance` and `begin_locked` (BEGIN and the lock in one round trip) are wrapped, in
+  the benchmark process only, to time the wait for the instance's advisory lock. "Rest of
+  the process" is process CPU minus the job bodies' CPU: the node's event loop, claims, acks,
+  notifications and the connection pools.
 - **Unfinished**: instances not `completed` when the run ended (each run waits up to
   {timeout:g} s), with any unprocessed step results and the state of every job of the run.
 - Ratios are of medians: ours / reference, so above 1 is better for steps/s and workflows/s and
