@@ -11,7 +11,6 @@ rescues it (at-least-once, as with Oban).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -19,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bridge.jobs import queries
 from bridge.jobs.executor import Ack
+from bridge.jobs.tasks import cancel_and_wait
 from bridge.wire import jsonfmt
 
 log = logging.getLogger("bridge.acker")
@@ -84,10 +84,7 @@ class Acker:
 
     async def stop(self) -> None:
         await self.flush()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         retry_delay = 0.05

@@ -9,7 +9,6 @@ The connection is re-opened after any failure, with capped backoff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from bridge.db import redact_url
+from bridge.jobs.tasks import cancel_and_wait
 from bridge.wire import notify
 
 log = logging.getLogger("bridge.notifier")
@@ -42,11 +42,8 @@ class Notifier:
         self._task = asyncio.create_task(self._run(), name="bridge-notifier")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         delay = 0.1

@@ -23,6 +23,7 @@ from bridge.jobs import queries
 from bridge.jobs.acker import Acker
 from bridge.jobs.executor import Ack, JobExecutor
 from bridge.jobs.job import Job
+from bridge.jobs.tasks import cancel_and_wait
 from bridge.wire.timefmt import utc_now
 
 log = logging.getLogger("bridge.producer")
@@ -110,10 +111,7 @@ class Producer:
     async def stop(self, grace: float) -> None:
         """Stop claiming; give running jobs ``grace`` seconds; leave the rest for the lifeline."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         tasks = [task for _, task in self.running.values()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)

@@ -4,9 +4,10 @@ leadership). Each is safe beside the Elixir side's own copies."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
+
+from bridge.jobs.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from bridge.node import Node
@@ -29,10 +30,7 @@ class Plugin:
         self._task = asyncio.create_task(self._loop(), name=f"bridge-plugin-{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         while True:
