@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 log = logging.getLogger("bridge.db")
 
@@ -136,3 +139,35 @@ def _strip_secrets(message: str, url: str) -> str:
     if password:
         message = message.replace(password, "***")
     return message.strip().splitlines()[0] if message.strip() else message
+
+
+class LazyPool:
+    """A small autocommit pool of sync connections, opened on first use.
+
+    Workflow runners and delegation hosts are built where a node is configured, often in
+    processes that only start or inspect instances; opening connections there would cost every
+    such process a pool it never uses.
+    """
+
+    def __init__(self, url: str, size: int) -> None:
+        self.url = url
+        self.size = max(2, size)
+        self._pool: ConnectionPool[Any] | None = None
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=self.size,
+                kwargs={"autocommit": True},
+                open=True,
+            )
+        with self._pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

@@ -23,15 +23,14 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
-from bridge.db import DEFAULT_PREFIX
+from bridge.db import DEFAULT_PREFIX, LazyPool
 from bridge.jobs.job import Job
 from bridge.jobs.outcome import Discard, Error, Snooze
 from bridge.jobs.registry import Registry, WorkerSpec
@@ -157,25 +156,13 @@ class DelegationHost:
             if item.worker in self.steps:
                 raise DelegationError(f"two delegated steps are registered as {item.worker}")
             self.steps[item.worker] = item
-        self._pool: ConnectionPool[Any] | None = None
+        self._pool = LazyPool(url, pool_size)
 
-    @contextmanager
-    def connection(self) -> Iterator[Conn]:
-        if self._pool is None:
-            self._pool = ConnectionPool(
-                self.url,
-                min_size=1,
-                max_size=max(2, self.pool_size),
-                kwargs={"autocommit": True},
-                open=True,
-            )
-        with self._pool.connection() as conn:
-            yield conn
+    def connection(self) -> AbstractContextManager[Conn]:
+        return self._pool.connection()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self._pool.close()
 
     def register(self, registry: Registry) -> list[WorkerSpec]:
         """One worker per delegated step, under its own name and queue."""

@@ -33,15 +33,14 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
-from bridge.db import DEFAULT_PREFIX
+from bridge.db import DEFAULT_PREFIX, LazyPool
 from bridge.jobs.enqueue import atomic, insert_all, insert_one_unless
 from bridge.jobs.job import Job
 from bridge.jobs.outcome import Cancel, Discard, Error
@@ -302,27 +301,15 @@ class WorkflowRunner:
         self.queue = queue
         self.config_key = config_key
         self.pool_size = pool_size
-        self._pool: ConnectionPool[Any] | None = None
+        self._pool = LazyPool(url, pool_size)
 
     # connections
 
-    @contextmanager
-    def _connection(self) -> Iterator[Conn]:
-        if self._pool is None:
-            self._pool = ConnectionPool(
-                self.url,
-                min_size=1,
-                max_size=max(2, self.pool_size),
-                kwargs={"autocommit": True},
-                open=True,
-            )
-        with self._pool.connection() as conn:
-            yield conn
+    def _connection(self) -> AbstractContextManager[Conn]:
+        return self._pool.connection()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        self._pool.close()
 
     def _workflow(self, name: object) -> Workflow:
         return lookup(self.workflows, name)
