@@ -140,20 +140,25 @@ def load_instance(
 ) -> Instance:
     """Load and validate an instance (``FOR UPDATE`` inside the advancing transaction)."""
     lock = " FOR UPDATE" if for_update else ""
+    query = _q(
+        conn,
+        "SELECT id, workflow, status, state, workflow_version"
+        " FROM {prefix}.workflow_instances WHERE id = %(id)s" + lock,
+        prefix,
+    )
+    return from_row(_instance_row(conn, query, {}, instance_id), workflows)
+
+
+def _instance_row(
+    conn: Conn, query: bytes, params: Mapping[str, Any], instance_id: str
+) -> dict[str, Any]:
+    """Run a statement reading one instance row by ``%(id)s``; a missing instance is an error."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            _q(
-                conn,
-                "SELECT id, workflow, status, state, workflow_version"
-                " FROM {prefix}.workflow_instances WHERE id = %s" + lock,
-                prefix,
-            ),
-            (instance_id,),
-        )
+        cur.execute(query, {**params, "id": instance_id})
         row = cur.fetchone()
     if row is None:
         raise InstanceNotFoundError(f"no workflow instance with id {instance_id!r}")
-    return from_row(row, workflows)
+    return row
 
 
 def load_activity(
@@ -166,21 +171,14 @@ def load_activity(
     the rest of ``state`` (context, history: it grows with every step) is neither sent nor
     decoded. Never save what this returns.
     """
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            _q(
-                conn,
-                "SELECT id, workflow, status, workflow_version,"
-                " jsonb_build_object('active_steps', state->'active_steps') AS state"
-                " FROM {prefix}.workflow_instances WHERE id = %s",
-                prefix,
-            ),
-            (instance_id,),
-        )
-        row = cur.fetchone()
-    if row is None:
-        raise InstanceNotFoundError(f"no workflow instance with id {instance_id!r}")
-    return from_row(row, workflows)
+    query = _q(
+        conn,
+        "SELECT id, workflow, status, workflow_version,"
+        " jsonb_build_object('active_steps', state->'active_steps') AS state"
+        " FROM {prefix}.workflow_instances WHERE id = %(id)s",
+        prefix,
+    )
+    return from_row(_instance_row(conn, query, {}, instance_id), workflows)
 
 
 def load_instance_and_flag(
@@ -206,11 +204,7 @@ def load_instance_and_flag(
         f" ({flag}) AS flag FROM {{prefix}}.workflow_instances i WHERE i.id = %(id)s" + lock,
         prefix,
     )
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, {**params, "id": instance_id})
-        row = cur.fetchone()
-    if row is None:
-        raise InstanceNotFoundError(f"no workflow instance with id {instance_id!r}")
+    row = _instance_row(conn, query, params, instance_id)
     return from_row(row, workflows), bool(row["flag"])
 
 
@@ -242,11 +236,7 @@ def load_and_take_pending(
         " FROM {prefix}.workflow_instances i WHERE i.id = %(id)s FOR UPDATE OF i",
         prefix,
     )
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, {**params, "id": instance_id})
-        row = cur.fetchone()
-    if row is None:
-        raise InstanceNotFoundError(f"no workflow instance with id {instance_id!r}")
+    row = _instance_row(conn, query, params, instance_id)
     pending = [
         StoredResult(
             id=r["id"],
