@@ -185,7 +185,12 @@ class Bench:
         self.dbname = str(conninfo_to_dict(self.url).get("dbname"))
         pool: dict[str, Any] = {"pool_size": args.runner_pool} if args.runner_pool else {}
         self.runner = WorkflowRunner(
-            self.url, [FANOUT, LINEAR], queue=QUEUE, config_key=CONFIG_KEY, **pool
+            self.url,
+            [FANOUT, LINEAR],
+            queue=QUEUE,
+            config_key=CONFIG_KEY,
+            coalesce=not args.no_coalesce,
+            **pool,
         )
         self.registry = timed_registry(self.runner)
         self.node: Node | None = None
@@ -333,7 +338,20 @@ class Bench:
             "completion_polls": self.polls,
             "counts": counts,
             "timings": TIMINGS.summary(),
+            "coalesced": self.coalesced(),
             **outcome,
+        }
+
+    def coalesced(self) -> dict[str, dict[str, int]]:
+        """Batches the runner's coalescers ran and the job bodies they held (warm-up included)."""
+        parts = {
+            "precheck": self.runner._prechecks,
+            "record": self.runner._recorders,
+            "advance": self.runner._advances,
+        }
+        return {
+            name: {"batches": c.batches, "items": c.items, "busy_s": round(c.busy_s, 3)}
+            for name, c in parts.items()
         }
 
     async def _timed(
@@ -401,6 +419,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="NodeConfig.switch_interval (0: leave the interpreter's); default: the node's",
     )
     parser.add_argument("--profile", default="", help="pstats dump (yappi if installed)")
+    parser.add_argument(
+        "--no-coalesce", action="store_true", help="WorkflowRunner(coalesce=False): a transaction a job"
+    )
     return parser.parse_args(argv)
 
 

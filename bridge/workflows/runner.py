@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -46,6 +46,7 @@ from bridge.jobs.job import Job
 from bridge.jobs.outcome import Cancel, Discard, Error
 from bridge.wire import notify
 from bridge.workflows.builtins import WAIT, wait_delay_ms
+from bridge.workflows.coalesce import Coalescer
 from bridge.workflows.definition import (
     ASYNC_EVENT,
     Workflow,
@@ -85,6 +86,15 @@ from bridge.workflows.storage import (
     save_instance_and_job,
     take_pending,
 )
+from bridge.workflows.storage_batch import (
+    NewResult,
+    begin_locked_many,
+    insert_results,
+    load_activities,
+    load_and_take_pending_many,
+    load_for_steps,
+    save_instances,
+)
 
 log = logging.getLogger("bridge.workflows")
 
@@ -97,6 +107,7 @@ RESUME_MAX_ATTEMPTS = 3
 DEFAULT_QUEUE = "bridge_workflows"
 DEFAULT_CONFIG_KEY = "bridge"
 PENDING_STATES = ("available", "scheduled", "executing", "retryable")
+FINISHED = ("completed", "failed")
 
 
 class RunnerError(WorkflowError):
@@ -292,6 +303,7 @@ class WorkflowRunner:
         queue: str = DEFAULT_QUEUE,
         config_key: str = DEFAULT_CONFIG_KEY,
         pool_size: int = 10,
+        coalesce: bool = True,
     ) -> None:
         if not isinstance(config_key, str) or not config_key:
             raise RunnerError(f"config_key must be a non-empty string, got {config_key!r}")
@@ -302,6 +314,14 @@ class WorkflowRunner:
         self.config_key = config_key
         self.pool_size = pool_size
         self._pool = LazyPool(url, pool_size)
+        # Concurrent job bodies share transactions (bridge.workflows.coalesce); off, each job
+        # sends its own, as HephaestusOban does. The rows are the same either way.
+        self.coalesce = coalesce
+        self._prechecks: Coalescer[tuple[str, str], tuple[Instance, bool]] = Coalescer(
+            self._precheck_batch
+        )
+        self._recorders: Coalescer[tuple[Job, StepResult], bool] = Coalescer(self._record_batch)
+        self._advances: Coalescer[Job, Any] = Coalescer(self._advance_batch)
 
     # connections
 
@@ -457,6 +477,13 @@ class WorkflowRunner:
         ``companions`` (an Elixir-run step's ``companion_jobs``) gives jobs that must exist
         exactly when this result does: the delegated job of ``bridge.workflows.delegation_elixir``.
         """
+        if self.coalesce and companions is None and not resume:
+            return self._recorders.submit((job, result))
+        return self._record_one(job, result, resume=resume, companions=companions)
+
+    def _record_one(
+        self, job: Job, result: StepResult, *, resume: bool, companions: Any = None
+    ) -> bool:
         instance_id = _arg(job, "instance_id")
         with self._connection() as conn, _locked(conn, instance_id, shared=True):
             # Only the status and the active steps, unless a companion needs the whole instance.
@@ -502,10 +529,78 @@ class WorkflowRunner:
             self._enqueue_advance(conn, workflow, instance, step)
             return True
 
+    def _record_batch(self, items: Sequence[tuple[Job, StepResult]]) -> list[bool | Exception]:
+        """Record the results of concurrent step jobs in one transaction (:meth:`_record`)."""
+        if len(items) > 1:
+            try:
+                return self._record_many(items)
+            except Exception as exc:
+                log.info("batch of %d results failed (%s); recording one by one", len(items), exc)
+        return [_outcome(self._record_one, job, r, resume=False) for job, r in items]
+
+    def _record_many(self, items: Sequence[tuple[Job, StepResult]]) -> list[bool | Exception]:
+        """What :meth:`_record_one` does for each item, with each statement sent once for all.
+
+        Every instance's lock is held shared for the whole transaction, so what each recorder
+        may conclude is what it concludes alone. Within the batch an instance gets at most one
+        advance, for its first written result: a sequential run would have queued it then and
+        found it unstarted for the rest.
+        """
+        outcomes: list[bool | Exception] = [False] * len(items)
+        ids = [_arg(job, "instance_id") for job, _ in items]
+        with self._connection() as conn:
+            begin_locked_many(conn, ids, shared=True)
+            try:
+                loaded = load_activities(conn, self.prefix, ids, self.workflows)
+                chosen: list[tuple[int, NewResult]] = []
+                seen: set[tuple[str, str]] = set()
+                for k, ((job, result), instance_id) in enumerate(zip(items, ids, strict=True)):
+                    try:
+                        instance = _found(loaded.get(instance_id), instance_id)
+                        self._workflow(instance.workflow)
+                        version = _arg(job, "workflow_version")
+                    except Exception as exc:
+                        outcomes[k] = exc
+                        continue
+                    step = result.step_ref
+                    if step not in instance.active_steps or instance.status in FINISHED:
+                        log.info("%s: %s is no longer active; result dropped", instance_id, step)
+                        continue
+                    if (instance_id, step) not in seen:  # else: a duplicate; the index says no
+                        seen.add((instance_id, step))
+                        chosen.append((k, NewResult(instance_id, result, version)))
+                written = insert_results(
+                    conn, self.prefix, [new for _, new in chosen], ADVANCE_WORKER, self.queue
+                )
+                rows = {(w.instance_id, w.step_ref): w for w in written}
+                advances: dict[str, Job] = {}
+                for k, new in chosen:
+                    row = rows.get((new.instance_id, new.result.step_ref))
+                    outcomes[k] = row is not None
+                    if row is None or row.has_advance or new.instance_id in advances:
+                        continue
+                    instance = _found(loaded.get(new.instance_id), new.instance_id)
+                    workflow = self._workflow(instance.workflow)
+                    advances[new.instance_id] = self._advance_job(
+                        workflow, instance, new.result.step_ref
+                    )
+                insert_all(conn, list(advances.values()), prefix=self.prefix)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        return outcomes
+
     # job bodies
 
     def perform_advance(self, job: Job) -> Any:
         """AdvanceWorker: apply pending results, advance, persist, queue newly active steps."""
+        _arg(job, "instance_id")
+        if self.coalesce:
+            return self._advances.submit(job)
+        return self._advance_one(job)
+
+    def _advance_one(self, job: Job) -> Any:
         instance_id = _arg(job, "instance_id")
         with self._connection() as conn, _locked(conn, instance_id):
             try:
@@ -522,28 +617,96 @@ class WorkflowRunner:
                 )
             except InstanceNotFoundError as exc:
                 return Cancel(str(exc))
-            workflow = self._workflow(instance.workflow)
-            if instance.status in ("completed", "failed"):
-                return None
-            if discarded:
-                self._fail(conn, instance_id, own_job=job.id or 0)
-                return None
-            updated = self._apply(conn, workflow, instance, pending)
-            fresh = sorted(updated.active_steps - instance.active_steps)
-            jobs = [
-                execute_step_job(
-                    workflow, updated, step, queue=self.queue, config_key=self.config_key
-                )
-                for step in fresh
-            ]
-            jobs.extend(self._wait_timers(workflow, instance, pending))
-            if updated != instance and len(jobs) == 1:  # both rows in one statement
+            updated, jobs = self._advanced(conn, job, instance, discarded, pending)
+            if updated is not None and len(jobs) == 1:  # both rows in one statement
                 save_instance_and_job(conn, self.prefix, updated, jobs[0])
                 return None
-            if updated != instance:
+            if updated is not None:
                 save_instance(conn, self.prefix, updated)
             insert_all(conn, jobs, prefix=self.prefix)
         return None
+
+    def _advanced(
+        self,
+        conn: Conn,
+        job: Job,
+        instance: Instance,
+        discarded: bool,
+        pending: list[StoredResult],
+    ) -> tuple[Instance | None, list[Job]]:
+        """The advance of one locked instance: the state to save (``None``: unchanged) and the
+        jobs to insert. A failure (a discarded step job) is written here, on ``conn``."""
+        workflow = self._workflow(instance.workflow)
+        if instance.status in FINISHED:
+            return None, []
+        if discarded:
+            self._fail(conn, instance.id, own_job=job.id or 0)
+            return None, []
+        updated = self._apply(conn, workflow, instance, pending)
+        fresh = sorted(updated.active_steps - instance.active_steps)
+        jobs = [
+            execute_step_job(workflow, updated, step, queue=self.queue, config_key=self.config_key)
+            for step in fresh
+        ]
+        jobs.extend(self._wait_timers(workflow, instance, pending))
+        return (updated if updated != instance else None), jobs
+
+    def _advance_batch(self, jobs: Sequence[Job]) -> list[Any]:
+        """Run concurrent advance jobs in one transaction (:meth:`perform_advance`)."""
+        if len(jobs) > 1:
+            try:
+                return self._advance_many(jobs)
+            except Exception as exc:
+                log.info("batch of %d advances failed (%s); advancing one by one", len(jobs), exc)
+        return [_outcome(self._advance_one, job) for job in jobs]
+
+    def _advance_many(self, jobs: Sequence[Job]) -> list[Any]:
+        """What :meth:`_advance_one` does for each job, with each statement sent once for all.
+
+        Every instance's lock is held exclusively for the whole transaction, taken in key
+        order. A second job for an instance already advanced in the batch finds nothing
+        pending, as it would after the first committed. Anything unexpected (an unreadable
+        row, a failing statement) rolls the whole batch back for the caller to retry one by one.
+        """
+        ids = [_arg(job, "instance_id") for job in jobs]
+        outcomes: dict[str, Any] = {}
+        with self._connection() as conn:
+            begin_locked_many(conn, ids)
+            try:
+                taken = load_and_take_pending_many(
+                    conn,
+                    self.prefix,
+                    ids,
+                    self.workflows,
+                    _DISCARDED_STEP,
+                    {"worker": EXECUTE_STEP_WORKER},
+                )
+                saves: list[Instance] = []
+                new_jobs: list[Job] = []
+                for job, instance_id in zip(jobs, ids, strict=True):
+                    if instance_id in outcomes:
+                        continue
+                    read = taken.get(instance_id)
+                    if read is None:
+                        missing = f"no workflow instance with id {instance_id!r}"
+                        outcomes[instance_id] = Cancel(str(InstanceNotFoundError(missing)))
+                        continue
+                    if isinstance(read.instance, Exception):
+                        raise read.instance
+                    updated, more = self._advanced(
+                        conn, job, read.instance, read.flag, read.pending
+                    )
+                    outcomes[instance_id] = None
+                    if updated is not None:
+                        saves.append(updated)
+                    new_jobs.extend(more)
+                save_instances(conn, self.prefix, saves)
+                insert_all(conn, new_jobs, prefix=self.prefix)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        return [outcomes[instance_id] for instance_id in ids]
 
     def _apply(
         self,
@@ -572,10 +735,10 @@ class WorkflowRunner:
         """ExecuteStepWorker: run an active step once and record its result."""
         instance_id = _arg(job, "instance_id")
         step = _arg(job, "step_ref")
-        with self._connection() as conn:
-            instance, ran = load_instance_and_flag(
-                conn, self.prefix, instance_id, self.workflows, HAS_RESULT, {"step_ref": step}
-            )
+        if self.coalesce:
+            instance, ran = self._prechecks.submit((instance_id, step))
+        else:
+            instance, ran = self._precheck_one(instance_id, step)
         if step not in instance.active_steps or instance.status in ("completed", "failed"):
             return None
         if ran:  # a result for this activation exists (processed or not): has_result
@@ -593,6 +756,40 @@ class WorkflowRunner:
         companions = getattr(workflow.step(step).run, "companion_jobs", None)
         self._record(job, result, resume=False, companions=companions)
         return None
+
+    def _precheck_one(self, instance_id: str, step: str) -> tuple[Instance, bool]:
+        """The step job's first read: the instance and whether the step has a result."""
+        with self._connection() as conn:
+            return load_instance_and_flag(
+                conn, self.prefix, instance_id, self.workflows, HAS_RESULT, {"step_ref": step}
+            )
+
+    def _precheck_batch(
+        self, items: Sequence[tuple[str, str]]
+    ) -> list[tuple[Instance, bool] | Exception]:
+        """:meth:`_precheck_one` for concurrent step jobs in one statement, each instance read
+        once however many of its steps ask (a fan-out's siblings)."""
+        if len(items) == 1:
+            return [_outcome(self._precheck_one, *items[0])]
+        with self._connection() as conn:
+            checks = load_for_steps(
+                conn,
+                self.prefix,
+                [instance_id for instance_id, _ in items],
+                [step for _, step in items],
+                self.workflows,
+            )
+        answer: list[tuple[Instance, bool] | Exception] = []
+        for instance_id, step in items:
+            check = checks.get(instance_id)
+            try:
+                instance = _found(None if check is None else check.instance, instance_id)
+            except Exception as exc:
+                answer.append(exc)
+                continue
+            assert check is not None
+            answer.append((instance, step in check.ran))
+        return answer
 
     def _run_body(self, workflow: Workflow, instance: Instance, step: str) -> Any:
         call = prepare_step(workflow, instance, step)
@@ -632,3 +829,20 @@ class WorkflowRunner:
 
 async def _await(value: Any) -> Any:
     return await value
+
+
+def _outcome(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """A call's value, or the exception it raised, for a batch's answer (coalesce)."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as exc:
+        return exc
+
+
+def _found(loaded: Instance | Exception | None, instance_id: str) -> Instance:
+    """An instance a batch read for one of its items, or the error that item's own read gave."""
+    if loaded is None:
+        raise InstanceNotFoundError(f"no workflow instance with id {instance_id!r}")
+    if isinstance(loaded, Exception):
+        raise loaded
+    return loaded

@@ -288,7 +288,9 @@ def test_sibling_recorders_share_the_lock_and_both_may_queue_an_advance(
 ) -> None:
     """Two sibling steps record at once (the lock is shared between recorders): each checks
     for an unstarted advance before the other commits, so both queue one. The first advance
-    applies both results, the second finds nothing pending and writes nothing."""
+    applies both results, the second finds nothing pending and writes nothing. (One job at a
+    time, as without coalescing: together they would share one transaction.)"""
+    runner.coalesce = False
     runner.start(conn, SMALL, {}, id="pair")
     (advance,) = _jobs(runner, "pair", ADVANCE_WORKER)
     runner.perform_advance(advance)
