@@ -15,9 +15,12 @@ If the batch function itself raises, every item of the batch gets that exception
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -105,3 +108,99 @@ class Coalescer(Generic[T, R]):
                 self._busy = False
         for slot in batch[1:]:
             slot.event.set()
+
+
+class _LoopQueue(Generic[T, R]):
+    __slots__ = ("items", "tasks")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[T, asyncio.Future[R]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()  # the running drains
+
+
+class AsyncCoalescer(Generic[T, R]):
+    """:class:`Coalescer` for job bodies that are coroutines on a node's event loop.
+
+    The items wait on the loop, not in threads of their own; ``parallel`` threads per
+    coalescer run the batches on sync connections. While the batches run, the next ones
+    gather.
+    A job cancelled while it waits (a ``pkill``) stops waiting; its item still runs with the
+    batch it is in, as a thread would have run on.
+    """
+
+    def __init__(
+        self, batch: BatchFn[T, R], *, max_batch: int = 100, parallel: int = 1, name: str = ""
+    ) -> None:
+        if max_batch < 1 or parallel < 1:
+            raise ValueError(f"max_batch and parallel must be >= 1: {max_batch}, {parallel}")
+        self._batch = batch
+        self.max_batch = max_batch
+        self.parallel = parallel
+        self._name = name or "bridge-batch"
+        self._thread: ThreadPoolExecutor | None = None
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue[T, R]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.batches = 0
+        self.items = 0
+        self.busy_s = 0.0
+
+    async def submit(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            queue = self._queues[loop] = _LoopQueue()
+        future: asyncio.Future[R] = loop.create_future()
+        queue.items.append((item, future))
+        if len(queue.tasks) < self.parallel:
+            task = loop.create_task(self._drain(loop, queue), name=f"{self._name}-drain")
+            queue.tasks.add(task)
+            task.add_done_callback(queue.tasks.discard)
+        return await future
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop, queue: _LoopQueue[T, R]) -> None:
+        try:
+            while queue.items:
+                batch = queue.items[: self.max_batch]
+                del queue.items[: len(batch)]
+                if self._thread is None:
+                    self._thread = ThreadPoolExecutor(self.parallel, thread_name_prefix=self._name)
+                started = time.perf_counter()
+                try:
+                    outcomes: Sequence[R | BaseException] = await loop.run_in_executor(
+                        self._thread, self._batch, [item for item, _ in batch]
+                    )
+                    if len(outcomes) != len(batch):
+                        raise RuntimeError(
+                            f"batch returned {len(outcomes)} outcomes for {len(batch)} items"
+                        )
+                except asyncio.CancelledError:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                except BaseException as exc:
+                    outcomes = [exc] * len(batch)
+                self.batches += 1
+                self.items += len(batch)
+                self.busy_s += time.perf_counter() - started
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():  # its job was cancelled meanwhile
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        except asyncio.CancelledError:
+            for _, future in queue.items:  # the loop is closing: nobody is left to run them
+                future.cancel()
+            queue.items.clear()
+            raise
+        finally:
+            # Before any other callback runs (no await since the queue was seen empty): a
+            # submit from now on sees one drain fewer and starts its own.
+            queue.tasks.discard(asyncio.current_task())

@@ -33,9 +33,11 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from psycopg import sql
@@ -46,7 +48,7 @@ from bridge.jobs.job import Job
 from bridge.jobs.outcome import Cancel, Discard, Error
 from bridge.wire import notify
 from bridge.workflows.builtins import WAIT, wait_delay_ms
-from bridge.workflows.coalesce import Coalescer
+from bridge.workflows.coalesce import AsyncCoalescer, Coalescer
 from bridge.workflows.definition import (
     ASYNC_EVENT,
     Workflow,
@@ -88,12 +90,12 @@ from bridge.workflows.storage import (
 )
 from bridge.workflows.storage_batch import (
     NewResult,
-    begin_locked_many,
-    insert_results,
-    load_activities,
-    load_and_take_pending_many,
+    begin_and_load_activities,
+    begin_and_take_pending,
     load_for_steps,
-    save_instances,
+    record_and_commit,
+    rollback_open,
+    save_and_commit,
 )
 
 log = logging.getLogger("bridge.workflows")
@@ -304,6 +306,7 @@ class WorkflowRunner:
         config_key: str = DEFAULT_CONFIG_KEY,
         pool_size: int = 10,
         coalesce: bool = True,
+        step_threads: int = 100,
     ) -> None:
         if not isinstance(config_key, str) or not config_key:
             raise RunnerError(f"config_key must be a non-empty string, got {config_key!r}")
@@ -322,6 +325,18 @@ class WorkflowRunner:
         )
         self._recorders: Coalescer[tuple[Job, StepResult], bool] = Coalescer(self._record_batch)
         self._advances: Coalescer[Job, Any] = Coalescer(self._advance_batch)
+        # The same for job bodies run as coroutines (run_*): one thread each runs the batches.
+        self._async_prechecks: AsyncCoalescer[tuple[str, str], tuple[Instance, bool]] = (
+            AsyncCoalescer(self._precheck_batch, name="bridge-precheck")
+        )
+        self._async_recorders: AsyncCoalescer[tuple[Job, StepResult], bool] = AsyncCoalescer(
+            self._record_batch, name="bridge-record"
+        )
+        self._async_advances: AsyncCoalescer[Job, Any] = AsyncCoalescer(
+            self._advance_batch, name="bridge-advance"
+        )
+        self.step_threads = step_threads
+        self._threads: ThreadPoolExecutor | None = None
 
     # connections
 
@@ -329,6 +344,11 @@ class WorkflowRunner:
         return self._pool.connection()
 
     def close(self) -> None:
+        for batches in (self._async_prechecks, self._async_recorders, self._async_advances):
+            batches.close()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False)
+            self._threads = None
         self._pool.close()
 
     def _workflow(self, name: object) -> Workflow:
@@ -548,16 +568,15 @@ class WorkflowRunner:
         """
         outcomes: list[bool | Exception] = [False] * len(items)
         ids = [_arg(job, "instance_id") for job, _ in items]
+        chosen: list[tuple[int, NewResult]] = []
         with self._connection() as conn:
-            begin_locked_many(conn, ids, shared=True)
+            loaded = begin_and_load_activities(conn, self.prefix, ids, self.workflows)
             try:
-                loaded = load_activities(conn, self.prefix, ids, self.workflows)
-                chosen: list[tuple[int, NewResult]] = []
                 seen: set[tuple[str, str]] = set()
                 for k, ((job, result), instance_id) in enumerate(zip(items, ids, strict=True)):
                     try:
                         instance = _found(loaded.get(instance_id), instance_id)
-                        self._workflow(instance.workflow)
+                        workflow = self._workflow(instance.workflow)
                         version = _arg(job, "workflow_version")
                     except Exception as exc:
                         outcomes[k] = exc
@@ -566,29 +585,19 @@ class WorkflowRunner:
                     if step not in instance.active_steps or instance.status in FINISHED:
                         log.info("%s: %s is no longer active; result dropped", instance_id, step)
                         continue
-                    if (instance_id, step) not in seen:  # else: a duplicate; the index says no
-                        seen.add((instance_id, step))
-                        chosen.append((k, NewResult(instance_id, result, version)))
-                written = insert_results(
+                    if (instance_id, step) in seen:  # a duplicate: the index would refuse it
+                        continue
+                    seen.add((instance_id, step))
+                    advance = self._advance_job(workflow, instance, step)
+                    chosen.append((k, NewResult(instance_id, result, version, advance)))
+                written = record_and_commit(
                     conn, self.prefix, [new for _, new in chosen], ADVANCE_WORKER, self.queue
                 )
-                rows = {(w.instance_id, w.step_ref): w for w in written}
-                advances: dict[str, Job] = {}
-                for k, new in chosen:
-                    row = rows.get((new.instance_id, new.result.step_ref))
-                    outcomes[k] = row is not None
-                    if row is None or row.has_advance or new.instance_id in advances:
-                        continue
-                    instance = _found(loaded.get(new.instance_id), new.instance_id)
-                    workflow = self._workflow(instance.workflow)
-                    advances[new.instance_id] = self._advance_job(
-                        workflow, instance, new.result.step_ref
-                    )
-                insert_all(conn, list(advances.values()), prefix=self.prefix)
             except BaseException:
-                conn.rollback()
+                rollback_open(conn)
                 raise
-            conn.commit()
+        for k, new in chosen:
+            outcomes[k] = (new.instance_id, new.result.step_ref) in written
         return outcomes
 
     # job bodies
@@ -671,16 +680,15 @@ class WorkflowRunner:
         ids = [_arg(job, "instance_id") for job in jobs]
         outcomes: dict[str, Any] = {}
         with self._connection() as conn:
-            begin_locked_many(conn, ids)
+            taken = begin_and_take_pending(
+                conn,
+                self.prefix,
+                ids,
+                self.workflows,
+                _DISCARDED_STEP,
+                {"worker": EXECUTE_STEP_WORKER},
+            )
             try:
-                taken = load_and_take_pending_many(
-                    conn,
-                    self.prefix,
-                    ids,
-                    self.workflows,
-                    _DISCARDED_STEP,
-                    {"worker": EXECUTE_STEP_WORKER},
-                )
                 saves: list[Instance] = []
                 new_jobs: list[Job] = []
                 for job, instance_id in zip(jobs, ids, strict=True):
@@ -700,12 +708,10 @@ class WorkflowRunner:
                     if updated is not None:
                         saves.append(updated)
                     new_jobs.extend(more)
-                save_instances(conn, self.prefix, saves)
-                insert_all(conn, new_jobs, prefix=self.prefix)
+                save_and_commit(conn, self.prefix, saves, new_jobs)
             except BaseException:
-                conn.rollback()
+                rollback_open(conn)
                 raise
-            conn.commit()
         return [outcomes[instance_id] for instance_id in ids]
 
     def _apply(
@@ -739,23 +745,30 @@ class WorkflowRunner:
             instance, ran = self._prechecks.submit((instance_id, step))
         else:
             instance, ran = self._precheck_one(instance_id, step)
-        if step not in instance.active_steps or instance.status in ("completed", "failed"):
+        if not _runnable(instance, step, ran):
             return None
-        if ran:  # a result for this activation exists (processed or not): has_result
-            return None
+        result = self._execute_body(job, instance, step)
+        if isinstance(result, Error):
+            return result
+        self._record(job, result, resume=False, companions=self._companions(instance, step))
+        return None
+
+    def _companions(self, instance: Instance, step: str) -> Any:
+        return getattr(self._workflow(instance.workflow).step(step).run, "companion_jobs", None)
+
+    def _execute_body(self, job: Job, instance: Instance, step: str) -> StepResult | Error:
+        """Run the step's body; on the job's last attempt a failure fails the workflow first."""
         workflow = self._workflow(instance.workflow)
         try:
             outcome = self._run_body(workflow, instance, step)
         except Exception:
-            self._fail_if_exhausted(job, instance_id)
+            self._fail_if_exhausted(job, instance.id)
             raise
         result = step_result(step, outcome)
         if result is None:
-            self._fail_if_exhausted(job, instance_id)
+            self._fail_if_exhausted(job, instance.id)
             return Error(getattr(outcome, "reason", outcome))
-        companions = getattr(workflow.step(step).run, "companion_jobs", None)
-        self._record(job, result, resume=False, companions=companions)
-        return None
+        return result
 
     def _precheck_one(self, instance_id: str, step: str) -> tuple[Instance, bool]:
         """The step job's first read: the instance and whether the step has a result."""
@@ -826,6 +839,50 @@ class WorkflowRunner:
             return Discard(f"config_key {job.args.get('config_key')!r} is not {self.config_key!r}")
         return None
 
+    # job bodies on a node's event loop: what bridge.workflows.workers registers
+
+    async def run_advance(self, job: Job) -> Any:
+        """:meth:`perform_advance` as a coroutine: the job waits on the loop, not in a thread,
+        while its batch runs."""
+        _arg(job, "instance_id")
+        if self.coalesce:
+            return await self._async_advances.submit(job)
+        return await self._in_thread(self._advance_one, job)
+
+    async def run_execute_step(self, job: Job) -> Any:
+        """:meth:`perform_execute_step` as a coroutine: only the step's own body takes a
+        thread (of the runner's, ``step_threads`` at most)."""
+        instance_id = _arg(job, "instance_id")
+        step = _arg(job, "step_ref")
+        if self.coalesce:
+            instance, ran = await self._async_prechecks.submit((instance_id, step))
+        else:
+            instance, ran = await self._in_thread(self._precheck_one, instance_id, step)
+        if not _runnable(instance, step, ran):
+            return None
+        result = await self._in_thread(self._execute_body, job, instance, step)
+        if isinstance(result, Error):
+            return result
+        companions = self._companions(instance, step)
+        if self.coalesce and companions is None:
+            await self._async_recorders.submit((job, result))
+        else:
+            record = partial(self._record_one, resume=False, companions=companions)
+            await self._in_thread(record, job, result)
+        return None
+
+    async def run_resume(self, job: Job) -> Any:
+        """:meth:`perform_resume` as a coroutine (in a thread: resumes are rare)."""
+        return await self._in_thread(self.perform_resume, job)
+
+    async def _in_thread(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(
+                self.step_threads, thread_name_prefix="bridge-workflow"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, partial(call, *args, **kwargs))
+
 
 async def _await(value: Any) -> Any:
     return await value
@@ -837,6 +894,12 @@ def _outcome(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return call(*args, **kwargs)
     except Exception as exc:
         return exc
+
+
+def _runnable(instance: Instance, step: str, ran: bool) -> bool:
+    """Whether a step job should run its body: the step is active in an unfinished instance
+    and has no result for this activation yet (processed or not: ``has_result``)."""
+    return step in instance.active_steps and instance.status not in FINISHED and not ran
 
 
 def _found(loaded: Instance | Exception | None, instance_id: str) -> Instance:

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import sql
+import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
-from bridge.wire import jsonfmt
+from bridge.jobs import queries
+from bridge.jobs.enqueue import insert_params
+from bridge.jobs.job import Job
+from bridge.wire import jsonfmt, notify
 from bridge.wire.phash2 import phash2
+from bridge.wire.timefmt import utc_now
 from bridge.workflows.definition import Workflow
 from bridge.workflows.engine import StepResult
 from bridge.workflows.instance import Instance
@@ -33,22 +37,6 @@ Loaded = Instance | Exception
 def lock_keys(instance_ids: Iterable[str]) -> list[int]:
     """The instances' advisory keys, each once, in the order they must be taken; pure."""
     return sorted({phash2(instance_id) for instance_id in instance_ids})
-
-
-def begin_locked_many(conn: Conn, instance_ids: Iterable[str], *, shared: bool = False) -> None:
-    """``begin_locked`` for several instances: ``BEGIN`` and every lock in one round trip.
-
-    The locks are separate statements of one simple-protocol query, so PostgreSQL takes them
-    one after the other in the ascending order of :func:`lock_keys`.
-    """
-    if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
-        raise StorageError("begin_locked_many needs an idle autocommit connection")
-    function = sql.SQL("pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock")
-    locks = [
-        sql.SQL("SELECT {}({}::bigint)").format(function, sql.Literal(key))
-        for key in lock_keys(instance_ids)
-    ]
-    conn.execute(sql.SQL("; ").join([sql.SQL("BEGIN"), *locks]), prepare=False)
 
 
 def _decode(row: Mapping[str, Any], workflows: Mapping[str, Workflow]) -> Loaded:
@@ -90,33 +78,74 @@ def load_for_steps(
     return {row["id"]: StepCheck(_decode(row, workflows), frozenset(row["ran"])) for row in rows}
 
 
-def load_activities(
+def _last_rows(
+    conn: Conn, query: bytes, params: Mapping[str, Any], *, dicts: bool = False
+) -> list[Any]:
+    """Send several statements as one query (one round trip) and return the rows of the last.
+
+    Bound on the client (psycopg's ``ClientCursor`` quotes every value): the extended
+    protocol that binds on the server takes one statement a message.
+    """
+    cur = psycopg.ClientCursor(conn, row_factory=dict_row) if dicts else psycopg.ClientCursor(conn)
+    with cur:
+        cur.execute(query, params)
+        while cur.nextset():
+            pass
+        return cur.fetchall() if cur.description is not None else []
+
+
+def _begin_locked_then(
+    conn: Conn, instance_ids: Iterable[str], query: bytes, *, shared: bool
+) -> bytes:
+    """``BEGIN``, every instance's lock in key order (:func:`lock_keys`), then ``query``."""
+    if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
+        raise StorageError("a batch needs an idle autocommit connection")
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    locks = "".join(f"SELECT {function}({int(key)}::bigint); " for key in lock_keys(instance_ids))
+    return b"BEGIN; " + locks.encode() + query
+
+
+_ACTIVITIES = (
+    "SELECT id, workflow, status, workflow_version,"
+    " jsonb_build_object('active_steps', state->'active_steps') AS state"
+    " FROM {prefix}.workflow_instances WHERE id = ANY(%(ids)s::text[])"
+)
+
+
+def begin_and_load_activities(
     conn: Conn, prefix: str, instance_ids: Sequence[str], workflows: Mapping[str, Workflow]
 ) -> dict[str, Loaded]:
-    """``load_activity`` for many instances in one statement (never save what it returns)."""
-    query = _q(
-        conn,
-        "SELECT id, workflow, status, workflow_version,"
-        " jsonb_build_object('active_steps', state->'active_steps') AS state"
-        " FROM {prefix}.workflow_instances WHERE id = ANY(%(ids)s::text[])",
-        prefix,
-    )
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, {"ids": list(dict.fromkeys(instance_ids))})
-        rows = cur.fetchall()
+    """Open the recorders' transaction: ``BEGIN``, every instance's lock shared, and
+    ``load_activity`` for each (never save what it returns), in one round trip. The caller
+    commits with :func:`record_and_commit` or rolls back."""
+    query = _begin_locked_then(conn, instance_ids, _q(conn, _ACTIVITIES, prefix), shared=True)
+    try:
+        rows = _last_rows(conn, query, {"ids": list(dict.fromkeys(instance_ids))}, dicts=True)
+    except BaseException:
+        rollback_open(conn)
+        raise
     return {row["id"]: _decode(row, workflows) for row in rows}
+
+
+def rollback_open(conn: Conn) -> None:
+    """Roll back a batch's transaction if it is still open (an error between its statements)."""
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        conn.rollback()
 
 
 @dataclass(frozen=True)
 class NewResult:
-    """A step result to insert: ``insert_result``'s arguments."""
+    """A step result to insert (``insert_result``'s arguments) and the advance job to queue
+    with it if it is its instance's first written result here and no advance of the instance
+    waits unstarted."""
 
     instance_id: str
     result: StepResult
     workflow_version: int
+    advance: Job
 
 
-_INSERT_RESULTS = (
+_RECORD = (
     "WITH input AS ("
     " SELECT * FROM unnest(%(instance_ids)s::text[], %(step_refs)s::text[], %(events)s::text[],"
     "  %(context_updates)s::text[], %(metadata_updates)s::text[], %(versions)s::int[])"
@@ -132,39 +161,57 @@ _INSERT_RESULTS = (
     " guarded AS ("
     " SELECT DISTINCT j.args->>'instance_id' AS instance_id FROM {prefix}.oban_jobs j"
     "  WHERE j.state IN ('available', 'scheduled') AND j.queue = %(guard_queue)s"
-    "  AND j.worker = %(guard_worker)s AND j.args->>'instance_id' = ANY(%(instance_ids)s::text[]))"
+    "  AND j.worker = %(guard_worker)s AND j.args->>'instance_id' = ANY(%(instance_ids)s::text[])),"
+    " chosen AS ("
+    " SELECT DISTINCT ON (i.instance_id) i.ord FROM input i"
+    "  JOIN written w ON w.instance_id = i.instance_id AND w.step_ref = i.step_ref"
+    "  WHERE i.instance_id NOT IN (SELECT instance_id FROM guarded)"
+    "  ORDER BY i.instance_id, i.ord),"
+    " jobs AS (" + "{jobs}" + " WHERE x.n IN (SELECT ord FROM chosen) ORDER BY x.n"
+    " RETURNING queue, state)"
     " SELECT w.instance_id, w.step_ref,"
-    "  w.instance_id IN (SELECT instance_id FROM guarded) AS has_advance"
+    " (SELECT count(pg_notify(n.channel, n.payload)) FROM unnest(%(n_queues)s::text[],"
+    "  %(n_channels)s::text[], %(n_payloads)s::text[]) AS n(queue, channel, payload)"
+    "  WHERE n.queue IN (SELECT queue FROM jobs WHERE state = 'available')) AS notified"
     " FROM written w"
 )
 
-
-@dataclass(frozen=True)
-class Written:
-    """A result row that was written, and whether its instance has an advance not started."""
-
-    instance_id: str
-    step_ref: str
-    has_advance: bool
+# INSERT_JOBS's row source without its ORDER BY/RETURNING, for the statements above and below.
+_JOB_ROWS = queries.INSERT_JOBS.split("ORDER BY x.n")[0].replace("\n", " ")
 
 
-def insert_results(
+def _job_params(jobs: Sequence[Job], prefix: str) -> dict[str, Any]:
+    """INSERT_JOBS's column arrays and the ``oban_insert`` notification of every queue they
+    could make available (sent only for queues that did get an available job)."""
+    params: dict[str, Any] = dict(insert_params(jobs, utc_now()))
+    queues = sorted({job.queue for job in jobs})
+    params["n_queues"] = queues
+    params["n_channels"] = [notify.channel(prefix, "insert")] * len(queues)
+    params["n_payloads"] = [notify.encode({"queue": queue}) for queue in queues]
+    return params
+
+
+def record_and_commit(
     conn: Conn, prefix: str, results: Sequence[NewResult], guard_worker: str, guard_queue: str
-) -> list[Written]:
-    """``insert_result`` for many results in one statement, each insert-or-nothing against the
-    partial unique index; answers which were written and, for their instances, whether a
-    ``guard_worker`` job that has not started exists in ``guard_queue`` (the advance insert's
-    guard), read in the same snapshot. ``inserted_at`` is left to the column default, as
-    ``insert_result`` leaves it.
+) -> set[tuple[str, str]]:
+    """Insert the results, queue their advances, notify, and ``COMMIT``, in one round trip.
 
-    The guard reads the queue's unstarted jobs once (Oban's state-and-queue index) and compares
-    ``args->>'instance_id'``: a containment test per result (``args @> …``, correlated or
-    OR-ed) makes the planner scan every unstarted job once per result, tens of ms for a batch
-    (measured). Only the runner's own queue is read: an advance of a Python-owned instance is
-    never elsewhere, and one missed would only cost an advance that finds nothing to do.
+    Each result is insert-or-nothing against the partial unique index (as ``insert_result``);
+    an instance gets the advance of its first *written* result, and only if no
+    ``guard_worker`` job of it waits unstarted in ``guard_queue`` (as the guarded advance insert
+    of ``insert_result_and_job``), read in the same snapshot. Answers which results were
+    written. ``inserted_at`` is left to the column default, as ``insert_result`` leaves it.
+
+    The guard reads the queue's unstarted jobs once (Oban's state-and-queue index) and
+    compares ``args->>'instance_id'``: a containment test per result (``args @> …``,
+    correlated or OR-ed) makes the planner scan every unstarted job once per result, tens of
+    ms for a batch (measured). Only the runner's own queue is read: an advance of a
+    Python-owned instance is never elsewhere, and one missed would only cost an advance that
+    finds nothing to do.
     """
     if not results:
-        return []
+        conn.commit()
+        return set()
     params: dict[str, Any] = {
         "instance_ids": [r.instance_id for r in results],
         "step_refs": [r.result.step_ref for r in results],
@@ -174,11 +221,34 @@ def insert_results(
         "versions": [r.workflow_version for r in results],
         "guard_worker": guard_worker,
         "guard_queue": guard_queue,
+        **_job_params([r.advance for r in results], prefix),
     }
-    with conn.cursor() as cur:
-        cur.execute(_q(conn, _INSERT_RESULTS, prefix), params)
-        rows = cur.fetchall()
-    return [Written(row[0], row[1], bool(row[2])) for row in rows]
+    try:
+        rows = conn.execute(
+            _q(conn, _RECORD.replace("{jobs}", _JOB_ROWS), prefix), params
+        ).fetchall()
+        conn.commit()
+    except BaseException:
+        rollback_open(conn)
+        raise
+    return {(row[0], row[1]) for row in rows}
+
+
+_TAKE_PENDING = (
+    "WITH taken AS ("
+    " UPDATE {prefix}.hephaestus_step_results SET processed = true"
+    " WHERE instance_id = ANY(%(ids)s::text[]) AND NOT processed"
+    " RETURNING instance_id, id, step_ref, event, context_updates, metadata_updates,"
+    "  inserted_at)"
+    " SELECT i.id, i.workflow, i.status, i.state, i.workflow_version,"
+    " ({flag}) AS flag,"
+    " (SELECT coalesce(jsonb_agg(jsonb_build_object('id', t.id::text,"
+    " 'step_ref', t.step_ref, 'event', t.event, 'context_updates', t.context_updates,"
+    " 'metadata_updates', t.metadata_updates, 'inserted_at', t.inserted_at)"
+    " ORDER BY t.inserted_at, t.id), '[]'::jsonb) FROM taken t"
+    "  WHERE t.instance_id = i.id) AS pending"
+    " FROM {prefix}.workflow_instances i WHERE i.id = ANY(%(ids)s::text[]) FOR UPDATE OF i"
+)
 
 
 @dataclass(frozen=True)
@@ -191,7 +261,7 @@ class Taken:
     pending: list[StoredResult]
 
 
-def load_and_take_pending_many(
+def begin_and_take_pending(
     conn: Conn,
     prefix: str,
     instance_ids: Sequence[str],
@@ -199,31 +269,18 @@ def load_and_take_pending_many(
     flag: str,
     params: Mapping[str, Any],
 ) -> dict[str, Taken]:
-    """``load_and_take_pending`` for many instances in one statement; the caller holds every
-    instance's lock exclusively and rolls back if it cannot use what it read. A missing
-    instance is missing from the answer (and none of its results are taken)."""
-    query = _q(
-        conn,
-        "WITH taken AS ("
-        " UPDATE {prefix}.hephaestus_step_results SET processed = true"
-        " WHERE instance_id = ANY(%(ids)s::text[]) AND NOT processed"
-        "  AND instance_id IN (SELECT id FROM {prefix}.workflow_instances"
-        "   WHERE id = ANY(%(ids)s::text[]))"
-        " RETURNING instance_id, id, step_ref, event, context_updates, metadata_updates,"
-        "  inserted_at)"
-        " SELECT i.id, i.workflow, i.status, i.state, i.workflow_version,"
-        f" ({flag}) AS flag,"
-        " (SELECT coalesce(jsonb_agg(jsonb_build_object('id', t.id::text,"
-        " 'step_ref', t.step_ref, 'event', t.event, 'context_updates', t.context_updates,"
-        " 'metadata_updates', t.metadata_updates, 'inserted_at', t.inserted_at)"
-        " ORDER BY t.inserted_at, t.id), '[]'::jsonb) FROM taken t"
-        "  WHERE t.instance_id = i.id) AS pending"
-        " FROM {prefix}.workflow_instances i WHERE i.id = ANY(%(ids)s::text[]) FOR UPDATE OF i",
-        prefix,
-    )
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, {**params, "ids": list(dict.fromkeys(instance_ids))})
-        rows = cur.fetchall()
+    """Open the advances' transaction: ``BEGIN``, every instance's lock exclusive, and
+    ``load_and_take_pending`` for each, in one round trip. A missing instance is missing from
+    the answer (its orphaned results are taken, as the one-instance statement takes them). The
+    caller commits with :func:`save_and_commit` or rolls back."""
+    body = _q(conn, _TAKE_PENDING.replace("{flag}", flag), prefix)
+    query = _begin_locked_then(conn, instance_ids, body, shared=False)
+    try:
+        values = {**params, "ids": list(dict.fromkeys(instance_ids))}
+        rows = _last_rows(conn, query, values, dicts=True)
+    except BaseException:
+        rollback_open(conn)
+        raise
     answer: dict[str, Taken] = {}
     for row in rows:
         pending = [
@@ -242,28 +299,43 @@ def load_and_take_pending_many(
     return answer
 
 
-def save_instances(conn: Conn, prefix: str, instances: Sequence[Instance]) -> None:
-    """``save_instance`` for many instances in one statement."""
-    if not instances:
+_SAVE = (
+    "WITH saved AS ("
+    " UPDATE {prefix}.workflow_instances AS w"
+    " SET workflow = u.workflow, status = u.status, state = u.state::jsonb,"
+    "  updated_at = u.updated_at"
+    " FROM unnest(%(s_ids)s::text[], %(s_workflows)s::text[], %(s_statuses)s::text[],"
+    "  %(s_states)s::text[], %(s_updated_at)s::timestamp[])"
+    "  AS u(id, workflow, status, state, updated_at)"
+    " WHERE w.id = u.id RETURNING 1),"
+    " jobs AS (" + "{jobs}" + " ORDER BY x.n RETURNING queue, state)"
+    " SELECT (SELECT count(*) FROM saved) AS saved,"
+    " (SELECT count(pg_notify(n.channel, n.payload)) FROM unnest(%(n_queues)s::text[],"
+    "  %(n_channels)s::text[], %(n_payloads)s::text[]) AS n(queue, channel, payload)"
+    "  WHERE n.queue IN (SELECT queue FROM jobs WHERE state = 'available')) AS notified"
+)
+
+
+def save_and_commit(
+    conn: Conn, prefix: str, saves: Sequence[Instance], jobs: Sequence[Job]
+) -> None:
+    """``save_instance`` for each of ``saves`` and ``insert_all(jobs)`` with its
+    notifications, then ``COMMIT``, in one round trip."""
+    if not saves and not jobs:
+        conn.commit()
         return
-    rows = [to_row(instance) for instance in instances]
-    conn.execute(
-        _q(
-            conn,
-            "UPDATE {prefix}.workflow_instances AS w"
-            " SET workflow = u.workflow, status = u.status, state = u.state::jsonb,"
-            "  updated_at = u.updated_at"
-            " FROM unnest(%(ids)s::text[], %(workflows)s::text[], %(statuses)s::text[],"
-            "  %(states)s::text[], %(updated_at)s::timestamp[])"
-            "  AS u(id, workflow, status, state, updated_at)"
-            " WHERE w.id = u.id",
-            prefix,
-        ),
-        {
-            "ids": [row.id for row in rows],
-            "workflows": [row.workflow for row in rows],
-            "statuses": [row.status for row in rows],
-            "states": [jsonfmt.dumps(row.state) for row in rows],
-            "updated_at": [row.updated_at for row in rows],
-        },
-    )
+    rows = [to_row(instance) for instance in saves]
+    params: dict[str, Any] = {
+        "s_ids": [row.id for row in rows],
+        "s_workflows": [row.workflow for row in rows],
+        "s_statuses": [row.status for row in rows],
+        "s_states": [jsonfmt.dumps(row.state) for row in rows],
+        "s_updated_at": [row.updated_at for row in rows],
+        **_job_params(jobs, prefix),
+    }
+    try:
+        conn.execute(_q(conn, _SAVE.replace("{jobs}", _JOB_ROWS), prefix), params).fetchall()
+        conn.commit()
+    except BaseException:
+        rollback_open(conn)
+        raise
