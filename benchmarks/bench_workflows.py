@@ -5,18 +5,21 @@
 
 Two workloads, each at queue concurrency 10 and 50, each run in a fresh child process
 (``_workflow_side.py``: one ``bridge.node.Node`` with the HephaestusOban workers of one
-``WorkflowRunner``) against a database this script creates and drops:
+``WorkflowRunner``; ``--no-coalesce`` makes it ``WorkflowRunner(coalesce=False)``, a
+transaction a job, for comparison) against a database this script creates and drops:
 
 - ``fanout``: one workflow at a time, start → 100 parallel no-op steps → join → Done
   (``--fanout-workflows`` of them per run);
 - ``linear``: ``--linear-workflows`` (1,000) three-step workflows started in one transaction.
 
 Per run it records wall time, steps executed, statements sent (counted on the client,
-``_workflow_count.py``), transactions (server side from ``pg_stat_database``, and client side)
-and instances left unfinished. The table shows medians over ``--runs`` runs next to the genuine
-HephaestusOban figures from /work/shared/golden/README.md. :data:`METHOD` says how, in words
-that go into the docs verbatim. The Python ``oban`` package has no workflows, so unlike
-``bench_jobs.py`` there is no Python peer to run side by side.
+``_workflow_count.py``), transactions (server side from ``pg_stat_database``, and client side),
+instances left unfinished, and where the process's CPU went: the runner's batches (one thread
+per kind: pre-checks, recordings, advances), the step bodies, and the rest. The table shows
+medians over ``--runs`` runs next to the genuine HephaestusOban figures from
+/work/shared/golden/README.md. :data:`METHOD` says how, in words that go into the docs
+verbatim. The Python ``oban`` package has no workflows, so unlike ``bench_jobs.py`` there is
+no Python peer to run side by side.
 """
 
 from __future__ import annotations
@@ -98,11 +101,15 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
 - **One Python node**: each run is a fresh process holding one `bridge.node.Node` (defaults:
   plugins, node pool, poll interval) serving the runner's queue `bench_workflows` at the given
   concurrency, with `bridge.workflows.workers.register` wiring AdvanceWorker, ExecuteStepWorker
-  and ResumeWorker to one `WorkflowRunner` (its own connection pool: {pool}). Steps are plain
-  `def` no-ops returning `StepOk("ok")`, so they run in the node's worker threads, like any sync
-  worker. The database is made for the benchmark (`bench_workflows_<pid>` on the server of
-  `--url`), migrated with bridge's schema, truncated and checkpointed before every run, and
-  dropped at the end.
+  and ResumeWorker to one `WorkflowRunner` (its own connection pool: {pool}). The three job
+  bodies are coroutines on the node's event loop (`run_advance`, `run_execute_step`,
+  `run_resume`): a job waits there, holding no thread, while its database work is done for it.
+  Steps are plain `def` no-ops returning `StepOk("ok")`; a step's body is the only part of a
+  job that takes a thread, one of the runner's own pool (`_execute_body`, at most
+  `step_threads` = 100). The database is made for the benchmark (`bench_workflows_<pid>` on the
+  server of `--url`), migrated with bridge's schema, truncated and checkpointed before every
+  run, and dropped at the end.
+- **Batches**: {batches}
 - **Warm-up**: before anything is timed or counted, each run completes one three-step
   workflow (the runner's pool opens on first use), then waits 1.2 s for statistics to settle.
 - **fan-out**: start → 100 parallel no-op steps → join → `Hephaestus.Steps.Done`, i.e. 103 step
@@ -118,10 +125,12 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
   run on a connection of their own and are excluded from every count below.
 - **Statements** are counted on the client, in the benchmark process, by wrapping psycopg's
   `Cursor.execute/executemany/copy` (sync and async; `Connection.execute` goes through them):
-  every statement the node (claim, acks, plugins), the runner (job bodies) and the starting
-  client send in the measured window. `BEGIN`/`COMMIT`/`SAVEPOINT` that psycopg sends for
-  `conn.transaction()` are counted apart ("+ tx"), since whether the reference counted them is
-  not stated. pg_stat_statements would count on the server, but it needs
+  every statement the node (claim, acks, plugins), the runner (its batches and one-job paths)
+  and the starting client send in the measured window. `BEGIN`/`COMMIT`/`SAVEPOINT` that
+  psycopg sends itself (`conn.transaction()`, `conn.commit()`) are counted apart ("+ tx"),
+  since whether the reference counted them is not stated; a `BEGIN` sent inside a
+  simple-protocol query with the locks (and the batch's first read) is part of that one
+  statement. pg_stat_statements would count on the server, but it needs
   `shared_preload_libraries` and so a restart of a server other work shares; it is not loaded
   here.
 - **Transactions** are counted on the server: the `xact_commit + xact_rollback` delta of the
@@ -134,17 +143,47 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
   statement sent on an idle autocommit connection) by about one per insert notification:
   the node's LISTEN backend reads each batch of notifications in a transaction of its own,
   which no client sends.
-- **CPU and waiting**: process CPU (`getrusage`, all threads) per step; every job body is
-  wrapped to record its thread CPU (`time.thread_time`) and wall time, and the runner module's
-  `lock_instance` and `begin_locked` (BEGIN and the lock in one round trip) are wrapped, in
-  the benchmark process only, to time the wait for the instance's advisory lock. "Rest of
-  the process" is process CPU minus the job bodies' CPU: the node's event loop, claims, acks,
-  notifications and the connection pools.
+- **CPU and waiting**: process CPU (`getrusage`, all threads) per step, split by where it was
+  spent. In the benchmark process only, each coalescer's batch function is wrapped to record
+  its thread CPU (`time.thread_time`) and wall time per batch (the "… batch" columns), and so
+  is the step body (`_execute_body`, in the runner's threads). "Rest of the process" is process
+  CPU minus those: the node's event loop (claims, acks, notifications, and the coroutine job
+  bodies themselves: submitting to a coalescer, waking, returning), the connection pools and
+  the starting client; with `--no-coalesce` also the jobs' own statements, which then run
+  untimed in the runner's threads. The coroutine job bodies are timed for wall time only, per
+  job from the worker's call to its return (waiting for its batches and its step body
+  included): their CPU cannot be told apart on the shared loop. A batch's wall minus its
+  thread CPU is time spent waiting: on PostgreSQL (round trips, another batch's locks, the
+  commit) or for the GIL. Job bodies per batch are the coalescers' own counts, less the
+  warm-up's batches (one job each). The runner module's `lock_instance` and `begin_locked`
+  (BEGIN and the lock in one round trip) are wrapped too, but only the one-job paths call
+  them (a batch of one, a failure, every job with `--no-coalesce`); their time is inside the
+  batch's (or, with `--no-coalesce`, inside the rest) and is shown apart only when any was
+  called.
 - **Unfinished**: instances not `completed` when the run ended (each run waits up to
   {timeout:g} s), with any unprocessed step results and the state of every job of the run.
 - Ratios are of medians: ours / reference, so above 1 is better for steps/s and workflows/s and
   worse for statements per step.
 """
+
+BATCHES = """\
+concurrent jobs' database work is grouped by the runner's three coalescers
+  (`bridge.workflows.coalesce.AsyncCoalescer`): the step jobs' pre-checks (each instance once,
+  with which of the asked steps already have a result: one statement), the step results'
+  recordings, and the advances. Each runs one batch at a time, in a thread of its own, over
+  every job that submitted since its last batch began (at most 100); while one runs, the next
+  gathers. A recording or advance batch is one transaction (`bridge/workflows/storage_batch.py`):
+  `BEGIN`, every instance's advisory lock (shared for recordings, exclusive for advances, in key
+  order) and the first read in one simple-protocol round trip (psycopg `ClientCursor`, values
+  bound on the client), then one prepared statement holding every write and its `NOTIFY`, then
+  `COMMIT`. A batch of one job takes the one-job path instead (`storage.py`'s statements, `BEGIN`
+  and the instance lock in one round trip)."""
+
+NO_BATCHES = """\
+none: these runs use `WorkflowRunner(coalesce=False)` (`--no-coalesce`), so
+  every job sends its own statements in a transaction of its own (`storage.py`'s one-job
+  statements, `BEGIN` and the instance lock in one round trip), in one of the runner's threads,
+  while the job waits on the loop."""
 
 
 class BenchError(RuntimeError):
@@ -270,6 +309,8 @@ def side_argv(args: argparse.Namespace, url: str, workload: str, concurrency: in
     ]
     if args.runner_pool:
         argv += ["--runner-pool", str(args.runner_pool)]
+    if args.no_coalesce:
+        argv.append("--no-coalesce")
     return argv
 
 
@@ -336,8 +377,31 @@ def unfinished(results: list[dict[str, Any]]) -> str:
     return f"{left} of {total:,}"
 
 
+# Needles in the text ``_workflow_count.label`` makes of a statement, first match wins. The
+# batches' (storage_batch.py) come first: their first read is a simple-protocol query that
+# starts with BEGIN and the locks, and their texts contain the one-job statements' needles.
 LABELS = (
-    ("BEGIN; SELECT pg_advisory_xact_lock", "BEGIN + advisory lock"),
+    (
+        "BEGIN; SELECT pg_advisory_xact_lock_shared(…); SELECT",
+        "BEGIN + locks (shared) + load activity of the batch's instances",
+    ),
+    (
+        "BEGIN; SELECT pg_advisory_xact_lock(…); SELECT",
+        "BEGIN + locks + load instances FOR UPDATE and take pending results of the batch",
+    ),
+    (
+        "WITH input AS ( SELECT * FROM unnest(",
+        "insert the batch's results + their advance jobs (guarded) + NOTIFY",
+    ),
+    (
+        "WITH saved AS ( UPDATE workflow_instances AS w",
+        "save the batch's instances + insert their step jobs + NOTIFY",
+    ),
+    (
+        "ARRAY(SELECT DISTINCT r.step_ref FROM hephaestus_step_results",
+        "load the batch's instances + which steps have results",
+    ),
+    ("BEGIN; SELECT pg_advisory_xact_lock", "BEGIN + advisory lock (one-job path)"),
     ("WITH taken AS", "load instance FOR UPDATE + discarded? + take pending results"),
     ("jsonb_build_object('…', state->'…')", "load status and active steps"),
     (
@@ -469,6 +533,18 @@ def extra_rows(runs: Runs) -> str:
 ADVANCE = "HephaestusOban.AdvanceWorker"
 EXECUTE = "HephaestusOban.ExecuteStepWorker"
 LOCK = "instance lock"
+BODY = "step body"
+# The runner's coalescers, as the side names them: its ``coalesced`` keys and "<kind> batch".
+KINDS = ("precheck", "record", "advance")
+KIND_NAMES = {
+    "precheck": "step pre-checks",
+    "record": "recordings",
+    "advance": "advances",
+}
+
+
+def batch_timing(kind: str) -> str:
+    return f"{kind} batch"
 
 
 def timing(result: dict[str, Any], name: str, field: str) -> float:
@@ -476,38 +552,138 @@ def timing(result: dict[str, Any], name: str, field: str) -> float:
     return float(row.get(field, 0.0))
 
 
-def per_step(results: list[dict[str, Any]], name: str) -> float:
-    return float(statistics.median(timing(r, name, "cpu_ms") / max(1, r["steps"]) for r in results))
-
-
-def per_call(results: list[dict[str, Any]], name: str, field: str = "wall_ms") -> float:
+def pooled(results: list[dict[str, Any]], name: str, field: str, per: str) -> float:
+    """``field`` of timing ``name`` summed over the runs, per step (``per="steps"``) or per
+    call of that timing (``per="calls"``); 0 when there is nothing to divide by."""
     total = sum(timing(r, name, field) for r in results)
-    return total / max(1.0, sum(timing(r, name, "calls") for r in results))
+    if per == "steps":
+        count = sum(max(1, int(r["steps"])) for r in results)
+    else:
+        count = int(sum(timing(r, name, "calls") for r in results))
+    return total / count if count else 0.0
 
 
-def rest_per_step(result: dict[str, Any]) -> float:
-    bodies = timing(result, ADVANCE, "cpu_ms") + timing(result, EXECUTE, "cpu_ms")
-    return (float(result["cpu_s"]) * 1000 - bodies) / max(1, int(result["steps"]))
+def timed_cpu_ms(result: dict[str, Any]) -> float:
+    """Thread CPU of what the side times apart: the three kinds of batch and the step bodies."""
+    return sum(timing(result, batch_timing(k), "cpu_ms") for k in KINDS) + timing(
+        result, BODY, "cpu_ms"
+    )
+
+
+def rest_per_step(results: list[dict[str, Any]]) -> float:
+    """Process CPU minus the batches' and step bodies' thread CPU, per step, runs pooled."""
+    cpu = sum(float(r["cpu_s"]) * 1000 - timed_cpu_ms(r) for r in results)
+    return cpu / sum(max(1, int(r["steps"])) for r in results)
+
+
+def process_per_step(results: list[dict[str, Any]]) -> float:
+    cpu = sum(float(r["cpu_s"]) * 1000 for r in results)
+    return cpu / sum(max(1, int(r["steps"])) for r in results)
+
+
+def batch_items(result: dict[str, Any], kind: str) -> tuple[int, int]:
+    """(batches, job bodies) of one coalescer in the measured window.
+
+    The coalescers count from the runner's start, so their counts hold the warm-up's batches;
+    the warm-up is one three-step workflow, run alone, so each of its batches holds one job.
+    The measured batches are those the side timed.
+    """
+    counts = result.get("coalesced", {}).get(kind) or {}
+    batches = int(timing(result, batch_timing(kind), "calls"))
+    warmup = max(0, int(counts.get("batches", 0)) - batches)
+    items = max(batches, int(counts.get("items", 0)) - warmup)
+    return batches, items
+
+
+def lock_calls(results: list[dict[str, Any]]) -> float:
+    return sum(timing(r, LOCK, "calls") for r in results)
+
+
+def batched(results: list[dict[str, Any]]) -> bool:
+    """Whether any coalescer ran a batch in these runs' measured windows."""
+    return any(timing(r, batch_timing(k), "calls") for r in results for k in KINDS)
+
+
+def dash_or(value: float, fmt: str, present: bool) -> str:
+    return format(value, fmt) if present else DASH
 
 
 def time_table(runs: Runs) -> str:
-    """Per step: CPU of the two job kinds' bodies, the rest of the process, and waiting."""
+    """Per step, where the process's CPU went; per job, how long each kind of job took."""
+    show_lock = any(lock_calls(results) for results in runs.results.values())
+    head = (
+        "| workload | concurrency | CPU ms per step: advance batches | record batches "
+        "| pre-check batches | step bodies | rest of the process (node loop, coroutine job "
+        "bodies, claims, acks, pools) | process total | wall ms per job: advance "
+        "| execute step |"
+    )
+    columns = 10
+    if show_lock:
+        head += " one-job paths: BEGIN + instance lock, calls per step | wall ms per call |"
+        columns += 2
     lines = [
-        "| workload | concurrency | CPU ms per step: AdvanceWorker bodies | ExecuteStepWorker "
-        "bodies | rest of the process (node loop, claims, acks) | wall ms per job: advance "
-        "| execute step | of which waiting for the instance lock, ms per job |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "CPU per step is summed over the runs (thread CPU of the runner's batch threads and step "
+        "threads; the rest is process CPU minus those), so the columns add up to the total; wall "
+        "time per job is from the worker's call to its return:",
+        "",
+        head,
+        "|---|---|" + "---:|" * (columns - 2),
     ]
-    for (workload, concurrency), results in sorted(runs.results.items()):
-        jobs = sum(timing(r, n, "calls") for r in results for n in (ADVANCE, EXECUTE))
-        lock_ms = sum(timing(r, LOCK, "wall_ms") for r in results)
-        lines.append(
-            f"| {workload} | {concurrency} | {per_step(results, ADVANCE):.2f} "
-            f"| {per_step(results, EXECUTE):.2f} "
-            f"| {statistics.median(rest_per_step(r) for r in results):.2f} "
-            f"| {per_call(results, ADVANCE):.1f} | {per_call(results, EXECUTE):.1f} "
-            f"| {lock_ms / max(1.0, jobs):.1f} |"
+    if not any(batched(results) for results in runs.results.values()):
+        lines[0] = lines[0].replace(
+            "minus those)",
+            "minus those; no batches ran, so the jobs' own statements, sent from untimed runner "
+            "threads, are in the rest)",
         )
+    for (workload, concurrency), results in sorted(runs.results.items()):
+        cpu = [
+            dash_or(pooled(results, batch_timing(k), "cpu_ms", "steps"), ".2f", batched(results))
+            for k in KINDS[::-1]
+        ]
+        row = (
+            f"| {workload} | {concurrency} | "
+            + " | ".join(cpu)
+            + f" | {pooled(results, BODY, 'cpu_ms', 'steps'):.2f} "
+            f"| {rest_per_step(results):.2f} | {process_per_step(results):.2f} "
+            f"| {pooled(results, ADVANCE, 'wall_ms', 'calls'):.1f} "
+            f"| {pooled(results, EXECUTE, 'wall_ms', 'calls'):.1f} |"
+        )
+        if show_lock:
+            steps = sum(max(1, int(r["steps"])) for r in results)
+            row += (
+                f" {lock_calls(results) / steps:.3f} "
+                f"| {pooled(results, LOCK, 'wall_ms', 'calls'):.2f} |"
+            )
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def batch_table(runs: Runs) -> str:
+    """Per coalescer: how many batches, how many job bodies each held, how long each took."""
+    lines = [
+        "The runner's batches, summed over the runs (one thread per kind runs one batch at a "
+        "time; a batch of one job takes the one-job path):",
+        "",
+        "| workload | concurrency | batches of | batches per run | job bodies per batch (mean) "
+        "| wall ms per batch | thread CPU ms per batch | busy (batch wall time / run wall time) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    if not any(batched(results) for results in runs.results.values()):
+        return "The runner's batches: none (no coalescer ran a batch in the measured window)."
+    for (workload, concurrency), results in sorted(runs.results.items()):
+        wall_ms = sum(float(r["wall_s"]) * 1000 for r in results)
+        for kind in KINDS:
+            batches, items = map(sum, zip(*(batch_items(r, kind) for r in results), strict=True))
+            name = batch_timing(kind)
+            busy = sum(timing(r, name, "wall_ms") for r in results)
+            lines.append(
+                f"| {workload} | {concurrency} | {KIND_NAMES[kind]} "
+                f"| {batches / len(results):,.0f} "
+                f"| {dash_or(items / max(1, batches), '.1f', batches > 0)} "
+                f"| {dash_or(pooled(results, name, 'wall_ms', 'calls'), '.2f', batches > 0)} "
+                f"| {dash_or(pooled(results, name, 'cpu_ms', 'calls'), '.2f', batches > 0)} "
+                f"| {dash_or(busy / max(1.0, wall_ms), '.0%', batches > 0)} |"
+            )
     return "\n".join(lines)
 
 
@@ -560,7 +736,8 @@ def report(
     lines = [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- command: `{command}` ({elapsed / 60:.1f} minutes)",
-        f"- bridge {first.get('bridge', '?')}, {args.runs} runs per row (median, range in small "
+        f"- bridge {first.get('bridge', '?')}, {runner_mode(args)}, "
+        f"{args.runs} runs per row (median, range in small "
         "print); reference columns copied from /work/shared/golden/README.md (genuine "
         "HephaestusOban 0.5.0 on Oban 2.23.1, one BEAM node, same machine kind), not measured "
         "here",
@@ -572,6 +749,8 @@ def report(
         "",
         time_table(runs),
         "",
+        batch_table(runs),
+        "",
         "Unfinished instances, unprocessed results or missing steps: "
         + ("none in any run." if not left else ""),
         *left,
@@ -579,6 +758,14 @@ def report(
         breakdown_table(runs, args.concurrency[0]),
     ]
     return "\n".join(lines)
+
+
+def runner_mode(args: argparse.Namespace) -> str:
+    if args.no_coalesce:
+        return (
+            "**runner with `coalesce=False` (`--no-coalesce`): a transaction per job, no batches**"
+        )
+    return "runner coalescing concurrent jobs' database work (the default)"
 
 
 def docs_section(body: str, args: argparse.Namespace, runs: Runs) -> str:
@@ -592,6 +779,7 @@ def docs_section(body: str, args: argparse.Namespace, runs: Runs) -> str:
         linear=args.linear_workflows,
         linear_insert=linear_insert,
         timeout=args.timeout,
+        batches=NO_BATCHES if args.no_coalesce else BATCHES,
     )
     return (
         f"{SECTION}\n\n"
@@ -661,6 +849,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--runner-pool", type=int, default=0, help="runner pool size (default: the runner's own)"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="per run, seconds")
+    parser.add_argument(
+        "--no-coalesce",
+        action="store_true",
+        help="run WorkflowRunner(coalesce=False): a transaction a job, for comparison",
+    )
     parser.add_argument("--write-docs", action="store_true", help=f"update {SECTION} of docs")
     parser.add_argument("--docs", type=Path, default=DOCS)
     parser.add_argument("--json", type=Path, default=None, help="also dump every run here")
