@@ -22,7 +22,7 @@ from bridge.db import DEFAULT_PREFIX, quote_ident
 from bridge.jobs import queries
 from bridge.jobs.job import Job
 from bridge.wire import jsonfmt, notify
-from bridge.wire.timefmt import utc_now
+from bridge.wire.timefmt import to_naive_utc, utc_now
 
 
 def insert_params(jobs: Sequence[Job], now: datetime) -> dict[str, list[Any]]:
@@ -53,7 +53,9 @@ def insert_params(jobs: Sequence[Job], now: datetime) -> dict[str, list[Any]]:
         params["max_attempts"].append(job.max_attempts)
         params["priority"].append(job.priority)
         params["inserted_at"].append(now)
-        params["scheduled_at"].append(job.scheduled_at or now)
+        # Naive UTC, whatever the caller built the Job with: bound in binary, an aware value
+        # would be a timestamptz that PostgreSQL shifts into the session's time zone.
+        params["scheduled_at"].append(to_naive_utc(job.scheduled_at) if job.scheduled_at else now)
     return params
 
 

@@ -19,9 +19,9 @@ INSERT INTO {prefix}.oban_jobs
 SELECT x.state::{prefix}.oban_job_state, x.queue, x.worker, x.args, x.meta,
        ARRAY(SELECT jsonb_array_elements_text(x.tags)), x.max_attempts, x.priority,
        x.inserted_at, x.scheduled_at
-FROM unnest(%(state)s::text[], %(queue)s::text[], %(worker)s::text[], %(args)s::jsonb[],
-            %(meta)s::jsonb[], %(tags)s::jsonb[], %(max_attempts)s::int[], %(priority)s::int[],
-            %(inserted_at)s::timestamp[], %(scheduled_at)s::timestamp[])
+FROM unnest(%(state)b::text[], %(queue)b::text[], %(worker)b::text[], %(args)b::jsonb[],
+            %(meta)b::jsonb[], %(tags)b::jsonb[], %(max_attempts)b::int[], %(priority)b::int[],
+            %(inserted_at)b::timestamp[], %(scheduled_at)b::timestamp[])
      WITH ORDINALITY AS x(state, queue, worker, args, meta, tags, max_attempts, priority,
                           inserted_at, scheduled_at, n)
 ORDER BY x.n
@@ -105,10 +105,10 @@ SET state = x.state::{prefix}.oban_job_state,
     max_attempts = j.max_attempts + x.max_attempts_inc,
     errors = CASE WHEN x.error IS NULL THEN j.errors ELSE j.errors || x.error END,
     meta = CASE WHEN x.meta IS NULL THEN j.meta ELSE j.meta || x.meta END
-FROM unnest(%(id)s::bigint[], %(state)s::text[], %(completed_at)s::timestamp[],
-            %(discarded_at)s::timestamp[], %(cancelled_at)s::timestamp[],
-            %(scheduled_at)s::timestamp[], %(max_attempts_inc)s::int[], %(error)s::jsonb[],
-            %(meta)s::jsonb[])
+FROM unnest(%(id)b::bigint[], %(state)b::text[], %(completed_at)b::timestamp[],
+            %(discarded_at)b::timestamp[], %(cancelled_at)b::timestamp[],
+            %(scheduled_at)b::timestamp[], %(max_attempts_inc)b::int[], %(error)b::jsonb[],
+            %(meta)b::jsonb[])
      AS x(id, state, completed_at, discarded_at, cancelled_at, scheduled_at, max_attempts_inc,
           error, meta)
 WHERE j.id = x.id
