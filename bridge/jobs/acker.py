@@ -114,7 +114,12 @@ class Acker:
                 self._idle.set()
 
     async def _write(self, batch: list[Ack]) -> None:
-        async with self.pool.connection() as conn, conn.transaction():
-            if self.async_commit:
+        query = queries.render(queries.ACK_JOBS, self.prefix)
+        async with self.pool.connection() as conn:
+            if not self.async_commit:
+                # One UPDATE is atomic on its own: no BEGIN/COMMIT round trips around it.
+                await conn.execute(query, ack_params(batch))
+                return
+            async with conn.transaction():
                 await conn.execute("SET LOCAL synchronous_commit = off")
-            await conn.execute(queries.render(queries.ACK_JOBS, self.prefix), ack_params(batch))
+                await conn.execute(query, ack_params(batch))
