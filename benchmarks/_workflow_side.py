@@ -187,7 +187,7 @@ def timed_registry(runner: WorkflowRunner) -> Registry:
         perform = TIMINGS.timed_async(spec.name, spec.perform) if spec.is_async else None
         timed.register(replace(spec, perform=perform or TIMINGS.timed(spec.name, spec.perform)))
     for name, coalescer in coalescers(runner).items():
-        coalescer._batch = TIMINGS.timed(f"{name} batch", coalescer._batch)  # type: ignore[attr-defined]
+        coalescer._batch = TIMINGS.timed_async(f"{name} batch", coalescer._batch)
     runner._execute_body = TIMINGS.timed("step body", runner._execute_body)  # type: ignore[method-assign]
     # The instance lock, as the runner module calls it: wall time here is waiting for it.
     names = vars(runner_module)

@@ -1,195 +1,137 @@
-"""Group the database work of concurrent job threads into one transaction (group commit).
+"""Group the database work of concurrent job bodies into one transaction (group commit).
 
-The runner's job bodies run in a node's worker threads, one job each. Their database work is
-small (a few statements) and each statement costs the client a round trip of CPU and a commit
-costs the server an fsync, so ten threads each sending their own transactions spend most of the
-process's one GIL on psycopg. A :class:`Coalescer` lets whichever thread arrives first run one
-batch for itself and every thread that arrived meanwhile, while the others sleep; when it is done
-it hands the next batch to one of those that arrived during its run. No thread of its own, no
-timer: under light load a batch is one item and costs a lock and an event more than before.
+The runner's job bodies are coroutines on a node's event loop, one job each. Their database
+work is small (a few statements), each round trip costs the client CPU and a commit costs the
+server an fsync, so ten bodies each sending their own transactions spend most of the process's
+one core on psycopg. An :class:`AsyncCoalescer` queues what the bodies submit and lets one
+drain task run a batch for every item queued meanwhile, on a connection of its own; while a
+batch runs the next one gathers. No timer: under light load a batch is one item and costs a
+future more than a direct call. The drain keeps its connection for ``linger`` seconds of
+quiet, then closes it and ends; the next submit starts a new one.
 
-A batch function gets the items in arrival order and returns one outcome per item: a value, or
-an exception instance, which is raised in that item's thread (and so becomes that job's error).
-If the batch function itself raises, every item of the batch gets that exception.
+A batch function gets the connection and the items in arrival order, and returns one outcome
+per item: a value, or an exception instance, which is raised in that item's caller (and so
+becomes that job's error). If it raises instead, every item of the batch gets that exception
+and the connection is closed (it may be broken); the next batch opens another.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import contextlib
+import logging
 import time
 import weakref
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+C = TypeVar("C")
 
-BatchFn = Callable[[Sequence[T]], Sequence["R | BaseException"]]
+log = logging.getLogger("bridge.workflows")
 
-
-class _Slot(Generic[T, R]):
-    __slots__ = ("done", "error", "event", "item", "value")
-
-    def __init__(self, item: T) -> None:
-        self.item = item
-        self.event = threading.Event()
-        self.done = False
-        self.value: R | None = None
-        self.error: BaseException | None = None
-
-    def settle(self, outcome: R | BaseException) -> None:
-        if isinstance(outcome, BaseException):
-            self.error = outcome
-        else:
-            self.value = outcome
-        self.done = True
-
-    def outcome(self) -> R:
-        if self.error is not None:
-            raise self.error
-        return self.value  # type: ignore[return-value]
-
-
-class Coalescer(Generic[T, R]):
-    """Runs ``batch`` over the items concurrent threads submit, at most ``max_batch`` a call."""
-
-    def __init__(self, batch: BatchFn[T, R], *, max_batch: int = 100) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self._batch = batch
-        self.max_batch = max_batch
-        self._lock = threading.Lock()
-        self._queue: list[_Slot[T, R]] = []
-        self._busy = False
-        # For benchmarks and tests: how many batches ran and how many items they held.
-        self.batches = 0
-        self.items = 0
-        self.busy_s = 0.0
-
-    def submit(self, item: T) -> R:
-        """Run ``item`` in a batch and return its outcome (or raise its exception)."""
-        slot: _Slot[T, R] = _Slot(item)
-        with self._lock:
-            self._queue.append(slot)
-            lead = not self._busy
-            self._busy = True
-        if not lead:
-            slot.event.wait()
-            if slot.done:
-                return slot.outcome()
-        # Leading: our slot is at the head of the queue, so it is in the batch we take.
-        self._lead()
-        return slot.outcome()
-
-    def _lead(self) -> None:
-        with self._lock:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: len(batch)]
-        started = time.perf_counter()
-        try:
-            outcomes: Sequence[R | BaseException] = self._batch([s.item for s in batch])
-            if len(outcomes) != len(batch):
-                raise RuntimeError(
-                    f"batch returned {len(outcomes)} outcomes for {len(batch)} items"
-                )
-        except BaseException as exc:  # every item learns why; KeyboardInterrupt included
-            outcomes = [exc] * len(batch)
-        self.batches += 1
-        self.items += len(batch)
-        self.busy_s += time.perf_counter() - started
-        for slot, outcome in zip(batch, outcomes, strict=True):
-            slot.settle(outcome)
-        with self._lock:
-            if self._queue:
-                self._queue[0].event.set()  # not done: it wakes to lead
-            else:
-                self._busy = False
-        for slot in batch[1:]:
-            slot.event.set()
+BatchFn = Callable[[C, Sequence[T]], Awaitable[Sequence["R | BaseException"]]]
 
 
 class _LoopQueue(Generic[T, R]):
-    __slots__ = ("items", "tasks")
+    __slots__ = ("arrived", "items", "tasks")
 
     def __init__(self) -> None:
         self.items: list[tuple[T, asyncio.Future[R]]] = []
-        self.tasks: set[asyncio.Task[None]] = set()  # the running drains
+        self.tasks: set[asyncio.Task[None]] = set()  # the running drains (one at most)
+        self.arrived = asyncio.Event()
 
 
-class AsyncCoalescer(Generic[T, R]):
-    """:class:`Coalescer` for job bodies that are coroutines on a node's event loop.
+class AsyncCoalescer(Generic[T, R, C]):
+    """Runs ``batch`` over the items that concurrent coroutines submit, ``max_batch`` at most.
 
-    The items wait on the loop, not in threads of their own; ``parallel`` threads per
-    coalescer run the batches on sync connections. While the batches run, the next ones
-    gather.
-    A job cancelled while it waits (a ``pkill``) stops waiting; its item still runs with the
-    batch it is in, as a thread would have run on.
+    Each event loop gets a queue and a drain of its own (a node runs one loop; tests run many
+    one after the other). A caller cancelled while it waits (a ``pkill``) stops waiting; its
+    item still runs with the batch it is in, as a thread would have run on.
     """
 
     def __init__(
-        self, batch: BatchFn[T, R], *, max_batch: int = 100, parallel: int = 1, name: str = ""
+        self,
+        batch: BatchFn[C, T, R],
+        *,
+        open: Callable[[], Awaitable[C]],
+        close: Callable[[C], Awaitable[None]],
+        max_batch: int = 100,
+        linger: float = 2.0,
+        name: str = "",
     ) -> None:
-        if max_batch < 1 or parallel < 1:
-            raise ValueError(f"max_batch and parallel must be >= 1: {max_batch}, {parallel}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._batch = batch
+        self._open = open
+        self._close = close
         self.max_batch = max_batch
-        self.parallel = parallel
+        self.linger = linger
         self._name = name or "bridge-batch"
-        self._thread: ThreadPoolExecutor | None = None
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopQueue[T, R]] = (
             weakref.WeakKeyDictionary()
         )
+        # For benchmarks and tests: how many batches ran, the items they held, their wall time.
         self.batches = 0
         self.items = 0
         self.busy_s = 0.0
 
     async def submit(self, item: T) -> R:
+        """Run ``item`` in a batch and return its outcome (or raise its exception)."""
         loop = asyncio.get_running_loop()
         queue = self._queues.get(loop)
         if queue is None:
             queue = self._queues[loop] = _LoopQueue()
         future: asyncio.Future[R] = loop.create_future()
         queue.items.append((item, future))
-        if len(queue.tasks) < self.parallel:
-            task = loop.create_task(self._drain(loop, queue), name=f"{self._name}-drain")
+        queue.arrived.set()
+        if not queue.tasks:
+            task = loop.create_task(self._drain(queue), name=f"{self._name}-drain")
             queue.tasks.add(task)
-            task.add_done_callback(queue.tasks.discard)
         return await future
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._thread.shutdown(wait=False)
-            self._thread = None
-
-    async def _drain(self, loop: asyncio.AbstractEventLoop, queue: _LoopQueue[T, R]) -> None:
+    async def _drain(self, queue: _LoopQueue[T, R]) -> None:
+        resource: C | None = None
         try:
-            while queue.items:
+            while True:
+                if not queue.items:
+                    queue.arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(queue.arrived.wait(), self.linger)
+                    if not queue.items:
+                        break  # quiet for `linger`: the finally below ends this drain at once
                 batch = queue.items[: self.max_batch]
                 del queue.items[: len(batch)]
-                if self._thread is None:
-                    self._thread = ThreadPoolExecutor(self.parallel, thread_name_prefix=self._name)
                 started = time.perf_counter()
                 try:
-                    outcomes: Sequence[R | BaseException] = await loop.run_in_executor(
-                        self._thread, self._batch, [item for item, _ in batch]
-                    )
+                    if resource is None:
+                        resource = await self._open()
+                    outcomes = await self._batch(resource, [item for item, _ in batch])
                     if len(outcomes) != len(batch):
                         raise RuntimeError(
                             f"batch returned {len(outcomes)} outcomes for {len(batch)} items"
                         )
-                except asyncio.CancelledError:
-                    for _, future in batch:
-                        future.cancel()
-                    raise
-                except BaseException as exc:
+                except asyncio.CancelledError as exc:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():  # this drain is being cancelled
+                        for _, future in batch:
+                            future.cancel()
+                        raise
+                    # The batch's own (it awaited something cancelled): a failure of this batch.
                     outcomes = [exc] * len(batch)
+                    await self._discard(resource)
+                    resource = None
+                except Exception as exc:
+                    log.debug("%s: batch of %d failed: %s", self._name, len(batch), exc)
+                    outcomes = [exc] * len(batch)
+                    await self._discard(resource)
+                    resource = None
                 self.batches += 1
                 self.items += len(batch)
                 self.busy_s += time.perf_counter() - started
                 for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():  # its job was cancelled meanwhile
+                    if future.done():  # its caller was cancelled meanwhile
                         continue
                     if isinstance(outcome, BaseException):
                         future.set_exception(outcome)
@@ -202,5 +144,15 @@ class AsyncCoalescer(Generic[T, R]):
             raise
         finally:
             # Before any other callback runs (no await since the queue was seen empty): a
-            # submit from now on sees one drain fewer and starts its own.
-            queue.tasks.discard(asyncio.current_task())
+            # submit from now on finds no drain and starts one.
+            current = asyncio.current_task()
+            if current is not None:
+                queue.tasks.discard(current)
+            await self._discard(resource)
+
+    async def _discard(self, resource: C | None) -> None:
+        if resource is not None:
+            try:
+                await self._close(resource)
+            except Exception as exc:
+                log.debug("%s: closing its connection failed: %s", self._name, exc)

@@ -40,6 +40,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from bridge.db import DEFAULT_PREFIX, LazyPool
@@ -48,7 +49,7 @@ from bridge.jobs.job import Job
 from bridge.jobs.outcome import Cancel, Discard, Error
 from bridge.wire import notify
 from bridge.workflows.builtins import WAIT, wait_delay_ms
-from bridge.workflows.coalesce import AsyncCoalescer, Coalescer
+from bridge.workflows.coalesce import AsyncCoalescer
 from bridge.workflows.definition import (
     ASYNC_EVENT,
     Workflow,
@@ -89,11 +90,13 @@ from bridge.workflows.storage import (
     take_pending,
 )
 from bridge.workflows.storage_batch import (
+    AConn,
     NewResult,
     begin_and_load_activities,
     begin_and_take_pending,
     load_for_steps,
     record_and_commit,
+    results_of,
     rollback_open,
     save_and_commit,
 )
@@ -317,23 +320,19 @@ class WorkflowRunner:
         self.config_key = config_key
         self.pool_size = pool_size
         self._pool = LazyPool(url, pool_size)
-        # Concurrent job bodies share transactions (bridge.workflows.coalesce); off, each job
-        # sends its own, as HephaestusOban does. The rows are the same either way.
+        # Concurrent job bodies (run_*) share transactions (bridge.workflows.coalesce); off,
+        # each job sends its own, as HephaestusOban does. The rows are the same either way.
         self.coalesce = coalesce
-        self._prechecks: Coalescer[tuple[str, str], tuple[Instance, bool]] = Coalescer(
-            self._precheck_batch
+        self._async_prechecks: AsyncCoalescer[tuple[str, str], tuple[Instance, bool], AConn] = (
+            AsyncCoalescer(
+                self._precheck_batch, open=self._aopen, close=_aclose, name="bridge-precheck"
+            )
         )
-        self._recorders: Coalescer[tuple[Job, StepResult], bool] = Coalescer(self._record_batch)
-        self._advances: Coalescer[Job, Any] = Coalescer(self._advance_batch)
-        # The same for job bodies run as coroutines (run_*): one thread each runs the batches.
-        self._async_prechecks: AsyncCoalescer[tuple[str, str], tuple[Instance, bool]] = (
-            AsyncCoalescer(self._precheck_batch, name="bridge-precheck")
+        self._async_recorders: AsyncCoalescer[tuple[Job, StepResult], bool, AConn] = AsyncCoalescer(
+            self._record_batch, open=self._aopen, close=_aclose, name="bridge-record"
         )
-        self._async_recorders: AsyncCoalescer[tuple[Job, StepResult], bool] = AsyncCoalescer(
-            self._record_batch, name="bridge-record"
-        )
-        self._async_advances: AsyncCoalescer[Job, Any] = AsyncCoalescer(
-            self._advance_batch, name="bridge-advance"
+        self._async_advances: AsyncCoalescer[Job, Any, AConn] = AsyncCoalescer(
+            self._advance_batch, open=self._aopen, close=_aclose, name="bridge-advance"
         )
         self.step_threads = step_threads
         self._threads: ThreadPoolExecutor | None = None
@@ -343,9 +342,11 @@ class WorkflowRunner:
     def _connection(self) -> AbstractContextManager[Conn]:
         return self._pool.connection()
 
+    async def _aopen(self) -> AConn:
+        """A batch drain's own connection (autocommit: every batch sends its own BEGIN)."""
+        return await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+
     def close(self) -> None:
-        for batches in (self._async_prechecks, self._async_recorders, self._async_advances):
-            batches.close()
         if self._threads is not None:
             self._threads.shutdown(wait=False)
             self._threads = None
@@ -497,8 +498,6 @@ class WorkflowRunner:
         ``companions`` (an Elixir-run step's ``companion_jobs``) gives jobs that must exist
         exactly when this result does: the delegated job of ``bridge.workflows.delegation_elixir``.
         """
-        if self.coalesce and companions is None and not resume:
-            return self._recorders.submit((job, result))
         return self._record_one(job, result, resume=resume, companions=companions)
 
     def _record_one(
@@ -549,16 +548,19 @@ class WorkflowRunner:
             self._enqueue_advance(conn, workflow, instance, step)
             return True
 
-    def _record_batch(self, items: Sequence[tuple[Job, StepResult]]) -> list[bool | Exception]:
+    async def _record_batch(
+        self, conn: AConn, items: Sequence[tuple[Job, StepResult]]
+    ) -> list[bool | Exception]:
         """Record the results of concurrent step jobs in one transaction (:meth:`_record`)."""
-        if len(items) > 1:
-            try:
-                return self._record_many(items)
-            except Exception as exc:
-                log.info("batch of %d results failed (%s); recording one by one", len(items), exc)
-        return [_outcome(self._record_one, job, r, resume=False) for job, r in items]
+        try:
+            return await self._record_many(conn, items)
+        except Exception as exc:
+            log.info("batch of %d results failed (%s); recording one by one", len(items), exc)
+        return [await self._outcome_in_thread(self._record_one, j, r, False) for j, r in items]
 
-    def _record_many(self, items: Sequence[tuple[Job, StepResult]]) -> list[bool | Exception]:
+    async def _record_many(
+        self, conn: AConn, items: Sequence[tuple[Job, StepResult]]
+    ) -> list[bool | Exception]:
         """What :meth:`_record_one` does for each item, with each statement sent once for all.
 
         Every instance's lock is held shared for the whole transaction, so what each recorder
@@ -569,33 +571,32 @@ class WorkflowRunner:
         outcomes: list[bool | Exception] = [False] * len(items)
         ids = [_arg(job, "instance_id") for job, _ in items]
         chosen: list[tuple[int, NewResult]] = []
-        with self._connection() as conn:
-            loaded = begin_and_load_activities(conn, self.prefix, ids, self.workflows)
-            try:
-                seen: set[tuple[str, str]] = set()
-                for k, ((job, result), instance_id) in enumerate(zip(items, ids, strict=True)):
-                    try:
-                        instance = _found(loaded.get(instance_id), instance_id)
-                        workflow = self._workflow(instance.workflow)
-                        version = _arg(job, "workflow_version")
-                    except Exception as exc:
-                        outcomes[k] = exc
-                        continue
-                    step = result.step_ref
-                    if step not in instance.active_steps or instance.status in FINISHED:
-                        log.info("%s: %s is no longer active; result dropped", instance_id, step)
-                        continue
-                    if (instance_id, step) in seen:  # a duplicate: the index would refuse it
-                        continue
-                    seen.add((instance_id, step))
-                    advance = self._advance_job(workflow, instance, step)
-                    chosen.append((k, NewResult(instance_id, result, version, advance)))
-                written = record_and_commit(
-                    conn, self.prefix, [new for _, new in chosen], ADVANCE_WORKER, self.queue
-                )
-            except BaseException:
-                rollback_open(conn)
-                raise
+        loaded = await begin_and_load_activities(conn, self.prefix, ids, self.workflows)
+        try:
+            seen: set[tuple[str, str]] = set()
+            for k, ((job, result), instance_id) in enumerate(zip(items, ids, strict=True)):
+                try:
+                    instance = _found(loaded.get(instance_id), instance_id)
+                    workflow = self._workflow(instance.workflow)
+                    version = _arg(job, "workflow_version")
+                except Exception as exc:
+                    outcomes[k] = exc
+                    continue
+                step = result.step_ref
+                if step not in instance.active_steps or instance.status in FINISHED:
+                    log.info("%s: %s is no longer active; result dropped", instance_id, step)
+                    continue
+                if (instance_id, step) in seen:  # a duplicate: the index would refuse it
+                    continue
+                seen.add((instance_id, step))
+                advance = self._advance_job(workflow, instance, step)
+                chosen.append((k, NewResult(instance_id, result, version, advance)))
+            written = await record_and_commit(
+                conn, self.prefix, [new for _, new in chosen], ADVANCE_WORKER, self.queue
+            )
+        except BaseException:
+            await rollback_open(conn)
+            raise
         for k, new in chosen:
             outcomes[k] = (new.instance_id, new.result.step_ref) in written
         return outcomes
@@ -604,9 +605,6 @@ class WorkflowRunner:
 
     def perform_advance(self, job: Job) -> Any:
         """AdvanceWorker: apply pending results, advance, persist, queue newly active steps."""
-        _arg(job, "instance_id")
-        if self.coalesce:
-            return self._advances.submit(job)
         return self._advance_one(job)
 
     def _advance_one(self, job: Job) -> Any:
@@ -645,13 +643,26 @@ class WorkflowRunner:
     ) -> tuple[Instance | None, list[Job]]:
         """The advance of one locked instance: the state to save (``None``: unchanged) and the
         jobs to insert. A failure (a discarded step job) is written here, on ``conn``."""
-        workflow = self._workflow(instance.workflow)
+        self._workflow(instance.workflow)
         if instance.status in FINISHED:
             return None, []
         if discarded:
             self._fail(conn, instance.id, own_job=job.id or 0)
             return None, []
-        updated = self._apply(conn, workflow, instance, pending)
+        return self._next(
+            instance, pending, lambda: results_for(conn, self.prefix, instance.id, pending=False)
+        )
+
+    def _next(
+        self,
+        instance: Instance,
+        pending: list[StoredResult],
+        every: Callable[[], list[StoredResult]],
+    ) -> tuple[Instance | None, list[Job]]:
+        """Apply ``pending`` to a running instance and advance it (``every``: all its results,
+        read only when an async step may still be waiting); pure but for ``every``."""
+        workflow = self._workflow(instance.workflow)
+        updated = self._apply(workflow, instance, pending, every)
         fresh = sorted(updated.active_steps - instance.active_steps)
         jobs = [
             execute_step_job(workflow, updated, step, queue=self.queue, config_key=self.config_key)
@@ -660,66 +671,71 @@ class WorkflowRunner:
         jobs.extend(self._wait_timers(workflow, instance, pending))
         return (updated if updated != instance else None), jobs
 
-    def _advance_batch(self, jobs: Sequence[Job]) -> list[Any]:
+    async def _advance_batch(self, conn: AConn, jobs: Sequence[Job]) -> list[Any]:
         """Run concurrent advance jobs in one transaction (:meth:`perform_advance`)."""
-        if len(jobs) > 1:
-            try:
-                return self._advance_many(jobs)
-            except Exception as exc:
-                log.info("batch of %d advances failed (%s); advancing one by one", len(jobs), exc)
-        return [_outcome(self._advance_one, job) for job in jobs]
+        try:
+            return await self._advance_many(conn, jobs)
+        except Exception as exc:
+            if not isinstance(exc, _OneByOne):
+                log.info("batch of %d advances failed (%s); one by one", len(jobs), exc)
+        return [await self._outcome_in_thread(self._advance_one, job) for job in jobs]
 
-    def _advance_many(self, jobs: Sequence[Job]) -> list[Any]:
+    async def _advance_many(self, conn: AConn, jobs: Sequence[Job]) -> list[Any]:
         """What :meth:`_advance_one` does for each job, with each statement sent once for all.
 
         Every instance's lock is held exclusively for the whole transaction, taken in key
         order. A second job for an instance already advanced in the batch finds nothing
-        pending, as it would after the first committed. Anything unexpected (an unreadable
-        row, a failing statement) rolls the whole batch back for the caller to retry one by one.
+        pending, as it would after the first committed. An unreadable row, a discarded step job
+        (the failure path) or a failing statement roll the whole batch back for the caller to
+        run one job at a time.
         """
         ids = [_arg(job, "instance_id") for job in jobs]
         outcomes: dict[str, Any] = {}
-        with self._connection() as conn:
-            taken = begin_and_take_pending(
-                conn,
-                self.prefix,
-                ids,
-                self.workflows,
-                _DISCARDED_STEP,
-                {"worker": EXECUTE_STEP_WORKER},
-            )
-            try:
-                saves: list[Instance] = []
-                new_jobs: list[Job] = []
-                for job, instance_id in zip(jobs, ids, strict=True):
-                    if instance_id in outcomes:
-                        continue
-                    read = taken.get(instance_id)
-                    if read is None:
-                        missing = f"no workflow instance with id {instance_id!r}"
-                        outcomes[instance_id] = Cancel(str(InstanceNotFoundError(missing)))
-                        continue
-                    if isinstance(read.instance, Exception):
-                        raise read.instance
-                    updated, more = self._advanced(
-                        conn, job, read.instance, read.flag, read.pending
-                    )
-                    outcomes[instance_id] = None
-                    if updated is not None:
-                        saves.append(updated)
-                    new_jobs.extend(more)
-                save_and_commit(conn, self.prefix, saves, new_jobs)
-            except BaseException:
-                rollback_open(conn)
-                raise
+        taken = await begin_and_take_pending(
+            conn, self.prefix, ids, self.workflows, _DISCARDED_STEP, {"worker": EXECUTE_STEP_WORKER}
+        )
+        try:
+            for read in taken.values():
+                if isinstance(read.instance, Exception) or read.flag:
+                    raise _OneByOne()
+            woken = [
+                instance_id
+                for instance_id, read in taken.items()
+                if _woken(read.instance, read.pending)  # type: ignore[arg-type]
+            ]
+            every = await results_of(conn, self.prefix, woken) if woken else {}
+            saves: list[Instance] = []
+            new_jobs: list[Job] = []
+            for instance_id in ids:
+                if instance_id in outcomes:
+                    continue
+                found = taken.get(instance_id)
+                if found is None:
+                    missing = f"no workflow instance with id {instance_id!r}"
+                    outcomes[instance_id] = Cancel(str(InstanceNotFoundError(missing)))
+                    continue
+                instance = _found(found.instance, instance_id)
+                outcomes[instance_id] = None
+                if instance.status in FINISHED:
+                    continue
+                updated, more = self._next(
+                    instance, found.pending, partial(every.__getitem__, instance_id)
+                )
+                if updated is not None:
+                    saves.append(updated)
+                new_jobs.extend(more)
+            await save_and_commit(conn, self.prefix, saves, new_jobs)
+        except BaseException:
+            await rollback_open(conn)
+            raise
         return [outcomes[instance_id] for instance_id in ids]
 
     def _apply(
         self,
-        conn: Conn,
         workflow: Workflow,
         instance: Instance,
         pending: list[StoredResult],
+        every: Callable[[], list[StoredResult]],
     ) -> Instance:
         acc = instance
         for result in pending:
@@ -728,10 +744,8 @@ class WorkflowRunner:
             else:
                 log.info("%s: result for inactive %s ignored", instance.id, result.step_ref)
         acc = advance(workflow, acc)
-        woken = instance.status == "waiting" or any(r.event == ASYNC_EVENT for r in pending)
-        if acc.status == "running" and acc.active_steps and woken:
-            every = results_for(conn, self.prefix, instance.id, pending=False)
-            waiting = awaiting_steps(every) & acc.active_steps
+        if acc.status == "running" and acc.active_steps and _woken(instance, pending):
+            waiting = awaiting_steps(every()) & acc.active_steps
             if waiting:
                 current = acc.current_step if acc.current_step in waiting else min(waiting)
                 acc = replace(acc, status="waiting", current_step=current)
@@ -741,10 +755,7 @@ class WorkflowRunner:
         """ExecuteStepWorker: run an active step once and record its result."""
         instance_id = _arg(job, "instance_id")
         step = _arg(job, "step_ref")
-        if self.coalesce:
-            instance, ran = self._prechecks.submit((instance_id, step))
-        else:
-            instance, ran = self._precheck_one(instance_id, step)
+        instance, ran = self._precheck_one(instance_id, step)
         if not _runnable(instance, step, ran):
             return None
         result = self._execute_body(job, instance, step)
@@ -777,21 +788,18 @@ class WorkflowRunner:
                 conn, self.prefix, instance_id, self.workflows, HAS_RESULT, {"step_ref": step}
             )
 
-    def _precheck_batch(
-        self, items: Sequence[tuple[str, str]]
+    async def _precheck_batch(
+        self, conn: AConn, items: Sequence[tuple[str, str]]
     ) -> list[tuple[Instance, bool] | Exception]:
         """:meth:`_precheck_one` for concurrent step jobs in one statement, each instance read
         once however many of its steps ask (a fan-out's siblings)."""
-        if len(items) == 1:
-            return [_outcome(self._precheck_one, *items[0])]
-        with self._connection() as conn:
-            checks = load_for_steps(
-                conn,
-                self.prefix,
-                [instance_id for instance_id, _ in items],
-                [step for _, step in items],
-                self.workflows,
-            )
+        checks = await load_for_steps(
+            conn,
+            self.prefix,
+            [instance_id for instance_id, _ in items],
+            [step for _, step in items],
+            self.workflows,
+        )
         answer: list[tuple[Instance, bool] | Exception] = []
         for instance_id, step in items:
             check = checks.get(instance_id)
@@ -875,6 +883,13 @@ class WorkflowRunner:
         """:meth:`perform_resume` as a coroutine (in a thread: resumes are rare)."""
         return await self._in_thread(self.perform_resume, job)
 
+    async def _outcome_in_thread(self, call: Callable[..., Any], *args: Any) -> Any:
+        """:meth:`_in_thread`, with an exception returned as the outcome (a batch's answer)."""
+        try:
+            return await self._in_thread(call, *args)
+        except Exception as exc:
+            return exc
+
     async def _in_thread(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._threads is None:
             self._threads = ThreadPoolExecutor(
@@ -888,12 +903,18 @@ async def _await(value: Any) -> Any:
     return await value
 
 
-def _outcome(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """A call's value, or the exception it raised, for a batch's answer (coalesce)."""
-    try:
-        return call(*args, **kwargs)
-    except Exception as exc:
-        return exc
+async def _aclose(conn: AConn) -> None:
+    await conn.close()
+
+
+class _OneByOne(Exception):
+    """A batch of advances that must run one job at a time (a failure path)."""
+
+
+def _woken(instance: Instance, pending: Sequence[StoredResult]) -> bool:
+    """Whether an advance must look for steps still awaiting a resume: the instance waited, or
+    an async step's ``__async__`` result is among those applied."""
+    return instance.status == "waiting" or any(r.event == ASYNC_EVENT for r in pending)
 
 
 def _runnable(instance: Instance, step: str, ran: bool) -> bool:

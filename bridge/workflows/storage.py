@@ -64,7 +64,7 @@ class StoredResult:
 _RENDERED: dict[tuple[str, str, str], bytes] = {}
 
 
-def _q(conn: Conn, template: str, prefix: str) -> bytes:
+def _q(conn: Conn | psycopg.AsyncConnection[Any], template: str, prefix: str) -> bytes:
     """The statement with the quoted prefix, rendered once per prefix (and client encoding)
     rather than composed and encoded on every call: the runner's hot path sends a few of these
     thousands of times."""

@@ -1,6 +1,7 @@
 """The runner's statements for many instances at once: the same rows as :mod:`storage`'s
 one-instance statements, for a batch of job bodies that share one transaction
-(:mod:`bridge.workflows.coalesce`).
+(:mod:`bridge.workflows.coalesce`). They run on the node's event loop (async psycopg), as the
+job bodies do: no thread hand-over, no GIL contention between the loop and a writer thread.
 
 A row that one instance of a batch cannot use (an unknown workflow, a malformed state) is
 reported for that instance alone, as the exception its own job would have raised; the others go
@@ -28,7 +29,15 @@ from bridge.workflows.definition import Workflow
 from bridge.workflows.engine import StepResult
 from bridge.workflows.instance import Instance
 from bridge.workflows.serializer import from_row, to_row
-from bridge.workflows.storage import Conn, StorageError, StoredResult, _q
+from bridge.workflows.storage import (
+    _RESULT_COLUMNS,
+    StorageError,
+    StoredResult,
+    _q,
+    _result,
+)
+
+AConn = psycopg.AsyncConnection[Any]
 
 # An instance as read, or why it could not be read.
 Loaded = Instance | Exception
@@ -54,8 +63,8 @@ class StepCheck:
     ran: frozenset[str]
 
 
-def load_for_steps(
-    conn: Conn,
+async def load_for_steps(
+    conn: AConn,
     prefix: str,
     instance_ids: Sequence[str],
     steps: Sequence[str],
@@ -72,30 +81,36 @@ def load_for_steps(
         " FROM {prefix}.workflow_instances i WHERE i.id = ANY(%(ids)s::text[])",
         prefix,
     )
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(query, {"ids": list(dict.fromkeys(instance_ids)), "steps": sorted(set(steps))})
-        rows = cur.fetchall()
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            query, {"ids": list(dict.fromkeys(instance_ids)), "steps": sorted(set(steps))}
+        )
+        rows = await cur.fetchall()
     return {row["id"]: StepCheck(_decode(row, workflows), frozenset(row["ran"])) for row in rows}
 
 
-def _last_rows(
-    conn: Conn, query: bytes, params: Mapping[str, Any], *, dicts: bool = False
+async def _last_rows(
+    conn: AConn, query: bytes, params: Mapping[str, Any], *, dicts: bool = False
 ) -> list[Any]:
     """Send several statements as one query (one round trip) and return the rows of the last.
 
     Bound on the client (psycopg's ``ClientCursor`` quotes every value): the extended
     protocol that binds on the server takes one statement a message.
     """
-    cur = psycopg.ClientCursor(conn, row_factory=dict_row) if dicts else psycopg.ClientCursor(conn)
-    with cur:
-        cur.execute(query, params)
+    cur: psycopg.AsyncClientCursor[Any] = (
+        psycopg.AsyncClientCursor(conn, row_factory=dict_row)
+        if dicts
+        else psycopg.AsyncClientCursor(conn)
+    )
+    async with cur:
+        await cur.execute(query, params)
         while cur.nextset():
             pass
-        return cur.fetchall() if cur.description is not None else []
+        return await cur.fetchall() if cur.description is not None else []
 
 
 def _begin_locked_then(
-    conn: Conn, instance_ids: Iterable[str], query: bytes, *, shared: bool
+    conn: AConn, instance_ids: Iterable[str], query: bytes, *, shared: bool
 ) -> bytes:
     """``BEGIN``, every instance's lock in key order (:func:`lock_keys`), then ``query``."""
     if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
@@ -112,25 +127,25 @@ _ACTIVITIES = (
 )
 
 
-def begin_and_load_activities(
-    conn: Conn, prefix: str, instance_ids: Sequence[str], workflows: Mapping[str, Workflow]
+async def begin_and_load_activities(
+    conn: AConn, prefix: str, instance_ids: Sequence[str], workflows: Mapping[str, Workflow]
 ) -> dict[str, Loaded]:
     """Open the recorders' transaction: ``BEGIN``, every instance's lock shared, and
     ``load_activity`` for each (never save what it returns), in one round trip. The caller
     commits with :func:`record_and_commit` or rolls back."""
     query = _begin_locked_then(conn, instance_ids, _q(conn, _ACTIVITIES, prefix), shared=True)
     try:
-        rows = _last_rows(conn, query, {"ids": list(dict.fromkeys(instance_ids))}, dicts=True)
+        rows = await _last_rows(conn, query, {"ids": list(dict.fromkeys(instance_ids))}, dicts=True)
     except BaseException:
-        rollback_open(conn)
+        await rollback_open(conn)
         raise
     return {row["id"]: _decode(row, workflows) for row in rows}
 
 
-def rollback_open(conn: Conn) -> None:
+async def rollback_open(conn: AConn) -> None:
     """Roll back a batch's transaction if it is still open (an error between its statements)."""
     if conn.info.transaction_status != TransactionStatus.IDLE:
-        conn.rollback()
+        await conn.rollback()
 
 
 @dataclass(frozen=True)
@@ -191,8 +206,8 @@ def _job_params(jobs: Sequence[Job], prefix: str) -> dict[str, Any]:
     return params
 
 
-def record_and_commit(
-    conn: Conn, prefix: str, results: Sequence[NewResult], guard_worker: str, guard_queue: str
+async def record_and_commit(
+    conn: AConn, prefix: str, results: Sequence[NewResult], guard_worker: str, guard_queue: str
 ) -> set[tuple[str, str]]:
     """Insert the results, queue their advances, notify, and ``COMMIT``, in one round trip.
 
@@ -210,7 +225,7 @@ def record_and_commit(
     finds nothing to do.
     """
     if not results:
-        conn.commit()
+        await conn.commit()
         return set()
     params: dict[str, Any] = {
         "instance_ids": [r.instance_id for r in results],
@@ -224,12 +239,11 @@ def record_and_commit(
         **_job_params([r.advance for r in results], prefix),
     }
     try:
-        rows = conn.execute(
-            _q(conn, _RECORD.replace("{jobs}", _JOB_ROWS), prefix), params
-        ).fetchall()
-        conn.commit()
+        cur = await conn.execute(_q(conn, _RECORD.replace("{jobs}", _JOB_ROWS), prefix), params)
+        rows = await cur.fetchall()
+        await conn.commit()
     except BaseException:
-        rollback_open(conn)
+        await rollback_open(conn)
         raise
     return {(row[0], row[1]) for row in rows}
 
@@ -261,8 +275,8 @@ class Taken:
     pending: list[StoredResult]
 
 
-def begin_and_take_pending(
-    conn: Conn,
+async def begin_and_take_pending(
+    conn: AConn,
     prefix: str,
     instance_ids: Sequence[str],
     workflows: Mapping[str, Workflow],
@@ -277,9 +291,9 @@ def begin_and_take_pending(
     query = _begin_locked_then(conn, instance_ids, body, shared=False)
     try:
         values = {**params, "ids": list(dict.fromkeys(instance_ids))}
-        rows = _last_rows(conn, query, values, dicts=True)
+        rows = await _last_rows(conn, query, values, dicts=True)
     except BaseException:
-        rollback_open(conn)
+        await rollback_open(conn)
         raise
     answer: dict[str, Taken] = {}
     for row in rows:
@@ -296,6 +310,27 @@ def begin_and_take_pending(
             for r in row["pending"]
         ]
         answer[row["id"]] = Taken(_decode(row, workflows), bool(row["flag"]), pending)
+    return answer
+
+
+async def results_of(
+    conn: AConn, prefix: str, instance_ids: Sequence[str]
+) -> dict[str, list[StoredResult]]:
+    """``results_for(pending=False)`` for several instances in one statement, each list in
+    ``inserted_at`` order (then id)."""
+    answer: dict[str, list[StoredResult]] = {instance_id: [] for instance_id in instance_ids}
+    if not answer:
+        return answer
+    query = _q(
+        conn,
+        f"SELECT instance_id, {_RESULT_COLUMNS} FROM {{prefix}}.hephaestus_step_results"
+        " WHERE instance_id = ANY(%(ids)s::text[]) ORDER BY inserted_at, id",
+        prefix,
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {"ids": list(answer)})
+        for row in await cur.fetchall():
+            answer[row["instance_id"]].append(_result(row))
     return answer
 
 
@@ -316,13 +351,13 @@ _SAVE = (
 )
 
 
-def save_and_commit(
-    conn: Conn, prefix: str, saves: Sequence[Instance], jobs: Sequence[Job]
+async def save_and_commit(
+    conn: AConn, prefix: str, saves: Sequence[Instance], jobs: Sequence[Job]
 ) -> None:
     """``save_instance`` for each of ``saves`` and ``insert_all(jobs)`` with its
     notifications, then ``COMMIT``, in one round trip."""
     if not saves and not jobs:
-        conn.commit()
+        await conn.commit()
         return
     rows = [to_row(instance) for instance in saves]
     params: dict[str, Any] = {
@@ -334,8 +369,9 @@ def save_and_commit(
         **_job_params(jobs, prefix),
     }
     try:
-        conn.execute(_q(conn, _SAVE.replace("{jobs}", _JOB_ROWS), prefix), params).fetchall()
-        conn.commit()
+        cur = await conn.execute(_q(conn, _SAVE.replace("{jobs}", _JOB_ROWS), prefix), params)
+        await cur.fetchall()
+        await conn.commit()
     except BaseException:
-        rollback_open(conn)
+        await rollback_open(conn)
         raise

@@ -9,6 +9,7 @@ sides must be equal, ids and clocks aside.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -112,6 +113,20 @@ def ack(conn: psycopg.Connection[Any], prefix: str, jobs: list[Job]) -> None:
     )
 
 
+def in_batch(runner: WorkflowRunner, body: Any, items: list[Any]) -> list[Any]:
+    """Run a batch body (``runner._advance_batch`` …) as a drain would: on a connection of its
+    own, on an event loop."""
+
+    async def go() -> list[Any]:
+        conn = await runner._aopen()
+        try:
+            return list(await body(conn, items))
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
 def run_round(
     runner: WorkflowRunner, conn: psycopg.Connection[Any], side: str, batched: bool
 ) -> list[Any]:
@@ -122,9 +137,9 @@ def run_round(
     assert len(advances) + len(steps) == len(jobs)
     outcomes: list[Any] = []
     if batched:
-        outcomes += runner._advance_batch(advances) if advances else []
+        outcomes += in_batch(runner, runner._advance_batch, advances) if advances else []
         items = [(j.args["instance_id"], j.args["step_ref"]) for j in steps]
-        checks = runner._precheck_batch(items) if items else []
+        checks = in_batch(runner, runner._precheck_batch, items) if items else []
         records: list[tuple[Job, StepResult]] = []
         for job, check in zip(steps, checks, strict=True):
             assert not isinstance(check, Exception), check
@@ -133,7 +148,7 @@ def run_round(
             result = runner._execute_body(job, instance, job.args["step_ref"])
             assert isinstance(result, StepResult)
             records.append((job, result))
-        outcomes += runner._record_batch(records) if records else []
+        outcomes += in_batch(runner, runner._record_batch, records) if records else []
     else:
         outcomes += [runner._advance_one(j) for j in advances]
         for job in steps:
@@ -238,7 +253,7 @@ def test_a_batch_skips_duplicates_and_inactive_steps_as_one_at_a_time_does(
         stale = StepResult("Elixir.Batch.Steps.Two", "ok", {"n": -1}, {})
         items = [(step_job, result), (step_job, result), (step_job, stale)]
         if batched:
-            assert runner._record_batch(items) == [True, False, False]
+            assert in_batch(runner, runner._record_batch, items) == [True, False, False]
         else:
             recorded = [runner._record_one(j, r, resume=False) for j, r in items]
             assert recorded == [True, False, False]
@@ -268,7 +283,10 @@ def test_a_recorder_queues_no_advance_while_one_waits_unstarted(
             assert isinstance(result, StepResult)
             extra = (job, StepResult(job.args["step_ref"], "ok", {}, {}))  # a duplicate
             if batched:
-                assert runner._record_batch([(job, result), extra]) == [True, False]
+                assert in_batch(runner, runner._record_batch, [(job, result), extra]) == [
+                    True,
+                    False,
+                ]
             else:
                 assert runner._record_one(job, result, resume=False) is True
                 assert runner._record_one(*extra, resume=False) is False
@@ -301,7 +319,7 @@ def test_a_bad_row_fails_only_its_own_job(
         )
     )
     advances = claim(conn, runner.prefix, "a")
-    outcomes = runner._advance_batch(advances)
+    outcomes = in_batch(runner, runner._advance_batch, advances)
     assert outcomes[0] is None and outcomes[2] is None
     assert isinstance(outcomes[1], UnknownWorkflowError)
     ack(conn, runner.prefix, advances)
@@ -316,7 +334,7 @@ def test_a_bad_row_fails_only_its_own_job(
         {**good.args, "instance_id": "a-line-1"},
         queue=runner.queue,
     )
-    recorded = runner._record_batch([(bad, result), (good, result)])
+    recorded = in_batch(runner, runner._record_batch, [(bad, result), (good, result)])
     assert isinstance(recorded[0], UnknownWorkflowError)
     assert recorded[1] is True
     count = conn.execute(
@@ -336,7 +354,7 @@ def test_an_advance_batch_cancels_jobs_of_missing_instances_as_one_job_does(
     (advance,) = claim(conn, runner.prefix, "a")
     ghost = Job.new(ADVANCE_WORKER, {**advance.args, "instance_id": "a-ghost"}, queue="q")
     alone = runner._advance_one(ghost)
-    batched = runner._advance_batch([ghost, advance, ghost])
+    batched = in_batch(runner, runner._advance_batch, [ghost, advance, ghost])
     assert isinstance(alone, Cancel)
     assert batched[1] is None
     assert batched[0] == batched[2] == alone
@@ -362,7 +380,7 @@ async def test_many_workflows_on_a_node_complete_in_shared_batches(
                 runner.url, runner.prefix, f"a-fork-{k}", status_is("completed")
             )
         await node.drain()
-    used: list[AsyncCoalescer[Any, Any]] = [
+    used: list[AsyncCoalescer[Any, Any, Any]] = [
         runner._async_advances,
         runner._async_recorders,
         runner._async_prechecks,
@@ -398,7 +416,7 @@ async def test_without_coalescing_the_node_runs_a_transaction_a_job(
                 plain.url, plain.prefix, "a-fork-0", status_is("completed")
             )
         assert row["state"]["context"]["steps"]["join"]["joined"]
-        used: list[AsyncCoalescer[Any, Any]] = [
+        used: list[AsyncCoalescer[Any, Any, Any]] = [
             plain._async_advances,
             plain._async_recorders,
             plain._async_prechecks,
