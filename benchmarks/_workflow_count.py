@@ -45,6 +45,7 @@ class SqlCounter:
     enabled: bool = False
     ignored: set[int] = field(default_factory=set)
     clients: set[int] = field(default_factory=set)
+    runners: set[int] = field(default_factory=set)  # the runner's async batch connections
     notes: list[Note] = field(default_factory=list)
     threads: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,6 +55,8 @@ class SqlCounter:
             return
         if id(conn) in self.clients:
             origin = ORIGIN_CLIENT
+        elif id(conn) in self.runners:
+            origin = ORIGIN_RUNNER
         elif isinstance(conn, psycopg.AsyncConnection):
             origin = ORIGIN_NODE
         else:

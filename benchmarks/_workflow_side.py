@@ -189,6 +189,15 @@ def timed_registry(runner: WorkflowRunner) -> Registry:
     for name, coalescer in coalescers(runner).items():
         coalescer._batch = TIMINGS.timed_async(f"{name} batch", coalescer._batch)
     runner._execute_body = TIMINGS.timed("step body", runner._execute_body)  # type: ignore[method-assign]
+    opener = runner._aopen
+
+    async def counted_open() -> Any:  # the batch drains' connections count as the runner's
+        conn = await opener()
+        _workflow_count.COUNTER.runners.add(id(conn))
+        return conn
+
+    for coalescer in coalescers(runner).values():
+        coalescer._open = counted_open
     # The instance lock, as the runner module calls it: wall time here is waiting for it.
     names = vars(runner_module)
     for name in ("lock_instance", "begin_locked", "begin_locked_many"):

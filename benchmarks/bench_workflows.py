@@ -14,8 +14,8 @@ transaction a job, for comparison) against a database this script creates and dr
 
 Per run it records wall time, steps executed, statements sent (counted on the client,
 ``_workflow_count.py``), transactions (server side from ``pg_stat_database``, and client side),
-instances left unfinished, and where the process's CPU went: the runner's batches (one thread
-per kind: pre-checks, recordings, advances), the step bodies, and the rest. The table shows
+instances left unfinished, the process's CPU (step bodies apart), and the runner's batches
+(one drain per kind on the node's loop: pre-checks, recordings, advances). The table shows
 medians over ``--runs`` runs next to the genuine HephaestusOban figures from
 /work/shared/golden/README.md. :data:`METHOD` says how, in words that go into the docs
 verbatim. The Python ``oban`` package has no workflows, so unlike ``bench_jobs.py`` there is
@@ -101,7 +101,8 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
 - **One Python node**: each run is a fresh process holding one `bridge.node.Node` (defaults:
   plugins, node pool, poll interval) serving the runner's queue `bench_workflows` at the given
   concurrency, with `bridge.workflows.workers.register` wiring AdvanceWorker, ExecuteStepWorker
-  and ResumeWorker to one `WorkflowRunner` (its own connection pool: {pool}). The three job
+  and ResumeWorker to one `WorkflowRunner` (its pool for one-job paths: {pool}; each batch
+  drain opens an async connection of its own). The three job
   bodies are coroutines on the node's event loop (`run_advance`, `run_execute_step`,
   `run_resume`): a job waits there, holding no thread, while its database work is done for it.
   Steps are plain `def` no-ops returning `StepOk("ok")`; a step's body is the only part of a
@@ -143,23 +144,19 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
   statement sent on an idle autocommit connection) by about one per insert notification:
   the node's LISTEN backend reads each batch of notifications in a transaction of its own,
   which no client sends.
-- **CPU and waiting**: process CPU (`getrusage`, all threads) per step, split by where it was
-  spent. In the benchmark process only, each coalescer's batch function is wrapped to record
-  its thread CPU (`time.thread_time`) and wall time per batch (the "… batch" columns), and so
-  is the step body (`_execute_body`, in the runner's threads). "Rest of the process" is process
-  CPU minus those: the node's event loop (claims, acks, notifications, and the coroutine job
-  bodies themselves: submitting to a coalescer, waking, returning), the connection pools and
-  the starting client; with `--no-coalesce` also the jobs' own statements, which then run
-  untimed in the runner's threads. The coroutine job bodies are timed for wall time only, per
-  job from the worker's call to its return (waiting for its batches and its step body
-  included): their CPU cannot be told apart on the shared loop. A batch's wall minus its
-  thread CPU is time spent waiting: on PostgreSQL (round trips, another batch's locks, the
-  commit) or for the GIL. Job bodies per batch are the coalescers' own counts, less the
-  warm-up's batches (one job each). The runner module's `lock_instance` and `begin_locked`
-  (BEGIN and the lock in one round trip) are wrapped too, but only the one-job paths call
-  them (a batch of one, a failure, every job with `--no-coalesce`); their time is inside the
-  batch's (or, with `--no-coalesce`, inside the rest) and is shown apart only when any was
-  called.
+- **CPU and waiting**: process CPU (`getrusage`, all threads) per step. In the benchmark process
+  only, the step body (`_execute_body`, in the runner's threads) is wrapped to record its thread
+  CPU (`time.thread_time`); "the rest" is process CPU minus that: the node's event loop, which
+  now also runs the runner's batches (their SQL rendering, row decoding and encoding, the engine),
+  the coroutine job bodies, claims, acks, notifications, the connection pools and the starting
+  client. Each coalescer's batch function is wrapped to record its wall time per batch (from
+  its call to its return on the loop: round trips, the commit, waiting for locks, and the loop's
+  other work interleaved), and each job body its wall time from the worker's call to its return
+  (waiting for its batches and its step body included); on the shared loop their CPU cannot
+  be told apart. Job bodies per batch are the coalescers' own counts, less the warm-up's
+  batches (one job each). The runner module's `lock_instance` and `begin_locked` (BEGIN and the
+  lock in one round trip) are wrapped too, but only the one-job paths call them (a failure path,
+  every job with `--no-coalesce`); they are shown apart only when any was called.
 - **Unfinished**: instances not `completed` when the run ended (each run waits up to
   {timeout:g} s), with any unprocessed step results and the state of every job of the run.
 - Ratios are of medians: ours / reference, so above 1 is better for steps/s and workflows/s and
@@ -170,14 +167,15 @@ BATCHES = """\
 concurrent jobs' database work is grouped by the runner's three coalescers
   (`bridge.workflows.coalesce.AsyncCoalescer`): the step jobs' pre-checks (each instance once,
   with which of the asked steps already have a result: one statement), the step results'
-  recordings, and the advances. Each runs one batch at a time, in a thread of its own, over
-  every job that submitted since its last batch began (at most 100); while one runs, the next
-  gathers. A recording or advance batch is one transaction (`bridge/workflows/storage_batch.py`):
-  `BEGIN`, every instance's advisory lock (shared for recordings, exclusive for advances, in key
-  order) and the first read in one simple-protocol round trip (psycopg `ClientCursor`, values
-  bound on the client), then one prepared statement holding every write and its `NOTIFY`, then
-  `COMMIT`. A batch of one job takes the one-job path instead (`storage.py`'s statements, `BEGIN`
-  and the instance lock in one round trip)."""
+  recordings, and the advances. Each has one drain task on the node's event loop that runs one
+  batch at a time, on an async connection of its own, over every job that submitted since its
+  last batch began (at most 100); while one runs, the next gathers. A recording or advance
+  batch is one transaction (`bridge/workflows/storage_batch.py`): `BEGIN`, every instance's
+  advisory lock (shared for recordings, exclusive for advances, in key order) and the first
+  read in one simple-protocol round trip (psycopg `AsyncClientCursor`, values bound on the
+  client), then one prepared statement holding every write and its `NOTIFY`, then `COMMIT`.
+  A batch that meets a failure path (a discarded step job) or an error is rolled back and its
+  jobs run one at a time (`storage.py`'s statements, in the runner's threads)."""
 
 NO_BATCHES = """\
 none: these runs use `WorkflowRunner(coalesce=False)` (`--no-coalesce`), so
@@ -564,14 +562,12 @@ def pooled(results: list[dict[str, Any]], name: str, field: str, per: str) -> fl
 
 
 def timed_cpu_ms(result: dict[str, Any]) -> float:
-    """Thread CPU of what the side times apart: the three kinds of batch and the step bodies."""
-    return sum(timing(result, batch_timing(k), "cpu_ms") for k in KINDS) + timing(
-        result, BODY, "cpu_ms"
-    )
+    """Thread CPU of what the side times apart: the step bodies (the batches run on the loop)."""
+    return timing(result, BODY, "cpu_ms")
 
 
 def rest_per_step(results: list[dict[str, Any]]) -> float:
-    """Process CPU minus the batches' and step bodies' thread CPU, per step, runs pooled."""
+    """Process CPU minus the step bodies' thread CPU, per step, runs pooled."""
     cpu = sum(float(r["cpu_s"]) * 1000 - timed_cpu_ms(r) for r in results)
     return cpu / sum(max(1, int(r["steps"])) for r in results)
 
@@ -612,38 +608,28 @@ def time_table(runs: Runs) -> str:
     """Per step, where the process's CPU went; per job, how long each kind of job took."""
     show_lock = any(lock_calls(results) for results in runs.results.values())
     head = (
-        "| workload | concurrency | CPU ms per step: advance batches | record batches "
-        "| pre-check batches | step bodies | rest of the process (node loop, coroutine job "
-        "bodies, claims, acks, pools) | process total | wall ms per job: advance "
-        "| execute step |"
+        "| workload | concurrency | CPU ms per step: step bodies (threads) | the rest: the "
+        "node's loop (batches, coroutine job bodies, claims, acks, notifications), pools "
+        "| process total | wall ms per job: advance | execute step |"
     )
-    columns = 10
+    columns = 7
     if show_lock:
         head += " one-job paths: BEGIN + instance lock, calls per step | wall ms per call |"
         columns += 2
     lines = [
-        "CPU per step is summed over the runs (thread CPU of the runner's batch threads and step "
-        "threads; the rest is process CPU minus those), so the columns add up to the total; wall "
-        "time per job is from the worker's call to its return:",
+        "CPU per step is summed over the runs, so the columns add up to the total; wall time per "
+        "job is from the worker's call to its return:",
         "",
         head,
         "|---|---|" + "---:|" * (columns - 2),
     ]
     if not any(batched(results) for results in runs.results.values()):
-        lines[0] = lines[0].replace(
-            "minus those)",
-            "minus those; no batches ran, so the jobs' own statements, sent from untimed runner "
-            "threads, are in the rest)",
-        )
+        lines[0] += " (no batches ran: the jobs' own statements, sent from the runner's threads,"
+        lines[0] += " are in the rest)"
     for (workload, concurrency), results in sorted(runs.results.items()):
-        cpu = [
-            dash_or(pooled(results, batch_timing(k), "cpu_ms", "steps"), ".2f", batched(results))
-            for k in KINDS[::-1]
-        ]
         row = (
-            f"| {workload} | {concurrency} | "
-            + " | ".join(cpu)
-            + f" | {pooled(results, BODY, 'cpu_ms', 'steps'):.2f} "
+            f"| {workload} | {concurrency} "
+            f"| {pooled(results, BODY, 'cpu_ms', 'steps'):.2f} "
             f"| {rest_per_step(results):.2f} | {process_per_step(results):.2f} "
             f"| {pooled(results, ADVANCE, 'wall_ms', 'calls'):.1f} "
             f"| {pooled(results, EXECUTE, 'wall_ms', 'calls'):.1f} |"
@@ -661,12 +647,12 @@ def time_table(runs: Runs) -> str:
 def batch_table(runs: Runs) -> str:
     """Per coalescer: how many batches, how many job bodies each held, how long each took."""
     lines = [
-        "The runner's batches, summed over the runs (one thread per kind runs one batch at a "
-        "time; a batch of one job takes the one-job path):",
+        "The runner's batches, summed over the runs (one drain per kind on the node's loop runs "
+        "one batch at a time):",
         "",
         "| workload | concurrency | batches of | batches per run | job bodies per batch (mean) "
-        "| wall ms per batch | thread CPU ms per batch | busy (batch wall time / run wall time) |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| wall ms per batch | busy (batch wall time / run wall time) |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     if not any(batched(results) for results in runs.results.values()):
         return "The runner's batches: none (no coalescer ran a batch in the measured window)."
@@ -681,7 +667,6 @@ def batch_table(runs: Runs) -> str:
                 f"| {batches / len(results):,.0f} "
                 f"| {dash_or(items / max(1, batches), '.1f', batches > 0)} "
                 f"| {dash_or(pooled(results, name, 'wall_ms', 'calls'), '.2f', batches > 0)} "
-                f"| {dash_or(pooled(results, name, 'cpu_ms', 'calls'), '.2f', batches > 0)} "
                 f"| {dash_or(busy / max(1.0, wall_ms), '.0%', batches > 0)} |"
             )
     return "\n".join(lines)
