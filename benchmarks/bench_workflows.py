@@ -387,6 +387,10 @@ LABELS = (
         "BEGIN; SELECT pg_advisory_xact_lock(…); SELECT",
         "BEGIN + locks + load instances FOR UPDATE and take pending results of the batch",
     ),
+    (  # the same for a batch of one instance: its one lock, then the read
+        "BEGIN; SELECT pg_advisory_xact_lock(…); WITH taken",
+        "BEGIN + locks + load instances FOR UPDATE and take pending results of the batch",
+    ),
     (
         "WITH input AS ( SELECT * FROM unnest(",
         "insert the batch's results + their advance jobs (guarded) + NOTIFY",

@@ -102,7 +102,7 @@ def sweep_elixir_steps(runner: WorkflowRunner, *, limit: int = 100) -> list[int]
             continue  # completed meanwhile, or not waiting on the remote step
         if run.failure_event is not None:
             result = StepResult(step_ref, run.failure_event, {}, {})
-            recorded = runner._record(job, result, resume=True)
+            recorded = runner._record_one(job, result, resume=True)
         else:
             recorded = False
         if not recorded:

@@ -295,8 +295,11 @@ class WorkflowRunner:
     """Starts, resumes and cancels Python-owned workflow instances and runs their jobs.
 
     ``start``/``resume``/``cancel`` work on the caller's connection and join its transaction.
-    The job bodies (registered by :func:`bridge.workflows.workers.register`) run in a node's
-    worker threads on connections from a small pool of the runner's own, opened on first use.
+    The job bodies that :func:`bridge.workflows.workers.register` registers (``run_*``) are
+    coroutines on the node's loop; their database work is batched with that of concurrent jobs
+    (:mod:`bridge.workflows.coalesce`, ``coalesce=False`` to send it job by job). The
+    ``perform_*`` methods are the same bodies for one job, synchronous, on a small pool of the
+    runner's own opened on first use, as are the rarer paths (failures, resumes).
     """
 
     def __init__(
@@ -490,7 +493,7 @@ class WorkflowRunner:
             workflow, instance, queue=self.queue, config_key=self.config_key, step_ref=step_ref
         )
 
-    def _record(
+    def _record_one(
         self, job: Job, result: StepResult, *, resume: bool, companions: Any = None
     ) -> bool:
         """Insert a step result and queue the advance that applies it, in one transaction.
@@ -498,11 +501,6 @@ class WorkflowRunner:
         ``companions`` (an Elixir-run step's ``companion_jobs``) gives jobs that must exist
         exactly when this result does: the delegated job of ``bridge.workflows.delegation_elixir``.
         """
-        return self._record_one(job, result, resume=resume, companions=companions)
-
-    def _record_one(
-        self, job: Job, result: StepResult, *, resume: bool, companions: Any = None
-    ) -> bool:
         instance_id = _arg(job, "instance_id")
         with self._connection() as conn, _locked(conn, instance_id, shared=True):
             # Only the status and the active steps, unless a companion needs the whole instance.
@@ -551,7 +549,7 @@ class WorkflowRunner:
     async def _record_batch(
         self, conn: AConn, items: Sequence[tuple[Job, StepResult]]
     ) -> list[bool | Exception]:
-        """Record the results of concurrent step jobs in one transaction (:meth:`_record`)."""
+        """Record the results of concurrent step jobs in one transaction (:meth:`_record_one`)."""
         try:
             return await self._record_many(conn, items)
         except Exception as exc:
@@ -761,7 +759,7 @@ class WorkflowRunner:
         result = self._execute_body(job, instance, step)
         if isinstance(result, Error):
             return result
-        self._record(job, result, resume=False, companions=self._companions(instance, step))
+        self._record_one(job, result, resume=False, companions=self._companions(instance, step))
         return None
 
     def _companions(self, instance: Instance, step: str) -> Any:
@@ -838,7 +836,7 @@ class WorkflowRunner:
     def perform_resume(self, job: Job) -> Any:
         """ResumeWorker: record the resume event (empty context updates) and queue an advance."""
         result = StepResult(_arg(job, "step_ref"), _arg(job, "event"), {}, {})
-        self._record(job, result, resume=True)
+        self._record_one(job, result, resume=True)
         return None
 
     def check_job(self, job: Job) -> Discard | None:
