@@ -23,6 +23,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -89,6 +90,7 @@ class AsyncCoalescer(Generic[T, R, C]):
         if not queue.tasks:
             task = loop.create_task(self._drain(queue), name=f"{self._name}-drain")
             queue.tasks.add(task)
+            task.add_done_callback(partial(_drain_done, queue))
         return await future
 
     async def _drain(self, queue: _LoopQueue[T, R]) -> None:
@@ -104,6 +106,8 @@ class AsyncCoalescer(Generic[T, R, C]):
                 batch = queue.items[: self.max_batch]
                 del queue.items[: len(batch)]
                 started = time.perf_counter()
+                broken = False
+                fatal: BaseException | None = None
                 try:
                     if resource is None:
                         resource = await self._open()
@@ -119,28 +123,23 @@ class AsyncCoalescer(Generic[T, R, C]):
                             future.cancel()
                         raise
                     # The batch's own (it awaited something cancelled): a failure of this batch.
-                    outcomes = [exc] * len(batch)
-                    await self._discard(resource)
-                    resource = None
-                except Exception as exc:
+                    outcomes, broken = [exc] * len(batch), True
+                except BaseException as exc:
                     log.debug("%s: batch of %d failed: %s", self._name, len(batch), exc)
-                    outcomes = [exc] * len(batch)
-                    await self._discard(resource)
-                    resource = None
+                    outcomes, broken = [exc] * len(batch), True
+                    if isinstance(exc, KeyboardInterrupt | SystemExit):
+                        fatal = exc
                 self.batches += 1
                 self.items += len(batch)
                 self.busy_s += time.perf_counter() - started
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():  # its caller was cancelled meanwhile
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                _settle(batch, outcomes)
+                if broken:  # only now, with every caller answered, wait for the close
+                    old, resource = resource, None
+                    await self._discard(old)
+                if fatal is not None:
+                    raise fatal
         except asyncio.CancelledError:
-            for _, future in queue.items:  # the loop is closing: nobody is left to run them
-                future.cancel()
-            queue.items.clear()
+            _cancel_queued(queue)  # the loop is closing: nobody is left to run them
             raise
         finally:
             # Before any other callback runs (no await since the queue was seen empty): a
@@ -156,3 +155,28 @@ class AsyncCoalescer(Generic[T, R, C]):
                 await self._close(resource)
             except Exception as exc:
                 log.debug("%s: closing its connection failed: %s", self._name, exc)
+
+
+def _settle(batch: Sequence[tuple[object, asyncio.Future[R]]], outcomes: Sequence[object]) -> None:
+    for (_, future), outcome in zip(batch, outcomes, strict=True):
+        if future.done():  # its caller was cancelled meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)  # type: ignore[arg-type]
+
+
+def _cancel_queued(queue: _LoopQueue[T, R]) -> None:
+    for _, future in queue.items:
+        future.cancel()
+    queue.items.clear()
+
+
+def _drain_done(queue: _LoopQueue[T, R], task: asyncio.Task[None]) -> None:
+    """A drain cancelled before it ever ran never reached its ``finally``: forget it, and cancel
+    what it would have run (as a drain cancelled while running does), unless another drain
+    already serves the queue."""
+    queue.tasks.discard(task)
+    if task.cancelled() and not queue.tasks:
+        _cancel_queued(queue)
