@@ -147,9 +147,12 @@ def _flatten(term: Any, out: list[Any]) -> None:
             else:
                 out += (_FUN, 1, item.raw)
         elif rank == _PORT:
-            out += (_PORT, _atom_text(item.node), item.id, item.creation)
+            # OTP 25: node, then creation, then number (interop_tests/test_wire_vectors_bulk.py).
+            out += (_PORT, _atom_text(item.node), item.creation, item.id)
         else:
-            out += (_PID, _atom_text(item.node), item.id, item.serial, item.creation)
+            # OTP 25 compares a pid's serial, then its number, and only then its node and
+            # creation (checked against the VM in interop_tests/test_wire_vectors_bulk.py).
+            out += (_PID, item.serial, item.id, _atom_text(item.node), item.creation)
 
 
 class _Tokens:
