@@ -237,7 +237,13 @@ def load_and_take_pending(
         prefix,
     )
     row = _instance_row(conn, query, params, instance_id)
-    pending = [
+    return from_row(row, workflows), bool(row["flag"]), taken_results(row["pending"])
+
+
+def taken_results(rows: Sequence[Mapping[str, Any]]) -> list[StoredResult]:
+    """The results an advance took, from the ``jsonb_agg`` its first read returns (so marked
+    processed, ``inserted_at`` as JSON text)."""
+    return [
         StoredResult(
             id=r["id"],
             step_ref=r["step_ref"],
@@ -247,9 +253,8 @@ def load_and_take_pending(
             processed=True,
             inserted_at=datetime.fromisoformat(r["inserted_at"]),
         )
-        for r in row["pending"]
+        for r in rows
     ]
-    return from_row(row, workflows), bool(row["flag"]), pending
 
 
 HAS_RESULT = (

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -35,6 +34,7 @@ from bridge.workflows.storage import (
     StoredResult,
     _q,
     _result,
+    taken_results,
 )
 
 AConn = psycopg.AsyncConnection[Any]
@@ -297,18 +297,7 @@ async def begin_and_take_pending(
         raise
     answer: dict[str, Taken] = {}
     for row in rows:
-        pending = [
-            StoredResult(
-                id=r["id"],
-                step_ref=r["step_ref"],
-                event=r["event"],
-                context_updates=r["context_updates"],
-                metadata_updates=r["metadata_updates"],
-                processed=True,
-                inserted_at=datetime.fromisoformat(r["inserted_at"]),
-            )
-            for r in row["pending"]
-        ]
+        pending = taken_results(row["pending"])
         answer[row["id"]] = Taken(_decode(row, workflows), bool(row["flag"]), pending)
     return answer
 
