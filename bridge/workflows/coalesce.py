@@ -7,7 +7,8 @@ one core on psycopg. An :class:`AsyncCoalescer` queues what the bodies submit an
 drain task run a batch for every item queued meanwhile, on a connection of its own; while a
 batch runs the next one gathers. No timer: under light load a batch is one item and costs a
 future more than a direct call. The drain keeps its connection for ``linger`` seconds of
-quiet, then closes it and ends; the next submit starts a new one.
+quiet, then closes it and ends; the next submit starts a new one. A connection that is no longer
+``usable`` (the server closed it) is replaced before the next batch.
 
 A batch function gets the connection and the items in arrival order, and returns one outcome
 per item: a value, or an exception instance, which is raised in that item's caller (and so
@@ -58,6 +59,7 @@ class AsyncCoalescer(Generic[T, R, C]):
         *,
         open: Callable[[], Awaitable[C]],
         close: Callable[[C], Awaitable[None]],
+        usable: Callable[[C], bool] = lambda resource: True,
         max_batch: int = 100,
         linger: float = 2.0,
         name: str = "",
@@ -67,6 +69,7 @@ class AsyncCoalescer(Generic[T, R, C]):
         self._batch = batch
         self._open = open
         self._close = close
+        self._usable = usable
         self.max_batch = max_batch
         self.linger = linger
         self._name = name or "bridge-batch"
@@ -109,6 +112,9 @@ class AsyncCoalescer(Generic[T, R, C]):
                 broken = False
                 fatal: BaseException | None = None
                 try:
+                    if resource is not None and not self._usable(resource):
+                        old, resource = resource, None  # e.g. a connection the server closed
+                        await self._discard(old)
                     if resource is None:
                         resource = await self._open()
                     outcomes = await self._batch(resource, [item for item, _ in batch])
@@ -134,8 +140,8 @@ class AsyncCoalescer(Generic[T, R, C]):
                 self.busy_s += time.perf_counter() - started
                 _settle(batch, outcomes)
                 if broken:  # only now, with every caller answered, wait for the close
-                    old, resource = resource, None
-                    await self._discard(old)
+                    spent, resource = resource, None
+                    await self._discard(spent)
                 if fatal is not None:
                     raise fatal
         except asyncio.CancelledError:

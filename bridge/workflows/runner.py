@@ -38,7 +38,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -103,6 +103,9 @@ from bridge.workflows.storage_batch import (
 
 log = logging.getLogger("bridge.workflows")
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 ADVANCE_WORKER = "HephaestusOban.AdvanceWorker"
 EXECUTE_STEP_WORKER = "HephaestusOban.ExecuteStepWorker"
 RESUME_WORKER = "HephaestusOban.ResumeWorker"
@@ -113,6 +116,7 @@ DEFAULT_QUEUE = "bridge_workflows"
 DEFAULT_CONFIG_KEY = "bridge"
 PENDING_STATES = ("available", "scheduled", "executing", "retryable")
 FINISHED = ("completed", "failed")
+BATCH_APPLICATION_NAME = "bridge-workflow-batches"
 
 
 class RunnerError(WorkflowError):
@@ -327,15 +331,13 @@ class WorkflowRunner:
         # each job sends its own, as HephaestusOban does. The rows are the same either way.
         self.coalesce = coalesce
         self._async_prechecks: AsyncCoalescer[tuple[str, str], tuple[Instance, bool], AConn] = (
-            AsyncCoalescer(
-                self._precheck_batch, open=self._aopen, close=_aclose, name="bridge-precheck"
-            )
+            self._coalescer(self._precheck_batch, "bridge-precheck")
         )
-        self._async_recorders: AsyncCoalescer[tuple[Job, StepResult], bool, AConn] = AsyncCoalescer(
-            self._record_batch, open=self._aopen, close=_aclose, name="bridge-record"
+        self._async_recorders: AsyncCoalescer[tuple[Job, StepResult], bool, AConn] = (
+            self._coalescer(self._record_batch, "bridge-record")
         )
-        self._async_advances: AsyncCoalescer[Job, Any, AConn] = AsyncCoalescer(
-            self._advance_batch, open=self._aopen, close=_aclose, name="bridge-advance"
+        self._async_advances: AsyncCoalescer[Job, Any, AConn] = self._coalescer(
+            self._advance_batch, "bridge-advance"
         )
         self.step_threads = step_threads
         self._threads: ThreadPoolExecutor | None = None
@@ -345,9 +347,16 @@ class WorkflowRunner:
     def _connection(self) -> AbstractContextManager[Conn]:
         return self._pool.connection()
 
+    def _coalescer(self, batch: Any, name: str) -> Any:
+        """A coalescer whose drain works on a connection of its own (:meth:`_aopen`)."""
+        return AsyncCoalescer(batch, open=self._aopen, close=_aclose, usable=_usable, name=name)
+
     async def _aopen(self) -> AConn:
-        """A batch drain's own connection (autocommit: every batch sends its own BEGIN)."""
-        return await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        """A batch drain's own connection (autocommit: every batch sends its own BEGIN), named
+        so that ``pg_stat_activity`` tells it apart."""
+        return await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, application_name=BATCH_APPLICATION_NAME
+        )
 
     def close(self) -> None:
         if self._threads is not None:
@@ -554,7 +563,8 @@ class WorkflowRunner:
             return await self._record_many(conn, items)
         except Exception as exc:
             log.info("batch of %d results failed (%s); recording one by one", len(items), exc)
-        return [await self._outcome_in_thread(self._record_one, j, r, False) for j, r in items]
+        one = partial(self._record_one, resume=False)
+        return [await self._outcome_in_thread(one, job, result) for job, result in items]
 
     async def _record_many(
         self, conn: AConn, items: Sequence[tuple[Job, StepResult]]
@@ -790,7 +800,17 @@ class WorkflowRunner:
         self, conn: AConn, items: Sequence[tuple[str, str]]
     ) -> list[tuple[Instance, bool] | Exception]:
         """:meth:`_precheck_one` for concurrent step jobs in one statement, each instance read
-        once however many of its steps ask (a fan-out's siblings)."""
+        once however many of its steps ask (a fan-out's siblings); if the statement fails (a
+        connection the server closed), each job reads on its own."""
+        try:
+            return await self._precheck_many(conn, items)
+        except Exception as exc:
+            log.info("batch of %d pre-checks failed (%s); one by one", len(items), exc)
+        return [await self._outcome_in_thread(self._precheck_one, *item) for item in items]
+
+    async def _precheck_many(
+        self, conn: AConn, items: Sequence[tuple[str, str]]
+    ) -> list[tuple[Instance, bool] | Exception]:
         checks = await load_for_steps(
             conn,
             self.prefix,
@@ -881,14 +901,16 @@ class WorkflowRunner:
         """:meth:`perform_resume` as a coroutine (in a thread: resumes are rare)."""
         return await self._in_thread(self.perform_resume, job)
 
-    async def _outcome_in_thread(self, call: Callable[..., Any], *args: Any) -> Any:
+    async def _outcome_in_thread(
+        self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T | Exception:
         """:meth:`_in_thread`, with an exception returned as the outcome (a batch's answer)."""
         try:
-            return await self._in_thread(call, *args)
+            return await self._in_thread(call, *args, **kwargs)
         except Exception as exc:
             return exc
 
-    async def _in_thread(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _in_thread(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self._threads is None:
             self._threads = ThreadPoolExecutor(
                 self.step_threads, thread_name_prefix="bridge-workflow"
@@ -903,6 +925,10 @@ async def _await(value: Any) -> Any:
 
 async def _aclose(conn: AConn) -> None:
     await conn.close()
+
+
+def _usable(conn: AConn) -> bool:
+    return not (conn.closed or conn.broken)
 
 
 class _OneByOne(Exception):

@@ -25,7 +25,12 @@ from bridge.workflows import DONE, Context, Instance, StepOk, Workflow, step
 from bridge.workflows.coalesce import AsyncCoalescer
 from bridge.workflows.definition import UnknownWorkflowError
 from bridge.workflows.engine import StepResult
-from bridge.workflows.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
+from bridge.workflows.runner import (
+    ADVANCE_WORKER,
+    BATCH_APPLICATION_NAME,
+    EXECUTE_STEP_WORKER,
+    WorkflowRunner,
+)
 from tests.workflows.test_runner import serving, status_is, wait_for_instance
 
 
@@ -401,6 +406,51 @@ async def test_many_workflows_on_a_node_complete_in_shared_batches(
         )
     ).fetchone()
     assert pending == (0,)
+
+
+async def test_batches_go_on_when_the_server_closes_their_connections(
+    runner: WorkflowRunner, conn: psycopg.Connection[Any]
+) -> None:
+    """The server terminates the batch drains' connections again and again while 40 workflows
+    run: a batch in flight fails over to one job at a time, the next batch opens a new
+    connection, and every instance completes with one result per step and no job failed."""
+    with conn.transaction():
+        for k in range(40):
+            runner.start(conn, LINE, {"n": k}, id=f"a-line-{k}")
+    killed = 0
+    async with serving(runner, concurrency=10) as node:
+        for _ in range(8):
+            await asyncio.sleep(0.1)
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND datname = current_database()",
+                (BATCH_APPLICATION_NAME,),
+            ).fetchall()
+            killed += len(rows)
+        for k in range(40):
+            instance_id = f"a-line-{k}"
+            await wait_for_instance(runner.url, runner.prefix, instance_id, status_is("completed"))
+        await node.drain()
+    assert killed >= 3, "no batch connection was open to be closed"
+    results = conn.execute(
+        _q(
+            "SELECT count(*), count(DISTINCT (instance_id, step_ref)) FROM"
+            " {prefix}.hephaestus_step_results",
+            runner.prefix,
+        )
+    ).fetchone()
+    assert results == (40 * 3, 40 * 3)
+    jobs = conn.execute(
+        _q(
+            "SELECT state::text, count(*), sum(attempt) FROM {prefix}.oban_jobs GROUP BY 1",
+            runner.prefix,
+        )
+    ).fetchall()
+    assert [(state, count) for state, count, _ in jobs] == [("completed", 40 * 7)]
+    errors = conn.execute(
+        _q("SELECT worker, errors FROM {prefix}.oban_jobs WHERE attempt > 1", runner.prefix)
+    ).fetchall()
+    assert jobs[0][2] == 40 * 7, errors  # every job ran once: no error, no retry
 
 
 async def test_without_coalescing_the_node_runs_a_transaction_a_job(
