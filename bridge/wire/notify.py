@@ -17,10 +17,11 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import json
 import zlib
 from typing import Any
 
-import orjson
+from bridge.wire import jsonfmt
 
 # Every channel Oban listens on (lib/oban/notifier.ex).
 CHANNELS = (
@@ -63,7 +64,9 @@ def channel(prefix: str, name: str) -> str:
 
 
 def dumps(payload: dict[str, Any]) -> bytes:
-    return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    """Compact JSON with sorted keys; integers beyond 64 bits (which Jason writes and orjson
+    refuses) through the standard library, which writes the same bytes for everything else."""
+    return jsonfmt.dumps(payload, sort_keys=True).encode()
 
 
 def encode(payload: dict[str, Any], *, form: str = "auto") -> str:
@@ -94,8 +97,9 @@ def decode(raw: str) -> dict[str, Any]:
         else:
             data = _gunzip(packed)
     try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
+        # Not orjson: it reads an integer beyond 64 bits as a float, silently.
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise NotJSONError(f"payload is not JSON: {raw[:60]!r}") from exc
     if not isinstance(value, dict):
         raise NotAnObjectError(f"payload is JSON but not an object: {type(value).__name__}")

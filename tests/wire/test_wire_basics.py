@@ -213,3 +213,14 @@ def test_backoff_bounds(attempt: int, max_attempts: int, r: float) -> None:
     base = backoff.exponential(backoff.clamped_attempt(attempt, max_attempts))
     value = backoff.default_backoff(attempt, max_attempts, rand=lambda: r)
     assert base <= value <= base * 1.1
+
+
+def test_notification_integers_beyond_64_bits_round_trip_exactly() -> None:
+    """Jason writes any integer; orjson refuses to write one beyond 64 bits and reads it back
+    as a float. Both ways must keep it an integer, with the bytes Jason writes."""
+    payload = {"job_id": 2**70, "small": -(2**64) - 1, "queue": "q"}
+    text = notify.encode(payload, form="plain")
+    assert text == '{"job_id":1180591620717411303424,"queue":"q","small":-18446744073709551617}'
+    decoded = notify.decode(text)
+    assert decoded == payload
+    assert all(type(decoded[k]) is int for k in ("job_id", "small"))
