@@ -177,9 +177,9 @@ TIMINGS = Timings()
 def timed_registry(runner: WorkflowRunner) -> Registry:
     """The runner's three workers, each wrapped to time its calls; nothing else changes.
 
-    The workers are coroutines, so a job's wall time is timed on the loop (its CPU cannot be
-    told apart there); the threads the runner uses are timed where they run: the batches of
-    each coalescer (``… batch``: thread CPU and wall per batch) and the step bodies.
+    The workers and the coalescers' batches are coroutines on the node's loop, so they are
+    timed for wall time only (their CPU cannot be told apart there); the step bodies run in the
+    runner's threads and are timed for thread CPU too.
     """
     plain = Registry()
     timed = Registry()
@@ -200,7 +200,7 @@ def timed_registry(runner: WorkflowRunner) -> Registry:
         coalescer._open = counted_open
     # The instance lock, as the runner module calls it: wall time here is waiting for it.
     names = vars(runner_module)
-    for name in ("lock_instance", "begin_locked", "begin_locked_many"):
+    for name in ("lock_instance", "begin_locked"):
         if name in names:
             names[name] = TIMINGS.timed("instance lock", names[name])
     return timed
