@@ -12,11 +12,8 @@ interop_tests.test_jobs_rescue`` imports it, which registers the twin in the def
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 from bridge.jobs.plugins.lifeline import Lifeline
@@ -32,24 +29,17 @@ from interop_tests.support import (
     register_echo,
 )
 from tests.jobs.support import job_row, running_node
+from tests.support.worker import spawn_worker
 
 register_echo(default_registry)
 
-ROOT = Path(__file__).resolve().parents[1]
 QUEUE = "shared"
 
 
 def start_doomed_node(database_url: str, schema: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [
-        sys.executable,
-        "-m",
-        "bridge.cli",
-        "--database-url",
+    return spawn_worker(
         database_url,
-        "--prefix",
         schema,
-        "worker",
         "--queues",
         f"{QUEUE}:1",
         "--workers",
@@ -58,8 +48,7 @@ def start_doomed_node(database_url: str, schema: str) -> subprocess.Popen[bytes]
         "doomed",
         "--poll-interval",
         "0.2",
-    ]
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    )
 
 
 def state_is(database_url: str, schema: str, job_id: int, state: str) -> dict[str, Any] | None:

@@ -9,11 +9,9 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -45,6 +43,7 @@ from interop_tests.workflow_support import (
     wait_status,
 )
 from tests.jobs.support import running_node
+from tests.support.worker import spawn_worker
 
 Json = dict[str, Any]
 FANOUT = "Elixir.Delegation.Flows.Fanout"
@@ -438,17 +437,9 @@ async def test_python_async_step_resumed_from_elixir(
 
 
 def start_doomed_node(database_url: str, schema: str) -> subprocess.Popen[bytes]:
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root), **{DOOMED_ENV: f"{database_url} {schema}"})
-    command = [
-        sys.executable,
-        "-m",
-        "bridge.cli",
-        "--database-url",
+    return spawn_worker(
         database_url,
-        "--prefix",
         schema,
-        "worker",
         "--queues",
         f"{KILL_QUEUE}:2",
         "--workers",
@@ -457,8 +448,9 @@ def start_doomed_node(database_url: str, schema: str) -> subprocess.Popen[bytes]
         "doomed",
         "--poll-interval",
         "0.2",
-    ]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env={DOOMED_ENV: f"{database_url} {schema}"},
+        stdout=subprocess.DEVNULL,
+    )
 
 
 async def kill_mid_body(

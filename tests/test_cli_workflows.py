@@ -378,23 +378,14 @@ async def test_bridge_worker_process_runs_python_workflows(
     """The real command: a ``bridge worker --workflows`` process runs a Wait workflow to the end
     and stops cleanly on SIGTERM."""
     import asyncio
-    import os
     import signal
-    import subprocess
-    import sys
 
+    from tests.support.worker import spawn_worker
     from tests.workflows.test_timers import PAUSED
 
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "bridge.cli", "--database-url", database_url,
-            "--prefix", oban_prefix, "worker", "--workflows", "tests.workflows.test_timers",
-            "--workflow-concurrency", "3", "--poll-interval", "0.2", "--grace", "2",
-        ],
-        env=dict(os.environ, PYTHONPATH=str(root)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    proc = spawn_worker(
+        database_url, oban_prefix, "--workflows", "tests.workflows.test_timers",
+        "--workflow-concurrency", "3", "--poll-interval", "0.2", "--grace", "2",
     )  # fmt: skip
     try:
         starter = WorkflowRunner(database_url, [PAUSED], prefix=oban_prefix)

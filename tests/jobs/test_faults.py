@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -18,36 +15,24 @@ from bridge.jobs.plugins.stager import Stager
 from bridge.jobs.registry import default_registry
 from tests.jobs import fault_workers
 from tests.jobs.support import job_row, running_node, wait_for_state
+from tests.support.worker import spawn_worker
 
 Conn = psycopg.Connection[tuple[object, ...]]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_worker(database_url: str, prefix: str, *extra: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge.cli",
-            "--database-url",
-            database_url,
-            "--prefix",
-            prefix,
-            "worker",
-            "--queues",
-            "faults:2",
-            "--workers",
-            "tests.jobs.fault_workers",
-            "--node",
-            "doomed",
-            "--poll-interval",
-            "0.2",
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    return spawn_worker(
+        database_url,
+        prefix,
+        "--queues",
+        "faults:2",
+        "--workers",
+        "tests.jobs.fault_workers",
+        "--node",
+        "doomed",
+        "--poll-interval",
+        "0.2",
+        *extra,
     )
 
 

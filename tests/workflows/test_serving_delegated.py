@@ -5,12 +5,8 @@ delegation lifeline, so an Elixir app's delegated step completes with no wiring 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import types
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,10 +20,9 @@ from bridge.workflows.delegation_lifeline import DelegationLifeline
 from bridge.workflows.runner import WorkflowRunner
 from bridge.workflows.serving import WorkflowModuleError, delegated_steps_of, serve_delegated
 from tests.jobs.support import wait_for_state
+from tests.support.worker import spawn_worker
 from tests.workflows.test_delegation import delegated_job, resolve, results, waiting_instance
 from tests.workflows.test_runner import LINEAR
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_serve_delegated_registers_serves_the_queue_and_sweeps() -> None:
@@ -75,15 +70,9 @@ async def test_bridge_worker_runs_the_delegated_bodies_of_its_worker_modules(
 ) -> None:
     waiting_instance(conn, oban_prefix, "cli::ok")
     job_id = delegated_job(conn, oban_prefix, "cli::ok")
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "bridge.cli", "--database-url", database_url,
-            "--prefix", oban_prefix, "worker", "--workers", "tests.workflows.test_delegation",
-            "--poll-interval", "0.2", "--grace", "2",
-        ],
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    proc = spawn_worker(
+        database_url, oban_prefix, "--workers", "tests.workflows.test_delegation",
+        "--poll-interval", "0.2", "--grace", "2",
     )  # fmt: skip
     try:
         row = await wait_for_state(
