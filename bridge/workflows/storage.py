@@ -161,6 +161,23 @@ def _instance_row(
     return row
 
 
+# The columns of a row read for its activity only (load_activity and its batch twin): ``state``
+# holds nothing but ``active_steps``.
+ACTIVITY_COLUMNS = (
+    "id, workflow, status, workflow_version,"
+    " jsonb_build_object('active_steps', state->'active_steps') AS state"
+)
+
+# The results an advance takes (a ``taken`` CTE of ``UPDATE … RETURNING``, as ``t``), as one
+# jsonb array in application order; :func:`taken_results` decodes it.
+TAKEN_AS_JSON = (
+    "coalesce(jsonb_agg(jsonb_build_object('id', t.id::text,"
+    " 'step_ref', t.step_ref, 'event', t.event, 'context_updates', t.context_updates,"
+    " 'metadata_updates', t.metadata_updates, 'inserted_at', t.inserted_at)"
+    " ORDER BY t.inserted_at, t.id), '[]'::jsonb)"
+)
+
+
 def load_activity(
     conn: Conn, prefix: str, instance_id: str, workflows: Mapping[str, Workflow]
 ) -> Instance:
@@ -173,9 +190,7 @@ def load_activity(
     """
     query = _q(
         conn,
-        "SELECT id, workflow, status, workflow_version,"
-        " jsonb_build_object('active_steps', state->'active_steps') AS state"
-        " FROM {prefix}.workflow_instances WHERE id = %(id)s",
+        f"SELECT {ACTIVITY_COLUMNS} FROM {{prefix}}.workflow_instances WHERE id = %(id)s",
         prefix,
     )
     return from_row(_instance_row(conn, query, {}, instance_id), workflows)
@@ -229,10 +244,7 @@ def load_and_take_pending(
         " RETURNING id, step_ref, event, context_updates, metadata_updates, inserted_at)"
         " SELECT i.id, i.workflow, i.status, i.state, i.workflow_version,"
         f" ({flag}) AS flag,"
-        " (SELECT coalesce(jsonb_agg(jsonb_build_object('id', t.id::text,"
-        " 'step_ref', t.step_ref, 'event', t.event, 'context_updates', t.context_updates,"
-        " 'metadata_updates', t.metadata_updates, 'inserted_at', t.inserted_at)"
-        " ORDER BY t.inserted_at, t.id), '[]'::jsonb) FROM taken t) AS pending"
+        f" (SELECT {TAKEN_AS_JSON} FROM taken t) AS pending"
         " FROM {prefix}.workflow_instances i WHERE i.id = %(id)s FOR UPDATE OF i",
         prefix,
     )

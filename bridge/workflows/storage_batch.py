@@ -30,6 +30,8 @@ from bridge.workflows.instance import Instance
 from bridge.workflows.serializer import from_row, to_row
 from bridge.workflows.storage import (
     _RESULT_COLUMNS,
+    ACTIVITY_COLUMNS,
+    TAKEN_AS_JSON,
     StorageError,
     StoredResult,
     _q,
@@ -121,9 +123,7 @@ def _begin_locked_then(
 
 
 _ACTIVITIES = (
-    "SELECT id, workflow, status, workflow_version,"
-    " jsonb_build_object('active_steps', state->'active_steps') AS state"
-    " FROM {prefix}.workflow_instances WHERE id = ANY(%(ids)s::text[])"
+    f"SELECT {ACTIVITY_COLUMNS} FROM {{prefix}}.workflow_instances WHERE id = ANY(%(ids)s::text[])"
 )
 
 
@@ -160,6 +160,9 @@ class NewResult:
     advance: Job
 
 
+# INSERT_JOBS's row source without its ORDER BY/RETURNING, for the statements above and below.
+_JOB_ROWS = queries.INSERT_JOBS.split("ORDER BY x.n")[0].replace("\n", " ")
+
 _RECORD = (
     "WITH input AS ("
     " SELECT * FROM unnest(%(instance_ids)b::text[], %(step_refs)b::text[], %(events)b::text[],"
@@ -182,7 +185,7 @@ _RECORD = (
     "  JOIN written w ON w.instance_id = i.instance_id AND w.step_ref = i.step_ref"
     "  WHERE i.instance_id NOT IN (SELECT instance_id FROM guarded)"
     "  ORDER BY i.instance_id, i.ord),"
-    " jobs AS (" + "{jobs}" + " WHERE x.n IN (SELECT ord FROM chosen) ORDER BY x.n"
+    " jobs AS (" + _JOB_ROWS + " WHERE x.n IN (SELECT ord FROM chosen) ORDER BY x.n"
     " RETURNING queue, state)"
     " SELECT w.instance_id, w.step_ref,"
     " (SELECT count(pg_notify(n.channel, n.payload)) FROM unnest(%(n_queues)b::text[],"
@@ -190,9 +193,6 @@ _RECORD = (
     "  WHERE n.queue IN (SELECT queue FROM jobs WHERE state = 'available')) AS notified"
     " FROM written w"
 )
-
-# INSERT_JOBS's row source without its ORDER BY/RETURNING, for the statements above and below.
-_JOB_ROWS = queries.INSERT_JOBS.split("ORDER BY x.n")[0].replace("\n", " ")
 
 
 def _job_params(jobs: Sequence[Job], prefix: str) -> dict[str, Any]:
@@ -239,7 +239,7 @@ async def record_and_commit(
         **_job_params([r.advance for r in results], prefix),
     }
     try:
-        cur = await conn.execute(_q(conn, _RECORD.replace("{jobs}", _JOB_ROWS), prefix), params)
+        cur = await conn.execute(_q(conn, _RECORD, prefix), params)
         rows = await cur.fetchall()
         await conn.commit()
     except BaseException:
@@ -256,11 +256,7 @@ _TAKE_PENDING = (
     "  inserted_at)"
     " SELECT i.id, i.workflow, i.status, i.state, i.workflow_version,"
     " ({flag}) AS flag,"
-    " (SELECT coalesce(jsonb_agg(jsonb_build_object('id', t.id::text,"
-    " 'step_ref', t.step_ref, 'event', t.event, 'context_updates', t.context_updates,"
-    " 'metadata_updates', t.metadata_updates, 'inserted_at', t.inserted_at)"
-    " ORDER BY t.inserted_at, t.id), '[]'::jsonb) FROM taken t"
-    "  WHERE t.instance_id = i.id) AS pending"
+    f" (SELECT {TAKEN_AS_JSON} FROM taken t WHERE t.instance_id = i.id) AS pending"
     " FROM {prefix}.workflow_instances i WHERE i.id = ANY(%(ids)s::text[]) FOR UPDATE OF i"
 )
 
@@ -332,7 +328,7 @@ _SAVE = (
     "  %(s_states)b::text[], %(s_updated_at)b::timestamp[])"
     "  AS u(id, workflow, status, state, updated_at)"
     " WHERE w.id = u.id RETURNING 1),"
-    " jobs AS (" + "{jobs}" + " ORDER BY x.n RETURNING queue, state)"
+    " jobs AS (" + _JOB_ROWS + " ORDER BY x.n RETURNING queue, state)"
     " SELECT (SELECT count(*) FROM saved) AS saved,"
     " (SELECT count(pg_notify(n.channel, n.payload)) FROM unnest(%(n_queues)b::text[],"
     "  %(n_channels)b::text[], %(n_payloads)b::text[]) AS n(queue, channel, payload)"
@@ -358,7 +354,7 @@ async def save_and_commit(
         **_job_params(jobs, prefix),
     }
     try:
-        cur = await conn.execute(_q(conn, _SAVE.replace("{jobs}", _JOB_ROWS), prefix), params)
+        cur = await conn.execute(_q(conn, _SAVE, prefix), params)
         await cur.fetchall()
         await conn.commit()
     except BaseException:
