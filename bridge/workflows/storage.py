@@ -8,7 +8,7 @@ neither does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -97,13 +97,23 @@ def begin_locked(conn: Conn, instance_id: str, *, shared: bool = False) -> None:
     that ``conn.transaction()`` and the lock statement make; the key is an integer literal. For
     an idle autocommit connection (a pool's); the caller commits or rolls back.
     """
+    require_idle_autocommit(conn, "begin_locked")
+    # two statements: never a prepared statement
+    conn.execute(locked_begin([phash2(instance_id)], shared=shared), prepare=False)
+
+
+def require_idle_autocommit(conn: Conn | psycopg.AsyncConnection[Any], who: str) -> None:
+    """A caller that sends its own ``BEGIN`` needs a connection in no transaction."""
     if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
-        raise StorageError("begin_locked needs an idle autocommit connection")
-    lock = sql.SQL("pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock")
-    conn.execute(
-        sql.SQL("BEGIN; SELECT {}({}::bigint)").format(lock, sql.Literal(phash2(instance_id))),
-        prepare=False,  # two statements: never a prepared statement
-    )
+        raise StorageError(f"{who} needs an idle autocommit connection")
+
+
+def locked_begin(keys: Iterable[int], *, shared: bool) -> str:
+    """``BEGIN`` and the advisory lock of each key, in the order given, as one simple-protocol
+    query (its statements run one after the other). The keys are computed integers, written as
+    literals."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    return "; ".join(["BEGIN", *(f"SELECT {function}({int(key)}::bigint)" for key in keys)])
 
 
 def insert_instance(conn: Conn, prefix: str, row: InstanceRow) -> None:

@@ -32,10 +32,11 @@ from bridge.workflows.storage import (
     _RESULT_COLUMNS,
     ACTIVITY_COLUMNS,
     TAKEN_AS_JSON,
-    StorageError,
     StoredResult,
     _q,
     _result,
+    locked_begin,
+    require_idle_autocommit,
     taken_results,
 )
 
@@ -115,11 +116,8 @@ def _begin_locked_then(
     conn: AConn, instance_ids: Iterable[str], query: bytes, *, shared: bool
 ) -> bytes:
     """``BEGIN``, every instance's lock in key order (:func:`lock_keys`), then ``query``."""
-    if conn.info.transaction_status != TransactionStatus.IDLE or not conn.autocommit:
-        raise StorageError("a batch needs an idle autocommit connection")
-    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-    locks = "".join(f"SELECT {function}({int(key)}::bigint); " for key in lock_keys(instance_ids))
-    return b"BEGIN; " + locks.encode() + query
+    require_idle_autocommit(conn, "a batch")
+    return (locked_begin(lock_keys(instance_ids), shared=shared) + "; ").encode() + query
 
 
 _ACTIVITIES = (
