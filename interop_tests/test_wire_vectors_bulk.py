@@ -49,11 +49,11 @@ from bridge.wire.term import (
 )
 from interop_tests.fixture import ElixirFixture
 from tests.support.beam import run_elixir
+from tests.support.terms import SMALL_MAP, small_maps_only
 
 PY_TERMS = 3000
 VM_TERMS = 3000
 PAYLOADS = 2000
-SMALL_MAP = 32  # the VM writes maps above this in its hash order
 
 
 def b64(data: bytes) -> str:
@@ -169,23 +169,6 @@ def _term(rng: random.Random, depth: int) -> Any:
 def python_terms() -> list[Any]:
     rng = random.Random(20261201)
     return [_term(rng, rng.randrange(1, 4)) for _ in range(PY_TERMS)]
-
-
-def small_maps_only(term: Any) -> bool:
-    stack = [term]
-    while stack:
-        t = stack.pop()
-        if isinstance(t, dict | TermMap):
-            if len(t) > SMALL_MAP:
-                return False
-            stack.extend(t.keys())
-            stack.extend(t.values())
-        elif isinstance(t, list | tuple):
-            stack.extend(t)
-        elif isinstance(t, ImproperList):
-            stack.extend(t.items)
-            stack.append(t.tail)
-    return True
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,7 @@ from bridge.wire.term import (
     order_key,
 )
 from tests.support.beam import run_elixir
+from tests.support.terms import small_maps_only
 
 VM_RANDOM_TERMS = 800
 PY_RANDOM_TERMS = 300
@@ -299,24 +300,6 @@ def _py_term(rng: random.Random, depth: int) -> Any:
     }
 
 
-def _without_large_maps(term: Any) -> bool:
-    """Whether every map in the term has at most 32 keys (larger ones are in hash order)."""
-    stack = [term]
-    while stack:
-        t = stack.pop()
-        if isinstance(t, dict | TermMap):
-            if len(t) > 32:
-                return False
-            stack.extend(t.keys())
-            stack.extend(t.values())
-        elif isinstance(t, list | tuple):
-            stack.extend(t)
-        elif isinstance(t, ImproperList):
-            stack.extend(t.items)
-            stack.append(t.tail)
-    return True
-
-
 def _python_terms() -> list[Any]:
     rng = random.Random(20240611)
     terms = [_py_term(rng, rng.randrange(1, 5)) for _ in range(PY_RANDOM_TERMS)]
@@ -475,7 +458,7 @@ def test_vm_accepts_python_bytes_and_writes_them_back_identically(vm: VmRun) -> 
     structural = 0
     for (name, i), sent in vm.sent.items():
         back = vm.reencoded[(name, i)]
-        if _without_large_maps(vm.py_terms[i]):
+        if small_maps_only(vm.py_terms[i]):
             if back != sent:
                 mismatches.append((name, i, sent[:60], back[:60]))
         else:  # the VM writes large maps in its hash order: compare the terms instead
