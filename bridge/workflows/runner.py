@@ -464,7 +464,7 @@ class WorkflowRunner:
         lock_instance(conn, instance_id)
         instance = load_instance(conn, self.prefix, instance_id, self.workflows, for_update=True)
         take_pending(conn, self.prefix, instance_id)
-        if instance.status not in ("completed", "failed"):
+        if instance.status not in FINISHED:
             save_instance(conn, self.prefix, fail_workflow(instance))
         return self._cancel_jobs(conn, instance_id, own_job)
 
@@ -517,8 +517,7 @@ class WorkflowRunner:
             instance = load(conn, self.prefix, instance_id, self.workflows)
             workflow = self._workflow(instance.workflow)
             step = result.step_ref
-            if step not in instance.active_steps or instance.status in ("completed", "failed"):
-                log.info("%s: %s is no longer active; result dropped", instance_id, step)
+            if not _takes_result(instance, step):
                 return False
             if resume and step not in awaiting_steps(
                 results_for(conn, self.prefix, instance_id, pending=False)
@@ -591,8 +590,7 @@ class WorkflowRunner:
                     outcomes[k] = exc
                     continue
                 step = result.step_ref
-                if step not in instance.active_steps or instance.status in FINISHED:
-                    log.info("%s: %s is no longer active; result dropped", instance_id, step)
+                if not _takes_result(instance, step):
                     continue
                 if (instance_id, step) in seen:  # a duplicate: the index would refuse it
                     continue
@@ -941,10 +939,22 @@ def _woken(instance: Instance, pending: Sequence[StoredResult]) -> bool:
     return instance.status == "waiting" or any(r.event == ASYNC_EVENT for r in pending)
 
 
+def _active(instance: Instance, step: str) -> bool:
+    return step in instance.active_steps and instance.status not in FINISHED
+
+
 def _runnable(instance: Instance, step: str, ran: bool) -> bool:
     """Whether a step job should run its body: the step is active in an unfinished instance
     and has no result for this activation yet (processed or not: ``has_result``)."""
-    return step in instance.active_steps and instance.status not in FINISHED and not ran
+    return _active(instance, step) and not ran
+
+
+def _takes_result(instance: Instance, step: str) -> bool:
+    """Whether a recorder may write a result for the step (the one-job and the batch path)."""
+    if _active(instance, step):
+        return True
+    log.info("%s: %s is no longer active; result dropped", instance.id, step)
+    return False
 
 
 def _found(loaded: Instance | Exception | None, instance_id: str) -> Instance:
