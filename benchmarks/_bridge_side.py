@@ -14,10 +14,10 @@ import psycopg
 from _side_common import job_ran, main
 
 import bridge
-from bridge.jobs.enqueue import insert_all_async, insert_async
-from bridge.jobs.job import Job
-from bridge.jobs.registry import Registry, WorkerSpec, worker
-from bridge.node import Node, NodeConfig
+from bridge.jobs.client.enqueue import insert_all_async, insert_async
+from bridge.jobs.client.job import Job
+from bridge.jobs.client.registry import Registry, WorkerSpec, worker
+from bridge.jobs.node import Node, NodeConfig
 from bridge.schema import install
 
 REGISTRY = Registry()

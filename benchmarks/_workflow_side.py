@@ -1,7 +1,7 @@
 """One measured run of the workflow benchmark, in a process of its own.
 
 Run by ``bench_workflows.py`` as ``python benchmarks/_workflow_side.py WORKLOAD --url ...``; it
-prints one JSON line. The process is the Python node: a ``bridge.node.Node`` serving the
+prints one JSON line. The process is the Python node: a ``bridge.jobs.node.Node`` serving the
 runner's queue at ``--concurrency`` with the three HephaestusOban workers registered for one
 ``WorkflowRunner`` (as ``tests/workflows/test_runner.py`` wires them), defaults untouched except
 where an option says otherwise. Statements are counted in this process by
@@ -28,14 +28,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import bridge
-from bridge.jobs.job import Job
-from bridge.jobs.registry import Registry
-from bridge.node import Node, NodeConfig
+from bridge.jobs.client.job import Job
+from bridge.jobs.client.registry import Registry
+from bridge.jobs.node import Node, NodeConfig
 from bridge.workflows import DONE, Context, Instance, StepOk, Workflow, step
-from bridge.workflows import runner as runner_module
-from bridge.workflows.definition import DONE_STEP_NAME
-from bridge.workflows.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
-from bridge.workflows.workers import register
+from bridge.workflows.model.definition import DONE_STEP_NAME
+from bridge.workflows.run import runner as runner_module
+from bridge.workflows.run.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
+from bridge.workflows.run.workers import register
 
 QUEUE = "bench_workflows"
 CONFIG_KEY = "bench"

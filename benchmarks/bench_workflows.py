@@ -4,7 +4,7 @@
     python benchmarks/bench_workflows.py --write-docs   # ... and update docs/performance.md
 
 Two workloads, each at queue concurrency 10 and 50, each run in a fresh child process
-(``_workflow_side.py``: one ``bridge.node.Node`` with the HephaestusOban workers of one
+(``_workflow_side.py``: one ``bridge.jobs.node.Node`` with the HephaestusOban workers of one
 ``WorkflowRunner``; ``--no-coalesce`` makes it ``WorkflowRunner(coalesce=False)``, a
 transaction a job, for comparison) against a database this script creates and drops:
 
@@ -98,9 +98,9 @@ GOLDEN: dict[tuple[str, int], dict[str, str]] = {
 METHOD = """\
 How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_side.py`):
 
-- **One Python node**: each run is a fresh process holding one `bridge.node.Node` (defaults:
+- **One Python node**: each run is a fresh process holding one `bridge.jobs.node.Node` (defaults:
   plugins, node pool, poll interval) serving the runner's queue `bench_workflows` at the given
-  concurrency, with `bridge.workflows.workers.register` wiring AdvanceWorker, ExecuteStepWorker
+  concurrency, with `bridge.workflows.run.workers.register` wiring AdvanceWorker, ExecuteStepWorker
   and ResumeWorker to one `WorkflowRunner` (its pool for one-job paths: {pool}; each batch
   drain opens an async connection of its own). The three job
   bodies are coroutines on the node's event loop (`run_advance`, `run_execute_step`,
@@ -165,12 +165,12 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
 
 BATCHES = """\
 concurrent jobs' database work is grouped by the runner's three coalescers
-  (`bridge.workflows.coalesce.AsyncCoalescer`): the step jobs' pre-checks (each instance once,
+  (`bridge.workflows.store.coalesce.AsyncCoalescer`): the step jobs' pre-checks (each instance once,
   with which of the asked steps already have a result: one statement), the step results'
   recordings, and the advances. Each has one drain task on the node's event loop that runs one
   batch at a time, on an async connection of its own, over every job that submitted since its
   last batch began (at most 100); while one runs, the next gathers. A recording or advance
-  batch is one transaction (`bridge/workflows/storage_batch.py`): `BEGIN`, every instance's
+  batch is one transaction (`bridge/workflows/store/batch.py`): `BEGIN`, every instance's
   advisory lock (shared for recordings, exclusive for advances, in key order) and the first
   read in one simple-protocol round trip (psycopg `AsyncClientCursor`, values bound on the
   client), then one prepared statement holding every write and its `NOTIFY`, then `COMMIT`.

@@ -10,31 +10,35 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bridge.jobs.enqueue import insert, insert_all, insert_all_async, insert_async
-    from bridge.jobs.job import Job, JobValidationError
-    from bridge.jobs.outcome import Cancel, Discard, Error, Ok, Snooze
-    from bridge.jobs.registry import Registry, default_registry, worker
-    from bridge.node import Node, NodeConfig
+    from bridge.jobs.client.enqueue import insert, insert_all, insert_all_async, insert_async
+    from bridge.jobs.client.job import Job, JobValidationError
+    from bridge.jobs.client.outcome import Cancel, Discard, Error, Ok, Snooze
+    from bridge.jobs.client.registry import Registry, default_registry, worker
+    from bridge.jobs.node import Node, NodeConfig
+    from bridge.jobs.runtime import telemetry
 
 __version__ = "0.1.0"
 
+# Public name -> the module that defines it. ``telemetry`` is a module of its own (handlers for
+# job events), exported here so users need not know where the runtime keeps it.
 _EXPORTS = {
-    "Job": "bridge.jobs.job",
-    "JobValidationError": "bridge.jobs.job",
-    "worker": "bridge.jobs.registry",
-    "Registry": "bridge.jobs.registry",
-    "default_registry": "bridge.jobs.registry",
-    "Snooze": "bridge.jobs.outcome",
-    "Cancel": "bridge.jobs.outcome",
-    "Discard": "bridge.jobs.outcome",
-    "Error": "bridge.jobs.outcome",
-    "Ok": "bridge.jobs.outcome",
-    "insert": "bridge.jobs.enqueue",
-    "insert_all": "bridge.jobs.enqueue",
-    "insert_async": "bridge.jobs.enqueue",
-    "insert_all_async": "bridge.jobs.enqueue",
-    "Node": "bridge.node",
-    "NodeConfig": "bridge.node",
+    "Job": "bridge.jobs.client.job",
+    "JobValidationError": "bridge.jobs.client.job",
+    "worker": "bridge.jobs.client.registry",
+    "Registry": "bridge.jobs.client.registry",
+    "default_registry": "bridge.jobs.client.registry",
+    "Snooze": "bridge.jobs.client.outcome",
+    "Cancel": "bridge.jobs.client.outcome",
+    "Discard": "bridge.jobs.client.outcome",
+    "Error": "bridge.jobs.client.outcome",
+    "Ok": "bridge.jobs.client.outcome",
+    "insert": "bridge.jobs.client.enqueue",
+    "insert_all": "bridge.jobs.client.enqueue",
+    "insert_async": "bridge.jobs.client.enqueue",
+    "insert_all_async": "bridge.jobs.client.enqueue",
+    "Node": "bridge.jobs.node",
+    "NodeConfig": "bridge.jobs.node",
+    "telemetry": "bridge.jobs.runtime",
 }
 
 __all__ = [
@@ -54,6 +58,7 @@ __all__ = [
     "insert_all",
     "insert_all_async",
     "insert_async",
+    "telemetry",
     "worker",
 ]
 
@@ -62,4 +67,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'bridge' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    owner = importlib.import_module(module)
+    if not hasattr(owner, name):  # a module exported by name (telemetry) loads on first use
+        importlib.import_module(f"{module}.{name}")
+    return getattr(owner, name)

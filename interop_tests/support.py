@@ -277,7 +277,7 @@ def echo_term(value: Any) -> Any:
 async def echo_mirror(job: Any) -> Any:
     import asyncio
 
-    from bridge.jobs.outcome import Cancel, Discard, Error, Ok, Snooze
+    from bridge.jobs.client.outcome import Cancel, Discard, Error, Ok, Snooze
 
     args: dict[str, Any] = job.args
     unsupported = sorted(set(args) & set(ECHO_UNSUPPORTED))
@@ -315,7 +315,7 @@ def echo_backoff(job: Any) -> int:
 
 def register_echo(registry: Any, *, recorded: bool = False) -> Any:
     """Register the twin in ``registry`` (a ``bridge.Registry``); returns its WorkerSpec."""
-    from bridge.jobs.registry import WorkerSpec
+    from bridge.jobs.client.registry import WorkerSpec
 
     spec = WorkerSpec(
         name=ECHO,
@@ -330,7 +330,7 @@ def register_echo(registry: Any, *, recorded: bool = False) -> Any:
 
 def echo_registry(*, recorded: bool = False) -> Any:
     """A fresh registry holding only the twin."""
-    from bridge.jobs.registry import Registry
+    from bridge.jobs.client.registry import Registry
 
     registry = Registry()
     register_echo(registry, recorded=recorded)

@@ -34,8 +34,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bridge.jobs.client.registry import Registry
 from bridge.jobs.plugins.cron import Cron, CronEntry
-from bridge.jobs.registry import Registry
 from bridge.wire.atom import Atom
 from interop_tests.fixture import CommandFailed, ElixirFixture
 from interop_tests.support import in_thread

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from bridge import Job, insert, insert_all
-from bridge.jobs.enqueue import COPY_THRESHOLD
-from bridge.ops import get_job, retry_jobs
+from bridge.jobs.client.admin import get_job, retry_jobs
+from bridge.jobs.client.enqueue import COPY_THRESHOLD
 from bridge.wire.timefmt import parse_utc
 from interop_tests.fixture import ElixirFixture, wait_until
 from interop_tests.support import (

@@ -14,7 +14,7 @@ import base64
 from typing import Any
 
 from bridge import Job, Ok, insert_all
-from bridge.jobs.registry import Registry, worker
+from bridge.jobs.client.registry import Registry, worker
 from bridge.wire import term
 from bridge.wire.atom import Atom
 from bridge.wire.recorded import decode_recorded

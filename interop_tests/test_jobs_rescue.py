@@ -16,9 +16,9 @@ import signal
 import subprocess
 from typing import Any
 
+from bridge.jobs.client.registry import default_registry
 from bridge.jobs.plugins.lifeline import Lifeline
 from bridge.jobs.plugins.stager import Stager
-from bridge.jobs.registry import default_registry
 from interop_tests.fixture import ElixirFixture
 from interop_tests.support import (
     ECHO,

@@ -2,8 +2,8 @@
 
 The fixture sends Oban's payloads (`Oban.pause_queue/2`, `resume_queue/2`, `scale_queue/2`,
 `pause_all_queues/2`, node-targeted variants) to a Python node; Python sends the same payloads
-with ``bridge.ops`` to the fixture's producer. `Oban.cancel_job/2` from either side kills a job
-executing on the other (pkill) and the row ends as the genuine stack left it
+with ``bridge.jobs.client.admin`` to the fixture's producer. `Oban.cancel_job/2` from either
+side kills a job executing on the other (pkill) and the row ends as the genuine stack left it
 (golden/cancel-job). "Not claimed while paused" is checked after a later signal has been obeyed:
 notifications arrive in order, so by then the insert's wake-up has been handled too.
 """
@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 
 from bridge import Job, insert
-from bridge.jobs.registry import Registry
-from bridge.node import Node
-from bridge.ops import cancel_jobs, send_signal, signal_payload
+from bridge.jobs.client.admin import cancel_jobs, send_signal, signal_payload
+from bridge.jobs.client.registry import Registry
+from bridge.jobs.node import Node
 from bridge.wire import notify
 from interop_tests.fixture import ElixirFixture, wait_until
 from interop_tests.support import (

@@ -37,7 +37,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bridge import Job, insert
-from bridge.jobs.enqueue import insert_async
+from bridge.jobs.client.enqueue import insert_async
 from interop_tests.fixture import ElixirFixture
 from interop_tests.support import ECHO, echo_registry, eventually, in_thread
 from tests.jobs.support import running_node

@@ -18,22 +18,22 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bridge.jobs.client.registry import Registry, default_registry
 from bridge.jobs.plugins.lifeline import Lifeline
 from bridge.jobs.plugins.stager import Stager
-from bridge.jobs.registry import Registry, default_registry
 from bridge.workflows import DONE, Context, Instance, StepAsync, StepOk, Workflow, step
-from bridge.workflows.delegation import (
+from bridge.workflows.delegation.elixir import elixir_step
+from bridge.workflows.delegation.host import (
     DelegatedCall,
     DelegationHost,
     delegated,
     resume_elixir_step,
 )
-from bridge.workflows.delegation_elixir import elixir_step
-from bridge.workflows.delegation_lifeline import DelegationLifeline
-from bridge.workflows.repair import repair
-from bridge.workflows.runner import WorkflowRunner, resume_job
-from bridge.workflows.serializer import from_row
-from bridge.workflows.workers import register
+from bridge.workflows.delegation.lifeline import DelegationLifeline
+from bridge.workflows.model.serializer import from_row
+from bridge.workflows.run.repair import repair
+from bridge.workflows.run.runner import WorkflowRunner, resume_job
+from bridge.workflows.run.workers import register
 from interop_tests.fixture import ElixirFixture
 from interop_tests.workflow_support import (
     CONFIG_KEY,

@@ -18,15 +18,14 @@ import psycopg
 import pytest
 
 from bridge.workflows import WAIT
-from bridge.workflows.engine import (
+from bridge.workflows.model.engine import (
     advance,
     apply_step_results,
     execute_step,
     new_instance,
     step_result,
 )
-from bridge.workflows.runner import resume_job
-from bridge.workflows.serializer import (
+from bridge.workflows.model.serializer import (
     KnownNames,
     UnloadableStateError,
     from_row,
@@ -34,7 +33,8 @@ from bridge.workflows.serializer import (
     to_state,
     unloadable_names,
 )
-from bridge.workflows.storage import insert_instance, results_for, save_instance
+from bridge.workflows.run.runner import resume_job
+from bridge.workflows.store.instances import insert_instance, results_for, save_instance
 from interop_tests.fixture import ElixirFixture
 from interop_tests.support import golden_json, golden_lines
 from interop_tests.workflow_support import (

@@ -17,12 +17,17 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from bridge.jobs import enqueue
+from bridge.jobs.client import enqueue
 from bridge.workflows import DONE, WAIT, Unique, Workflow, registry
-from bridge.workflows.engine import StepResult
-from bridge.workflows.runner import advance_job
-from bridge.workflows.serializer import KnownNames, ensure_loadable, from_row, unloadable_update
-from bridge.workflows.storage import insert_result
+from bridge.workflows.model.engine import StepResult
+from bridge.workflows.model.serializer import (
+    KnownNames,
+    ensure_loadable,
+    from_row,
+    unloadable_update,
+)
+from bridge.workflows.run.runner import advance_job
+from bridge.workflows.store.instances import insert_result
 from interop_tests.fixture import ElixirFixture
 from tests.workflows import (
     ASYNC_FANOUT,

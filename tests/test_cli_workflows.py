@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bridge.cli import main
-from bridge.config import ConfigError, load_settings
-from bridge.jobs.registry import Registry
-from bridge.node import NodeConfig
+from bridge.cli.settings import ConfigError, load_settings
+from bridge.jobs.client.registry import Registry
+from bridge.jobs.node import NodeConfig
 from bridge.workflows import DONE, Context, Instance, StepAsync, StepOk, Unique, Workflow, step
-from bridge.workflows.lifeline import WorkflowLifeline
-from bridge.workflows.runner import ADVANCE_WORKER, RESUME_WORKER, WorkflowRunner
+from bridge.workflows.run.lifeline import WorkflowLifeline
+from bridge.workflows.run.runner import ADVANCE_WORKER, RESUME_WORKER, WorkflowRunner
 from bridge.workflows.serving import WorkflowModuleError, load_workflows
 from tests.workflows.test_repair import LOST_JOB_ID, STUCK_ID, build_stuck_s2d, golden_jobs
 from tests.workflows.test_runner import jobs_json, serving, status_is, wait_for_instance
@@ -338,7 +338,7 @@ def test_workflow_settings_from_toml(tmp_path: Path) -> None:
 
 
 def test_node_workflows_attach_the_runner_queue_and_lifeline(tmp_path: Path) -> None:
-    from bridge.cli_workflows import workflows_for_node
+    from bridge.cli.workflows import workflows_for_node
 
     path = tmp_path / "bridge.toml"
     path.write_text(f'workflows = ["{MODULE}"]\nworkflow_queue = "py_flows"\n')

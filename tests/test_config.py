@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import ConfigError, WorkerSettings, load_settings
+from bridge.cli.settings import ConfigError, WorkerSettings, load_settings
 
 
 def test_tool_bridge_table_in_pyproject(tmp_path: Path) -> None:

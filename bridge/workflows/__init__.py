@@ -5,8 +5,23 @@ Everything here is pure; storage and the HephaestusOban-compatible workers build
 
 from __future__ import annotations
 
-from bridge.workflows.builtins import DONE, WAIT, WAIT_FOR_EVENT, wait_delay_ms
-from bridge.workflows.definition import (
+from bridge.workflows.delegation.elixir import ElixirStepRun, elixir_step
+from bridge.workflows.delegation.host import (
+    DelegatedCall,
+    DelegatedStep,
+    DelegationHost,
+    delegated,
+    resume_elixir_step,
+)
+from bridge.workflows.delegation.lifeline import DelegationLifeline
+from bridge.workflows.delegation.protocol import (
+    DelegationArgs,
+    DelegationArgsError,
+    DelegationError,
+    DelegationViolation,
+)
+from bridge.workflows.model.builtins import DONE, WAIT, WAIT_FOR_EVENT, wait_delay_ms
+from bridge.workflows.model.definition import (
     ASYNC_EVENT,
     DONE_STEP_NAME,
     BusinessKeyError,
@@ -40,22 +55,7 @@ from bridge.workflows.definition import (
     step,
     underscore,
 )
-from bridge.workflows.delegation import (
-    DelegatedCall,
-    DelegatedStep,
-    DelegationHost,
-    delegated,
-    resume_elixir_step,
-)
-from bridge.workflows.delegation_elixir import ElixirStepRun, elixir_step
-from bridge.workflows.delegation_lifeline import DelegationLifeline
-from bridge.workflows.delegation_protocol import (
-    DelegationArgs,
-    DelegationArgsError,
-    DelegationError,
-    DelegationViolation,
-)
-from bridge.workflows.engine import (
+from bridge.workflows.model.engine import (
     EngineError,
     InvalidStepResultError,
     StepCall,
@@ -76,10 +76,8 @@ from bridge.workflows.engine import (
     resume_step,
     step_result,
 )
-from bridge.workflows.instance import Context, ExecutionEntry, Instance, Status
-from bridge.workflows.lifeline import WorkflowLifeline
-from bridge.workflows.repair import Repair, find_stuck, repair
-from bridge.workflows.serializer import (
+from bridge.workflows.model.instance import Context, ExecutionEntry, Instance, Status
+from bridge.workflows.model.serializer import (
     InstanceRow,
     KnownNames,
     LoadProblem,
@@ -95,6 +93,8 @@ from bridge.workflows.serializer import (
     unloadable_names,
     unloadable_update,
 )
+from bridge.workflows.run.lifeline import WorkflowLifeline
+from bridge.workflows.run.repair import Repair, find_stuck, repair
 from bridge.workflows.serving import WorkflowServing, load_workflows, serve_workflows
 
 __all__ = [

@@ -12,13 +12,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
-from bridge.node import NodeConfig
-from bridge.workflows.definition import Workflow, WorkflowError, registry
-from bridge.workflows.delegation import DelegatedStep, DelegationHost
-from bridge.workflows.delegation_lifeline import DelegationLifeline
-from bridge.workflows.lifeline import WorkflowLifeline
-from bridge.workflows.runner import DEFAULT_CONFIG_KEY, DEFAULT_QUEUE, WorkflowRunner
-from bridge.workflows.workers import register
+from bridge.jobs.node import NodeConfig
+from bridge.workflows.delegation.host import DelegatedStep, DelegationHost
+from bridge.workflows.delegation.lifeline import DelegationLifeline
+from bridge.workflows.model.definition import Workflow, WorkflowError, registry
+from bridge.workflows.run.lifeline import WorkflowLifeline
+from bridge.workflows.run.runner import DEFAULT_CONFIG_KEY, DEFAULT_QUEUE, WorkflowRunner
+from bridge.workflows.run.workers import register
 
 EXPLICIT_ATTRIBUTE = "WORKFLOWS"
 

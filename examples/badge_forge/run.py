@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from badge_forge import generator
 from bridge import Job, Node, NodeConfig, insert
-from bridge.jobs.registry import default_registry
+from bridge.jobs.client.registry import default_registry
 
 QUEUE = "badges"
 

@@ -11,8 +11,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from bridge.jobs.registry import Registry
-from bridge.node import Node, NodeConfig
+from bridge.jobs.client.registry import Registry
+from bridge.jobs.node import Node, NodeConfig
 
 
 def job_row(url: str, prefix: str, job_id: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.jobs.cron_expression import (
+from bridge.jobs.plugins.cron_expression import (
     DAYS,
     HOURS,
     MINUTES,

@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bridge.jobs.job import Job
+from bridge.jobs.client.job import Job
+from bridge.jobs.client.registry import Registry, worker
 from bridge.jobs.plugins.cron import (
     Cron,
     CronEntry,
@@ -27,7 +28,6 @@ from bridge.jobs.plugins.cron import (
     slot_lock_key,
 )
 from bridge.jobs.plugins.peer import Peer
-from bridge.jobs.registry import Registry, worker
 from bridge.wire.atom import Atom
 from tests.jobs.support import job_json, running_node
 from tests.support.beam import run_elixir

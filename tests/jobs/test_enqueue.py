@@ -98,7 +98,7 @@ def test_insert_one_unless_writes_the_same_row_or_nothing(
 ) -> None:
     """The guarded one-job insert: while its guard finds a row, no job and no notification;
     otherwise the row insert_all writes."""
-    from bridge.jobs.enqueue import insert_one_unless
+    from bridge.jobs.client.enqueue import insert_one_unless
 
     guard = "SELECT 1 FROM {prefix}.oban_jobs WHERE queue = %(guard_queue)s"
     channel = f"{oban_prefix}.oban_insert"
@@ -222,7 +222,7 @@ def test_invalid_jobs_are_rejected_before_sql(kwargs: dict[str, object], message
 def test_copy_path_writes_the_same_rows_as_the_insert_path(conn: Conn, database_url: str) -> None:
     """Bulk inserts use COPY; the rows must not differ from single inserts (odd prefix too)."""
     from bridge import schema
-    from bridge.jobs.enqueue import COPY_THRESHOLD
+    from bridge.jobs.client.enqueue import COPY_THRESHOLD
 
     odd = 'we\'ird "p"'
     schema.install(conn, odd)

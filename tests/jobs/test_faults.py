@@ -10,9 +10,9 @@ import psycopg
 from psycopg import sql
 
 from bridge import Job, insert_all
+from bridge.jobs.client.registry import default_registry
 from bridge.jobs.plugins.lifeline import Lifeline
 from bridge.jobs.plugins.stager import Stager
-from bridge.jobs.registry import default_registry
 from tests.jobs import fault_workers
 from tests.jobs.support import job_row, running_node, wait_for_state
 from tests.support.worker import spawn_worker

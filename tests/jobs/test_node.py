@@ -292,7 +292,7 @@ async def test_telemetry_events_have_obans_default_logger_keys(
     import json as _json
     import logging
 
-    from bridge import telemetry
+    from bridge.jobs.runtime import telemetry
 
     events: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
 

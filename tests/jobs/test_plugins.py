@@ -10,10 +10,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from bridge.jobs.client.registry import Registry
 from bridge.jobs.plugins.gossip import Gossip
 from bridge.jobs.plugins.peer import Peer
 from bridge.jobs.plugins.sonar import Sonar
-from bridge.jobs.registry import Registry
 from tests.jobs.support import running_node
 
 Conn = psycopg.Connection[tuple[object, ...]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.jobs.tasks import cancel_and_wait
+from bridge.jobs.runtime.tasks import cancel_and_wait
 
 
 async def test_a_task_that_absorbs_a_cancellation_is_still_stopped() -> None:

@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from bridge import Job, JobValidationError, insert, insert_all, insert_async
-from bridge.jobs.unique import UniqueOptions
+from bridge.jobs.client.unique import UniqueOptions
 
 Conn = psycopg.Connection[tuple[object, ...]]
 W = "Realstack.SleepWorker"

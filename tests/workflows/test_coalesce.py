@@ -1,4 +1,4 @@
-"""Unit tests of ``bridge.workflows.coalesce.AsyncCoalescer``: the group commit under the runner.
+"""Unit tests of ``bridge.workflows.store.coalesce.AsyncCoalescer``: the runner's group commit.
 
 The runner's correctness rests on promises of the coalescer that the database tests only
 exercise by accident: every caller gets exactly its own outcome (a value, its own exception
@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from bridge.workflows.coalesce import AsyncCoalescer
+from bridge.workflows.store.coalesce import AsyncCoalescer
 
 A = TypeVar("A")
 

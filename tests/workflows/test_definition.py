@@ -42,7 +42,7 @@ from bridge.workflows import (
     underscore,
     wait_delay_ms,
 )
-from bridge.workflows.definition import extract_business_value, lookup
+from bridge.workflows.model.definition import extract_business_value, lookup
 from tests.support.beam import run_elixir
 from tests.workflows import FAIL_LINEAR, ORDER, WORKFLOWS, charge, notify, reserve, validate
 

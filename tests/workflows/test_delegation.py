@@ -15,27 +15,27 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bridge.jobs.enqueue import insert_all
-from bridge.jobs.job import Job
-from bridge.jobs.registry import Registry
+from bridge.jobs.client.enqueue import insert_all
+from bridge.jobs.client.job import Job
+from bridge.jobs.client.registry import Registry
 from bridge.wire import notify
 from bridge.workflows import DONE, Context, Instance, StepError, StepOk, Workflow, step
-from bridge.workflows.delegation import DelegatedCall, DelegationHost, delegated
-from bridge.workflows.delegation_door import (
+from bridge.workflows.delegation.door import (
     complete_elixir_step,
     fail_elixir_instance,
 )
-from bridge.workflows.delegation_elixir import elixir_step
-from bridge.workflows.delegation_lifeline import sweep, sweep_elixir_steps
-from bridge.workflows.delegation_protocol import (
+from bridge.workflows.delegation.elixir import elixir_step
+from bridge.workflows.delegation.host import DelegatedCall, DelegationHost, delegated
+from bridge.workflows.delegation.lifeline import sweep, sweep_elixir_steps
+from bridge.workflows.delegation.protocol import (
     DelegationArgs,
     DelegationArgsError,
     DelegationViolation,
     check_remote_outcome,
     job_args,
 )
-from bridge.workflows.runner import WorkflowRunner
-from bridge.workflows.workers import register
+from bridge.workflows.run.runner import WorkflowRunner
+from bridge.workflows.run.workers import register
 from tests.jobs.support import running_node, wait_for_state
 
 WORKFLOW = "Elixir.Realstack.WF.AsyncFanout"

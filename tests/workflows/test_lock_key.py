@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from bridge.wire.phash2 import phash2
-from bridge.workflows.storage import StorageError, begin_locked, lock_instance
+from bridge.workflows.store.instances import StorageError, begin_locked, lock_instance
 from tests.support.beam import run_elixir
 
 

@@ -21,17 +21,17 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bridge.jobs.enqueue import insert_all
-from bridge.jobs.registry import Registry
-from bridge.node import Node, NodeConfig
+from bridge.jobs.client.enqueue import insert_all
+from bridge.jobs.client.registry import Registry
+from bridge.jobs.node import Node, NodeConfig
 from bridge.wire.phash2 import phash2
 from bridge.wire.timefmt import utc_now
 from bridge.workflows import DONE, Context, Instance, StepOk, Workflow, advance, step
-from bridge.workflows.engine import StepResult
-from bridge.workflows.repair import Repair, find_stuck, owner_of, repair
-from bridge.workflows.runner import ADVANCE_WORKER, WorkflowRunner, advance_job
+from bridge.workflows.model.engine import StepResult
+from bridge.workflows.run.repair import Repair, find_stuck, owner_of, repair
+from bridge.workflows.run.runner import ADVANCE_WORKER, WorkflowRunner, advance_job
 from bridge.workflows.serving import WorkflowServing, serve_workflows
-from bridge.workflows.storage import insert_result, load_instance, save_instance
+from bridge.workflows.store.instances import insert_result, load_instance, save_instance
 from tests.workflows import load_jsonl
 from tests.workflows.test_runner import jobs_json, status_is, wait_for_instance
 
@@ -403,7 +403,7 @@ def build_stuck_python(runner: WorkflowRunner, conn: psycopg.Connection[Any], ii
             (iid,),
         )
         running = load_instance(conn, prefix, iid, runner.workflows)
-        from bridge.workflows.runner import execute_step_job
+        from bridge.workflows.run.runner import execute_step_job
 
         step_job = execute_step_job(
             HEAL, running, first.name, queue=runner.queue, config_key=runner.config_key
@@ -503,7 +503,7 @@ async def test_a_lifeline_only_node_heals_an_elixir_instance(
 ) -> None:
     """No Python workflows at all: the plugin alone enqueues the Elixir app's lost advance."""
     from bridge.jobs.plugins.peer import Peer
-    from bridge.workflows.lifeline import WorkflowLifeline
+    from bridge.workflows.run.lifeline import WorkflowLifeline
 
     build_stuck_s2d(conn, oban_prefix)
     lifeline = WorkflowLifeline(grace=30.0, interval=0.1)

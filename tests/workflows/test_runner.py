@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bridge.jobs.registry import Registry
-from bridge.node import Node
+from bridge.jobs.client.registry import Registry
+from bridge.jobs.node import Node
 from bridge.workflows import (
     DONE,
     Context,
@@ -24,15 +24,15 @@ from bridge.workflows import (
     Workflow,
     step,
 )
-from bridge.workflows.runner import (
+from bridge.workflows.run.runner import (
     ADVANCE_WORKER,
     EXECUTE_STEP_WORKER,
     RESUME_WORKER,
     ResumeError,
     WorkflowRunner,
 )
-from bridge.workflows.storage import DuplicateInstanceError, InstanceNotFoundError
-from bridge.workflows.workers import register
+from bridge.workflows.run.workers import register
+from bridge.workflows.store.instances import DuplicateInstanceError, InstanceNotFoundError
 from tests.jobs.support import running_node
 from tests.workflows import ASYNC_FANOUT, ORDER, async_wait, load_json, normal
 

@@ -19,18 +19,18 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from bridge.jobs.job import Job
-from bridge.jobs.outcome import Cancel
+from bridge.jobs.client.job import Job
+from bridge.jobs.client.outcome import Cancel
 from bridge.workflows import DONE, Context, Instance, StepOk, Workflow, step
-from bridge.workflows.coalesce import AsyncCoalescer
-from bridge.workflows.definition import UnknownWorkflowError
-from bridge.workflows.engine import StepResult
-from bridge.workflows.runner import (
+from bridge.workflows.model.definition import UnknownWorkflowError
+from bridge.workflows.model.engine import StepResult
+from bridge.workflows.run.runner import (
     ADVANCE_WORKER,
     BATCH_APPLICATION_NAME,
     EXECUTE_STEP_WORKER,
     WorkflowRunner,
 )
+from bridge.workflows.store.coalesce import AsyncCoalescer
 from tests.workflows.test_runner import serving, status_is, wait_for_instance
 
 

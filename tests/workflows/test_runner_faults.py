@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from bridge.jobs.job import Job
+from bridge.jobs.client.job import Job
 from bridge.workflows import (
     DONE,
     Context,
@@ -22,8 +22,8 @@ from bridge.workflows import (
     Workflow,
     step,
 )
-from bridge.workflows import runner as runner_module
-from bridge.workflows.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
+from bridge.workflows.run import runner as runner_module
+from bridge.workflows.run.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
 from tests.workflows.test_runner import (
     fetch_all,
     jobs_json,

@@ -26,7 +26,7 @@ from bridge.workflows import (
     unloadable_names,
     unloadable_update,
 )
-from bridge.workflows.serializer import format_entry_timestamp, parse_entry_timestamp
+from bridge.workflows.model.serializer import format_entry_timestamp, parse_entry_timestamp
 from tests.support.beam import run_elixir
 from tests.workflows import (
     ASYNC_FANOUT,

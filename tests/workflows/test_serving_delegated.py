@@ -12,12 +12,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from bridge.jobs.registry import Registry
-from bridge.node import NodeConfig
+from bridge.jobs.client.registry import Registry
+from bridge.jobs.node import NodeConfig
 from bridge.workflows import StepOk, delegated
-from bridge.workflows.delegation import DelegatedCall, DelegationHost
-from bridge.workflows.delegation_lifeline import DelegationLifeline
-from bridge.workflows.runner import WorkflowRunner
+from bridge.workflows.delegation.host import DelegatedCall, DelegationHost
+from bridge.workflows.delegation.lifeline import DelegationLifeline
+from bridge.workflows.run.runner import WorkflowRunner
 from bridge.workflows.serving import WorkflowModuleError, delegated_steps_of, serve_delegated
 from tests.jobs.support import wait_for_state
 from tests.support.worker import spawn_worker

@@ -8,9 +8,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bridge.workflows.engine import StepResult, new_instance
-from bridge.workflows.serializer import to_row
-from bridge.workflows.storage import (
+from bridge.workflows.model.engine import StepResult, new_instance
+from bridge.workflows.model.serializer import to_row
+from bridge.workflows.store.instances import (
     InstanceNotFoundError,
     insert_instance,
     insert_result,
@@ -103,8 +103,8 @@ def test_load_activity_reads_what_load_instance_reads_of_the_activity(
     from dataclasses import replace
 
     from bridge.workflows import UnknownStepError
-    from bridge.workflows.engine import advance
-    from bridge.workflows.storage import save_instance
+    from bridge.workflows.model.engine import advance
+    from bridge.workflows.store.instances import save_instance
 
     registry = {ORDER.name: ORDER}
     started = advance(ORDER, new_instance(ORDER, {"order_id": "o-1"}, id="order::light"))
@@ -161,8 +161,8 @@ def test_insert_result_and_job_writes_both_rows_or_only_what_is_due(
     """The recorder's statement: the result row as insert_result writes it and, only if it was
     written and the guard finds nothing, the job row as insert_one_unless writes it, with its
     notification; a second result for the step (unprocessed one exists) writes neither."""
-    from bridge.jobs.enqueue import insert_one_unless
-    from bridge.jobs.job import Job
+    from bridge.jobs.client.enqueue import insert_one_unless
+    from bridge.jobs.client.job import Job
 
     jobs = sql.SQL("SELECT row_to_json(j) FROM {}.oban_jobs j ORDER BY id").format(
         sql.Identifier(oban_prefix)
@@ -217,10 +217,10 @@ def test_insert_result_and_job_writes_both_rows_or_only_what_is_due(
 def test_save_instance_and_job_writes_what_save_instance_and_insert_all_write(
     conn: psycopg.Connection[Any], oban_prefix: str
 ) -> None:
-    from bridge.jobs.enqueue import insert_all
-    from bridge.jobs.job import Job
-    from bridge.workflows.engine import advance
-    from bridge.workflows.storage import save_instance
+    from bridge.jobs.client.enqueue import insert_all
+    from bridge.jobs.client.job import Job
+    from bridge.workflows.model.engine import advance
+    from bridge.workflows.store.instances import save_instance
 
     registry = {ORDER.name: ORDER}
     rows = sql.SQL(

@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from bridge.jobs.registry import Registry
-from bridge.node import Node, NodeConfig
+from bridge.jobs.client.registry import Registry
+from bridge.jobs.node import Node, NodeConfig
 from bridge.wire.timefmt import utc_now
 from bridge.workflows import (
     DONE,
@@ -27,9 +27,9 @@ from bridge.workflows import (
     Workflow,
     step,
 )
-from bridge.workflows.runner import RESUME_WORKER, ResumeError, WorkflowRunner
+from bridge.workflows.run.runner import RESUME_WORKER, ResumeError, WorkflowRunner
 from bridge.workflows.serving import WorkflowServing, serve_workflows
-from bridge.workflows.storage import InstanceNotFoundError
+from bridge.workflows.store.instances import InstanceNotFoundError
 from tests.workflows.test_runner import (
     HEPH_JOBS,
     jobs_json,

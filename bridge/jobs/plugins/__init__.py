@@ -7,10 +7,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from bridge.jobs.tasks import cancel_and_wait
+from bridge.jobs.runtime.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from bridge.node import Node
+    from bridge.jobs.node import Node
 
 log = logging.getLogger("bridge.plugins")
 

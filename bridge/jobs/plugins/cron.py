@@ -29,28 +29,28 @@ import orjson
 from psycopg.rows import dict_row
 
 from bridge.jobs import queries
-from bridge.jobs.cron_expression import (
-    DEFAULT_TIMEZONE,
-    CronExpression,
-    CronExpressionError,
-    local_time,
-    parse,
-)
-from bridge.jobs.cron_expression import timezone as find_zone
-from bridge.jobs.enqueue import insert_notifications, insert_params
-from bridge.jobs.job import (
+from bridge.jobs.client.enqueue import insert_notifications, insert_params
+from bridge.jobs.client.job import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
     Job,
     JobValidationError,
 )
+from bridge.jobs.client.registry import WorkerSpec
 from bridge.jobs.plugins import Plugin
-from bridge.jobs.registry import WorkerSpec
+from bridge.jobs.plugins.cron_expression import (
+    DEFAULT_TIMEZONE,
+    CronExpression,
+    CronExpressionError,
+    local_time,
+    parse,
+)
+from bridge.jobs.plugins.cron_expression import timezone as find_zone
 from bridge.wire.phash2 import phash2
 
 if TYPE_CHECKING:
-    from bridge.node import Node
+    from bridge.jobs.node import Node
 
 log = logging.getLogger("bridge.plugins.cron")
 

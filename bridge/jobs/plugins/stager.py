@@ -11,8 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 from bridge.jobs import queries
+from bridge.jobs.client.unique_insert import RELEASE_STALE
 from bridge.jobs.plugins import Plugin
-from bridge.jobs.unique_insert import RELEASE_STALE
 from bridge.wire import notify
 from bridge.wire.timefmt import utc_now
 

@@ -1,0 +1,254 @@
+"""Insert jobs for any worker, Python or Elixir, exactly as ``Oban.insert`` would.
+
+Inserts run on the caller's connection and inside the caller's transaction when there is one,
+so a job commits or rolls back with the caller's own rows; the ``oban_insert`` notification is
+sent in the same transaction, so PostgreSQL delivers it only on commit and an idle Elixir queue
+wakes exactly when the job becomes visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+
+from bridge.db import DEFAULT_PREFIX, quote_ident
+from bridge.jobs import queries
+from bridge.jobs.client.job import Job
+from bridge.wire import jsonfmt, notify
+from bridge.wire.timefmt import to_naive_utc, utc_now
+
+
+def insert_params(jobs: Sequence[Job], now: datetime) -> dict[str, list[Any]]:
+    """Column arrays for INSERT_JOBS; pure, so the sync and async paths share it."""
+    params: dict[str, list[Any]] = {
+        key: []
+        for key in (
+            "state",
+            "queue",
+            "worker",
+            "args",
+            "meta",
+            "tags",
+            "max_attempts",
+            "priority",
+            "inserted_at",
+            "scheduled_at",
+        )
+    }
+    for job in jobs:
+        job.validate()
+        params["state"].append(job.state)
+        params["queue"].append(job.queue)
+        params["worker"].append(job.worker)
+        params["args"].append(jsonfmt.dumps(job.args))
+        params["meta"].append(jsonfmt.dumps(job.meta))
+        params["tags"].append(jsonfmt.dumps(job.tags))
+        params["max_attempts"].append(job.max_attempts)
+        params["priority"].append(job.priority)
+        params["inserted_at"].append(now)
+        # Naive UTC, whatever the caller built the Job with: bound in binary, an aware value
+        # would be a timestamptz that PostgreSQL shifts into the session's time zone.
+        params["scheduled_at"].append(to_naive_utc(job.scheduled_at) if job.scheduled_at else now)
+    return params
+
+
+# Above this many jobs, insert_all uses COPY with pre-allocated ids (about 3x the rows/s of one
+# INSERT ... SELECT FROM unnest here: 63,000 vs 23,000 jobs/s in batches of 1,000).
+COPY_THRESHOLD = 64
+
+
+def copy_rows(jobs: Sequence[Job], ids: Sequence[int], now: datetime) -> list[tuple[Any, ...]]:
+    """Rows for COPY_JOBS, and fill in each Job as the database now holds it; pure."""
+    rows = []
+    for job, job_id in zip(jobs, ids, strict=True):
+        job.validate()
+        job.id = job_id
+        job.inserted_at = now
+        job.scheduled_at = job.scheduled_at or now
+        rows.append(
+            (
+                job_id,
+                job.state,
+                job.queue,
+                job.worker,
+                jsonfmt.dumps(job.args),
+                jsonfmt.dumps(job.meta),
+                job.tags,
+                job.max_attempts,
+                job.priority,
+                now,
+                job.scheduled_at,
+            )
+        )
+    return rows
+
+
+def insert_one_params(prefix: str, job: Job, now: datetime) -> dict[str, Any]:
+    """Parameters for INSERT_JOB: one row's values and the notification it sends if available."""
+    params = {key: values[0] for key, values in insert_params([job], now).items()}
+    params["channel"] = notify.channel(prefix, "insert")
+    params["payload"] = notify.encode({"queue": job.queue})
+    return params
+
+
+def insert_notifications(prefix: str, rows: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
+    """One ``oban_insert`` per queue that got available jobs; scheduled ones wake nobody."""
+    queues = sorted({row["queue"] for row in rows if row["state"] == "available"})
+    channel = notify.channel(prefix, "insert")
+    return [{"channel": channel, "payload": notify.encode({"queue": q})} for q in queues]
+
+
+def atomic(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+    """Our own transaction only on an autocommit connection that is idle.
+
+    Otherwise the caller owns the transaction (psycopg opens one implicitly on a
+    non-autocommit connection): the jobs and the NOTIFY commit or roll back with the caller.
+    """
+    idle = conn.info.transaction_status == TransactionStatus.IDLE
+    return conn.transaction() if conn.autocommit and idle else nullcontext()
+
+
+def atomic_async(conn: psycopg.AsyncConnection[Any]) -> AbstractAsyncContextManager[Any]:
+    idle = conn.info.transaction_status == TransactionStatus.IDLE
+    return conn.transaction() if conn.autocommit and idle else nullcontext()
+
+
+def insert_all(
+    conn: psycopg.Connection[Any], jobs: Sequence[Job], *, prefix: str = DEFAULT_PREFIX
+) -> list[Job]:
+    """Insert many jobs in one statement on ``conn`` (in its transaction if one is open).
+
+    Like Oban's OSS ``insert_all``, this does not check uniqueness.
+    """
+    if not jobs:
+        return []
+    if len(jobs) >= COPY_THRESHOLD:
+        return _copy_all(conn, jobs, prefix)
+    if len(jobs) == 1:
+        with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                queries.render_insert_job(prefix),
+                insert_one_params(prefix, jobs[0], utc_now()),
+            )
+            return [Job.from_row(row) for row in cur.fetchall()]
+    params = insert_params(jobs, utc_now())
+    with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
+        rows = cur.fetchall()
+        for note in insert_notifications(prefix, rows):
+            cur.execute(queries.NOTIFY, note)
+    return [Job.from_row(row) for row in rows]
+
+
+async def insert_all_async(
+    conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], *, prefix: str = DEFAULT_PREFIX
+) -> list[Job]:
+    """The async twin of :func:`insert_all`."""
+    if not jobs:
+        return []
+    if len(jobs) >= COPY_THRESHOLD:
+        return await _copy_all_async(conn, jobs, prefix)
+    if len(jobs) == 1:
+        async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                queries.render_insert_job(prefix),
+                insert_one_params(prefix, jobs[0], utc_now()),
+            )
+            return [Job.from_row(row) for row in await cur.fetchall()]
+    params = insert_params(jobs, utc_now())
+    async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
+        rows = await cur.fetchall()
+        for note in insert_notifications(prefix, rows):
+            await cur.execute(queries.NOTIFY, note)
+    return [Job.from_row(row) for row in rows]
+
+
+def insert_one_unless(
+    conn: psycopg.Connection[Any],
+    job: Job,
+    unless: str,
+    params: Mapping[str, Any],
+    *,
+    prefix: str = DEFAULT_PREFIX,
+) -> Job | None:
+    """Insert one job, with its notification, unless ``unless`` finds a row, in one statement.
+
+    ``unless`` is the body of a ``NOT EXISTS (...)``, a template with ``{prefix}`` and named
+    parameters from ``params`` (not the job's own names). The row is the one insert_all
+    writes; None when the guard held it back. Like insert_all, no uniqueness check: the guard
+    sees only committed rows (and the caller's own), so callers serialise on a lock of theirs.
+    """
+    values = insert_one_params(prefix, job, utc_now())
+    clash = set(values) & set(params)
+    if clash:
+        raise ValueError(f"guard parameters clash with the job's: {sorted(clash)}")
+    query = queries.render_insert_job(prefix, f"NOT EXISTS ({unless})")
+    with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, {**values, **params})
+        row = cur.fetchone()
+    return None if row is None else Job.from_row(row)
+
+
+def _id_params(prefix: str, n: int) -> dict[str, Any]:
+    # The table name goes in as a value (pg_get_serial_sequence parses it), never as SQL text.
+    return {"table": f"{quote_ident(prefix)}.oban_jobs", "n": n}
+
+
+def _copy_all(conn: psycopg.Connection[Any], jobs: Sequence[Job], prefix: str) -> list[Job]:
+    fresh = [replace(job) for job in jobs]
+    with atomic(conn), conn.cursor() as cur:
+        next_ids = queries.render(queries.NEXT_JOB_IDS, prefix)
+        cur.execute(next_ids, _id_params(prefix, len(fresh)))
+        ids = [row[0] for row in cur.fetchall()]
+        rows = copy_rows(fresh, ids, utc_now())
+        with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
+            for row in rows:
+                copy.write_row(row)
+        for note in insert_notifications(prefix, (vars(job) for job in fresh)):
+            cur.execute(queries.NOTIFY, note)
+    return fresh
+
+
+async def _copy_all_async(
+    conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], prefix: str
+) -> list[Job]:
+    fresh = [replace(job) for job in jobs]
+    async with atomic_async(conn), conn.cursor() as cur:
+        await cur.execute(
+            queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, len(fresh))
+        )
+        ids = [row[0] for row in await cur.fetchall()]
+        rows = copy_rows(fresh, ids, utc_now())
+        async with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
+            for row in rows:
+                await copy.write_row(row)
+        for note in insert_notifications(prefix, (vars(job) for job in fresh)):
+            await cur.execute(queries.NOTIFY, note)
+    return fresh
+
+
+def insert(conn: psycopg.Connection[Any], job: Job, *, prefix: str = DEFAULT_PREFIX) -> Job:
+    """Insert one job; with unique options, return the existing job marked ``conflict``."""
+    if job.unique is not None:
+        from bridge.jobs.client.unique_insert import insert_unique
+
+        return insert_unique(conn, job, job.unique, prefix)
+    return insert_all(conn, [job], prefix=prefix)[0]
+
+
+async def insert_async(
+    conn: psycopg.AsyncConnection[Any], job: Job, *, prefix: str = DEFAULT_PREFIX
+) -> Job:
+    if job.unique is not None:
+        from bridge.jobs.client.unique_insert import insert_unique_async
+
+        return await insert_unique_async(conn, job, job.unique, prefix)
+    return (await insert_all_async(conn, [job], prefix=prefix))[0]

@@ -1,0 +1,221 @@
+"""A running Python node: pool, notifier, one producer per queue, acker, plugins, signals.
+
+It is to the database what an Elixir node running Oban is: it claims jobs in the queues it is
+configured for, writes their outcomes as Oban does, and obeys the same signals. Stopping is
+graceful: stop claiming, let running jobs finish within a grace period, write every outcome,
+and leave anything still running as ``executing`` for a lifeline to rescue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from bridge.db import DEFAULT_PREFIX, redact_url
+from bridge.jobs.client.job import Job
+from bridge.jobs.client.registry import Registry, default_registry
+from bridge.jobs.plugins import Plugin
+from bridge.jobs.plugins.gossip import Gossip
+from bridge.jobs.plugins.peer import Peer
+from bridge.jobs.plugins.sonar import Sonar
+from bridge.jobs.plugins.stager import Stager
+from bridge.jobs.runtime import telemetry
+from bridge.jobs.runtime.acker import Acker
+from bridge.jobs.runtime.executor import Ack, JobExecutor
+from bridge.jobs.runtime.notifier import Notifier
+from bridge.jobs.runtime.producer import Producer
+
+log = logging.getLogger("bridge.node")
+
+
+@dataclass
+class NodeConfig:
+    url: str
+    queues: dict[str, int]
+    prefix: str = DEFAULT_PREFIX
+    node: str = field(default_factory=socket.gethostname)
+    # The Elixir instance name whose signals this node obeys when they are targeted at it:
+    # Oban's ident is "<inspect(name)>.<node>", e.g. "Oban.worker-1".
+    name: str = "Oban"
+    poll_interval: float = 1.0
+    shutdown_grace: float = 15.0
+    registry: Registry = field(default_factory=lambda: default_registry)
+    plugins: list[Plugin] | None = None  # None: the defaults (stager, peer, sonar, gossip)
+    async_commit: bool = False
+    pool_size: int = 4
+    # CPython hands the GIL over every 5 ms by default; with CPU-bound sync workers spinning in
+    # threads, the event loop then waits several of those slices for every socket read and
+    # claiming slows to a crawl (convoy effect). 0.5 ms keeps other queues moving (measured in
+    # tests/jobs/test_node.py). None leaves the interpreter's setting alone.
+    switch_interval: float | None = 0.0005
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.prefix = config.prefix
+        self.ident = f"{config.name}.{config.node}"
+        threads = max(1, sum(config.queues.values()))
+        self.threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bridge-job")
+        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            config.url,
+            min_size=1,
+            max_size=max(2, config.pool_size),
+            kwargs={"autocommit": True},
+            open=False,
+        )
+        self.executor = JobExecutor(config.registry, self.threads)
+        self.acker = Acker(self.pool, self.prefix, async_commit=config.async_commit)
+        self.producers: dict[str, Producer] = {}
+        self.notifier = Notifier(config.url, self.prefix, ["insert", "signal"])
+        self.plugins = (
+            config.plugins if config.plugins is not None else [Stager(), Peer(), Sonar(), Gossip()]
+        )
+        self.listeners: list[Any] = []  # callables (job, ack) for instrumentation
+        self._stopped = asyncio.Event()
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        log.info(
+            "node %s starting on %s (prefix %s): %s",
+            self.config.node,
+            redact_url(self.config.url),
+            self.prefix,
+            ", ".join(f"{q}:{n}" for q, n in self.config.queues.items()),
+        )
+        if self.config.switch_interval is not None:
+            sys.setswitchinterval(self.config.switch_interval)
+        await self.pool.open(wait=True)
+        self.acker.start()
+        self.notifier.subscribe(self._on_notification)
+        self.notifier.start()
+        for queue, limit in self.config.queues.items():
+            self._start_queue(queue, limit)
+        for plugin in self.plugins:
+            plugin.start(self)
+
+    def _start_queue(self, queue: str, limit: int, paused: bool = False) -> Producer:
+        producer = Producer(
+            queue=queue,
+            limit=limit,
+            node=self.config.node,
+            prefix=self.prefix,
+            pool=self.pool,
+            executor=self.executor,
+            acker=self.acker,
+            poll_interval=self.config.poll_interval,
+            paused=paused,
+            on_ack=self._on_ack,
+        )
+        self.producers[queue] = producer
+        producer.start()
+        return producer
+
+    async def stop(self) -> None:
+        grace = self.config.shutdown_grace
+        for plugin in self.plugins:
+            await plugin.stop()
+        await asyncio.gather(*(p.stop(grace) for p in self.producers.values()))
+        await self.acker.stop()
+        await self.notifier.stop()
+        await self.pool.close()
+        self.threads.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
+        log.info("node %s stopped", self.config.node)
+
+    async def run_until_signalled(self) -> None:
+        """Run until SIGTERM/SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("node %s: signal received, draining", self.config.node)
+        await self.stop()
+
+    # queue control ---------------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        """Leader of this node's peer name; with no Peer plugin a node is alone, so it leads."""
+        peers = [p for p in self.plugins if isinstance(p, Peer)]
+        return all(p.leader for p in peers)
+
+    def wake(self, queue: str) -> None:
+        producer = self.producers.get(queue)
+        if producer is not None:
+            producer.wake()
+
+    def check_queue(self, queue: str) -> dict[str, Any] | None:
+        producer = self.producers.get(queue)
+        return producer.check() if producer is not None else None
+
+    async def _on_notification(self, channel: str, payload: dict[str, Any]) -> None:
+        if channel == "insert":
+            queue = payload.get("queue")
+            if isinstance(queue, str):
+                self.wake(queue)
+        elif channel == "signal":
+            self.handle_signal(payload)
+
+    def handle_signal(self, payload: dict[str, Any]) -> None:
+        """Obey a signal whose ident is ``any`` or ours, as Oban's notifier and producer do."""
+        ident = payload.get("ident", "any")
+        if ident not in ("any", self.ident):
+            return
+        action = payload.get("action")
+        queue = payload.get("queue")
+        targets = (
+            list(self.producers.values())
+            if queue == "*"
+            else [p for name, p in self.producers.items() if name == queue]
+        )
+        if action == "pause":
+            for producer in targets:
+                producer.pause()
+        elif action == "resume":
+            for producer in targets:
+                producer.resume()
+        elif action == "scale":
+            limit = payload.get("limit")
+            if isinstance(limit, int):
+                for producer in targets:
+                    producer.scale(limit)
+        elif action == "pkill":
+            job_id = payload.get("job_id")
+            for producer in self.producers.values():
+                if isinstance(job_id, int) and producer.pkill(job_id):
+                    log.info("job %s killed by signal", job_id)
+        elif action == "start" and isinstance(queue, str) and queue not in self.producers:
+            limit = payload.get("limit", 10)
+            self._start_queue(queue, limit if isinstance(limit, int) else 10)
+        elif action == "stop" and isinstance(queue, str) and queue in self.producers:
+            producer = self.producers.pop(queue)
+            asyncio.get_running_loop().create_task(producer.stop(self.config.shutdown_grace))
+
+    def _on_ack(self, job: Job, ack: Ack) -> None:
+        if telemetry.has_handlers():
+            telemetry.emit(*telemetry.stop_event(job, ack))
+        for listener in self.listeners:
+            listener(job, ack)
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until no producer has running jobs and all outcomes are written (for tests)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(p.running for p in self.producers.values()):
+            if loop.time() > deadline:
+                raise TimeoutError("jobs still running")
+            await asyncio.sleep(0.01)
+        await self.acker.flush()

@@ -1,0 +1,171 @@
+"""Run one claimed job and turn what happened into the row update Oban would make.
+
+The decision table is Oban's executor + Basic engine (2.23.1): success -> completed; an
+exception or ``Error`` -> retryable with backoff, or discarded once ``attempt >=
+max_attempts``; ``Cancel`` -> cancelled with an entry; ``Discard`` -> discarded with an entry;
+``Snooze`` -> scheduled later with ``max_attempts + 1``; a timeout errors like an exception; an
+unregistered worker errors with Oban's "unknown worker" text (never an import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bridge.jobs.client.job import Job
+from bridge.jobs.client.outcome import Cancel, Discard, Error, Ok, Snooze
+from bridge.jobs.client.registry import Registry, WorkerSpec
+from bridge.wire import backoff as wire_backoff
+from bridge.wire import errors as wire_errors
+from bridge.wire.recorded import encode_recorded
+from bridge.wire.timefmt import utc_now
+
+log = logging.getLogger("bridge.jobs")
+
+
+@dataclass
+class Ack:
+    """The final write for one attempt; ``None`` fields are left as they are in the row."""
+
+    id: int
+    state: str
+    completed_at: datetime | None = None
+    discarded_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    max_attempts_inc: int = 0
+    error: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+    # For logs and telemetry, not written.
+    kind: str = ""
+    duration: float = 0.0
+    detail: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _error_ack(job: Job, spec: WorkerSpec | None, entry: dict[str, Any], now: datetime) -> Ack:
+    """retryable with backoff, or discarded when attempts are used up (Oban's handle_exhausted)."""
+    if job.attempt >= job.max_attempts:
+        return Ack(job.id or 0, "discarded", discarded_at=now, error=entry, kind="discard")
+    if spec is not None and spec.backoff is not None:
+        seconds = int(spec.backoff(job))
+    else:
+        seconds = wire_backoff.default_backoff(job.attempt, job.max_attempts)
+    return Ack(
+        job.id or 0,
+        "retryable",
+        scheduled_at=now + timedelta(seconds=seconds),
+        error=entry,
+        kind="error",
+    )
+
+
+def outcome_to_ack(job: Job, spec: WorkerSpec, result: Any, now: datetime) -> Ack:
+    """Map a worker's return value to its row update; pure, for tests and for the runtime."""
+    job_id = job.id or 0
+    if isinstance(result, Snooze):
+        return Ack(
+            job_id,
+            "scheduled",
+            scheduled_at=now + timedelta(seconds=result.seconds),
+            max_attempts_inc=1,
+            kind="snooze",
+        )
+    if isinstance(result, Cancel):
+        entry = wire_errors.result_entry(job.worker, "cancel", result.reason, job.attempt, now)
+        return Ack(job_id, "cancelled", cancelled_at=now, error=entry, kind="cancel")
+    if isinstance(result, Discard):
+        entry = wire_errors.result_entry(job.worker, "discard", result.reason, job.attempt, now)
+        return Ack(job_id, "discarded", discarded_at=now, error=entry, kind="discard")
+    if isinstance(result, Error):
+        entry = wire_errors.result_entry(job.worker, "error", result.reason, job.attempt, now)
+        return _error_ack(job, spec, entry, now)
+    meta = None
+    if spec.recorded:
+        value = result.value if isinstance(result, Ok) else result
+        meta = encode_recorded(value)
+    return Ack(job_id, "completed", completed_at=now, meta=meta, kind="success", detail=result)
+
+
+class JobExecutor:
+    """Runs jobs: async workers on the loop, sync ones in a thread pool sized to the queues."""
+
+    def __init__(self, registry: Registry, threads: Executor) -> None:
+        self.registry = registry
+        self.threads = threads
+
+    async def run(self, job: Job) -> Ack:
+        started = time.monotonic()
+        ack = await self._run(job)
+        ack.duration = time.monotonic() - started
+        return ack
+
+    async def _run(self, job: Job) -> Ack:
+        spec = self.registry.resolve(job.worker)
+        try:
+            if spec is None:
+                entry = wire_errors.unknown_worker_entry(job.worker, job.attempt, utc_now())
+                if self.registry.import_failures:
+                    failed = "; ".join(
+                        f"{m} ({e})" for m, e in self.registry.import_failures.items()
+                    )
+                    entry["error"] = (
+                        entry["error"].rstrip("\n")
+                        + f"\n    (bridge) worker modules that failed to import: {failed}\n"
+                    )
+                ack = _error_ack(job, None, entry, utc_now())
+                ack.kind = "unknown_worker" if ack.state == "retryable" else ack.kind
+                return ack
+            if not isinstance(job.args, dict):
+                # Oban casts args to a map; a row written by hand with other JSON would make an
+                # Elixir worker crash on its pattern match. Fail the attempt the same way.
+                bad = ValueError(f"args must be a JSON object, got {type(job.args).__name__}")
+                entry = wire_errors.exception_entry(bad, job.attempt, utc_now())
+                return _error_ack(job, spec, entry, utc_now())
+            try:
+                result = await self._call(spec, job)
+            except TimeoutError:
+                timeout_ms = int((spec.timeout or 0) * 1000)
+                entry = wire_errors.timeout_entry(job.worker, timeout_ms, job.attempt, utc_now())
+                return _error_ack(job, spec, entry, utc_now())
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise
+                entry = wire_errors.exception_entry(exc, job.attempt, utc_now())
+                return _error_ack(job, spec, entry, utc_now())
+            try:
+                return outcome_to_ack(job, spec, result, utc_now())
+            except Exception as exc:  # e.g. a recorded value too large or not encodable
+                entry = wire_errors.exception_entry(exc, job.attempt, utc_now())
+                return _error_ack(job, spec, entry, utc_now())
+        finally:
+            log.debug("job %s (%s) finished", job.id, job.worker)
+
+    def killed_ack(self, job: Job) -> Ack:
+        """A job stopped by a ``pkill`` signal: Oban records ``{:cancel, :shutdown}``."""
+        now = utc_now()
+        entry = wire_errors.result_entry(
+            job.worker, "cancel", wire_errors.atom("shutdown"), job.attempt, now
+        )
+        return Ack(job.id or 0, "cancelled", cancelled_at=now, error=entry, kind="cancel")
+
+    async def _call(self, spec: WorkerSpec, job: Job) -> Any:
+        if spec.is_async:
+            coro = spec.perform(job)
+            if spec.timeout is None:
+                return await coro
+            return await asyncio.wait_for(coro, spec.timeout)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.threads, spec.perform, job)
+        if spec.timeout is None:
+            return await future
+        # A thread cannot be interrupted: on timeout the job is acked as timed out (as Oban
+        # does) and whatever the thread returns later is ignored.
+        return await asyncio.wait_for(future, spec.timeout)

@@ -1,0 +1,185 @@
+"""One producer per queue: claim as many jobs as there are free slots, run them, hand the
+outcomes to the acker.
+
+It wakes on the queue's ``oban_insert`` notification, when a slot frees up, on a signal, and on a
+poll timer as the fallback for lost notifications (Oban polls at 1 s too). Pause, resume, scale
+and pkill follow Oban's producer (``lib/oban/queue/producer.ex``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from bridge.jobs import queries
+from bridge.jobs.client.job import Job
+from bridge.jobs.runtime import telemetry
+from bridge.jobs.runtime.acker import Acker
+from bridge.jobs.runtime.executor import Ack, JobExecutor
+from bridge.jobs.runtime.tasks import cancel_and_wait
+from bridge.wire.timefmt import utc_now
+
+log = logging.getLogger("bridge.producer")
+
+
+class Producer:
+    def __init__(
+        self,
+        *,
+        queue: str,
+        limit: int,
+        node: str,
+        prefix: str,
+        pool: AsyncConnectionPool[Any],
+        executor: JobExecutor,
+        acker: Acker,
+        poll_interval: float = 1.0,
+        paused: bool = False,
+        on_ack: Any = None,
+    ) -> None:
+        if limit < 1:
+            raise ValueError(f"queue {queue!r}: limit must be >= 1, got {limit}")
+        self.queue = queue
+        self.limit = limit
+        self.node = node
+        self.uuid = str(uuid.uuid4())
+        self.prefix = prefix
+        self.pool = pool
+        self.executor = executor
+        self.acker = acker
+        self.poll_interval = poll_interval
+        self.paused = paused
+        self.on_ack = on_ack
+        self.running: dict[int, tuple[Job, asyncio.Task[Ack]]] = {}
+        self._killed: set[int] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.claimed = 0
+        self.started_at = utc_now()
+        self.updated_at = self.started_at
+
+    # control -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"bridge-producer-{self.queue}")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def pause(self) -> None:
+        self.paused = True
+        self.updated_at = utc_now()
+
+    def resume(self) -> None:
+        self.paused = False
+        self.updated_at = utc_now()
+        self.wake()
+
+    def scale(self, limit: int) -> None:
+        if limit >= 1:
+            self.limit = limit
+            self.updated_at = utc_now()
+            self.wake()
+
+    def pkill(self, job_id: int) -> bool:
+        entry = self.running.get(job_id)
+        if entry is None:
+            return False
+        self._killed.add(job_id)
+        entry[1].cancel()
+        return True
+
+    def check(self) -> dict[str, Any]:
+        """The queue's state in the shape of ``Oban.check_queue/1``."""
+        return {
+            "queue": self.queue,
+            "limit": self.limit,
+            "paused": self.paused,
+            "node": self.node,
+            "uuid": self.uuid,
+            "running": sorted(self.running),
+        }
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming; give running jobs ``grace`` seconds; leave the rest for the lifeline."""
+        self._stopping = True
+        await cancel_and_wait(self._task)
+        tasks = [task for _, task in self.running.values()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning(
+                    "queue %s: %d jobs still running after %.1fs grace; they stay executing "
+                    "for the lifeline to rescue",
+                    self.queue,
+                    len(pending),
+                    grace,
+                )
+
+    # loop ----------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            demand = self.limit - len(self.running)
+            if not self.paused and demand > 0:
+                try:
+                    jobs = await self._fetch(demand)
+                except Exception as exc:
+                    log.warning("queue %s: fetch failed (%s); retrying", self.queue, exc)
+                    jobs = []
+                    await asyncio.sleep(min(self.poll_interval, 0.5))
+                for job in jobs:
+                    self._start_job(job)
+                if len(jobs) == demand:
+                    continue  # more may be waiting: claim again without sleeping
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _fetch(self, demand: int) -> list[Job]:
+        params = {
+            "queue": self.queue,
+            "demand": demand,
+            "now": utc_now(),
+            "attempted_by": [self.node, self.uuid],
+        }
+        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(queries.render(queries.FETCH_JOBS, self.prefix), params)
+            rows = await cur.fetchall()
+        self.claimed += len(rows)
+        return [Job.from_row(row) for row in rows]
+
+    def _start_job(self, job: Job) -> None:
+        assert job.id is not None
+        if telemetry.has_handlers():
+            telemetry.emit("job:start", {"system_time": time.time_ns()}, telemetry.job_details(job))
+        task = asyncio.create_task(self._execute(job), name=f"bridge-job-{job.id}")
+        self.running[job.id] = (job, task)
+
+    async def _execute(self, job: Job) -> Ack:
+        assert job.id is not None
+        try:
+            try:
+                ack = await self.executor.run(job)
+            except asyncio.CancelledError:
+                if job.id not in self._killed:
+                    raise
+                ack = self.executor.killed_ack(job)
+            self.acker.push(ack)
+            if self.on_ack is not None:
+                self.on_ack(job, ack)
+            return ack
+        finally:
+            self.running.pop(job.id, None)
+            self._killed.discard(job.id)
+            self._wake.set()

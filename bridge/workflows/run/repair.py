@@ -1,0 +1,387 @@
+"""Heal workflow instances left with step results that no advance job will ever apply.
+
+HephaestusOban inserts a step result together with an ``AdvanceWorker`` job in one transaction,
+but that insert is deduplicated against an advance that is already *executing*; if that advance
+read its pending results before the new one was committed, the result stays unprocessed and the
+instance stays ``running`` for ever (golden ``async-step-in-fanout`` s2d, ``golden/README.md``:
+27 of 3,000 workflows at concurrency 50). This module finds such instances — Elixir-owned and
+Python-owned alike — and enqueues the advance job their own runner would have enqueued.
+
+Stuck means, all at once:
+
+- the instance is ``pending``, ``running`` or ``waiting``;
+- it has an unprocessed result for a step that is still active, written more than ``grace``
+  seconds ago (a result and its advance commit together, so a result that old whose advance is
+  missing will not get one);
+- no ``HephaestusOban.AdvanceWorker`` for it is ``available``, ``scheduled``, ``executing`` or
+  ``retryable`` (nor one being inserted by another bridge process).
+
+Results for steps that are no longer active (an async step's duplicate run, s2d's last row) are
+left alone: an Elixir advance would apply them again and re-run the steps after them.
+
+The owner is read from the instance's own jobs, never guessed from the workflow name: the queue
+of its most recent HephaestusOban job. ``hephaestus`` (the only queue HephaestusOban uses) means
+Elixir-owned; any other queue means a Python runner on that queue. The ``config_key`` comes from
+the same job's args, and meta and tags from its most recent advance or resume job (their meta is
+``JobMetadata.build`` without runtime metadata), with ``step`` set to the newest pending result's
+step — what the lost insert carried. An instance with no such job left (pruned) is reported and
+skipped unless a Python runner given to :func:`repair` has its workflow on that queue.
+
+The insert is exactly the owner's: for Elixir, an AdvanceWorker row in ``hephaestus`` inserted
+with the worker's unique options through bridge's unique-insert protocol, so a concurrent Elixir
+insert and ours never both stay; for Python, the runner's own advance job, inserted under the
+instance's advisory lock after checking again, as the runner does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from bridge.jobs.client.enqueue import insert_all
+from bridge.jobs.client.job import Job
+from bridge.jobs.client.unique import UniqueOptions
+from bridge.jobs.client.unique_insert import PENDING, insert_unique
+from bridge.wire.phash2 import phash2
+from bridge.workflows.model.definition import short_name
+from bridge.workflows.model.instance import Instance
+from bridge.workflows.run.runner import (
+    ADVANCE_MAX_ATTEMPTS,
+    ADVANCE_WORKER,
+    RESUME_WORKER,
+    WORKERS,
+    WorkflowRunner,
+    advance_job,
+)
+from bridge.workflows.store.instances import lock_instance
+
+Conn = psycopg.Connection[Any]
+
+ELIXIR_QUEUE = "hephaestus"
+DEFAULT_GRACE = 60.0
+LIVE_STATES = ("available", "scheduled", "executing", "retryable")
+# AdvanceWorker's `unique: [keys: [:instance_id], period: :infinity, states: [...]]`.
+ADVANCE_UNIQUE = UniqueOptions(keys=("instance_id",), period=None, states=LIVE_STATES)
+
+Action = Literal["enqueued", "would enqueue", "already queued", "skipped"]
+
+_LIVE_ADVANCE = """
+SELECT 1 FROM {prefix}.oban_jobs j
+WHERE j.worker = %(advance)s
+  AND (j.state::text = ANY(%(live)s) OR (j.state = 'suspended' AND j.meta ? %(pending)s))
+  AND j.args @> jsonb_build_object('instance_id', {instance}::text)
+"""
+
+_STUCK = (
+    """
+SELECT i.id, i.workflow, i.status, i.workflow_version,
+       array_agg(r.step_ref ORDER BY r.inserted_at, r.id) AS steps,
+       min(r.inserted_at) AS oldest
+FROM {prefix}.workflow_instances i
+JOIN {prefix}.hephaestus_step_results r ON r.instance_id = i.id AND NOT r.processed
+WHERE i.status IN ('pending', 'running', 'waiting')
+  AND r.inserted_at < localtimestamp - make_interval(secs => %(grace)s)
+  AND coalesce(i.state->'active_steps', '[]'::jsonb) ? r.step_ref
+  AND (%(only)s::text IS NULL OR i.id = %(only)s::text)
+  AND NOT EXISTS ("""
+    + _LIVE_ADVANCE.format(prefix="{prefix}", instance="i.id")
+    + """)
+GROUP BY i.id
+ORDER BY min(r.inserted_at), i.id
+LIMIT %(limit)s
+"""
+)
+
+_RECENT_JOBS = """
+SELECT id, worker, queue, args, meta, tags FROM {prefix}.oban_jobs
+WHERE worker = ANY(%(workers)s) AND args @> jsonb_build_object('instance_id', %(id)s::text)
+ORDER BY id DESC
+LIMIT 200
+"""
+
+
+def _q(template: str, prefix: str, **extra: str) -> sql.Composed:
+    return sql.SQL(template).format(prefix=sql.Identifier(prefix), **extra)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who runs an instance's orchestration jobs, as its most recent job says."""
+
+    kind: Literal["elixir", "python"]
+    queue: str
+    config_key: str
+    # meta and tags of the most recent advance/resume job (None: none left to copy from)
+    meta: dict[str, Any] | None
+    tags: list[str] | None
+
+
+@dataclass(frozen=True)
+class Stuck:
+    id: str
+    workflow: str
+    status: str
+    workflow_version: int
+    pending_steps: tuple[str, ...]  # steps of the unprocessed results, oldest first
+    oldest: datetime
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What repair did (or, in a dry run, would do) for one stuck instance."""
+
+    instance_id: str
+    workflow: str
+    status: str
+    pending_steps: tuple[str, ...]
+    action: Action
+    owner: str | None = None
+    queue: str | None = None
+    job: Job | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        job = self.job
+        return {
+            "instance_id": self.instance_id,
+            "workflow": self.workflow,
+            "status": self.status,
+            "pending_steps": list(self.pending_steps),
+            "action": self.action,
+            "owner": self.owner,
+            "queue": self.queue,
+            "reason": self.reason,
+            "job": None
+            if job is None
+            else {
+                "id": job.id,
+                "worker": job.worker,
+                "queue": job.queue,
+                "state": job.state,
+                "args": job.args,
+                "meta": job.meta,
+                "tags": job.tags,
+                "max_attempts": job.max_attempts,
+            },
+        }
+
+
+def find_stuck(
+    conn: Conn,
+    prefix: str,
+    *,
+    grace: float = DEFAULT_GRACE,
+    instance_id: str | None = None,
+    limit: int = 1000,
+) -> list[Stuck]:
+    """Instances matching the three conditions of the module docstring, oldest result first."""
+    params = {
+        "grace": float(grace),
+        "advance": ADVANCE_WORKER,
+        "live": list(LIVE_STATES),
+        "pending": PENDING,
+        "only": instance_id,
+        "limit": limit,
+    }
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_q(_STUCK, prefix), params)
+        rows = cur.fetchall()
+    return [
+        Stuck(
+            id=r["id"],
+            workflow=r["workflow"],
+            status=r["status"],
+            workflow_version=r["workflow_version"],
+            pending_steps=tuple(r["steps"]),
+            oldest=r["oldest"],
+        )
+        for r in rows
+    ]
+
+
+def owner_of(conn: Conn, prefix: str, instance_id: str) -> Owner | None:
+    """The owner as the instance's most recent HephaestusOban job says; None without jobs."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_q(_RECENT_JOBS, prefix), {"workers": list(WORKERS), "id": instance_id})
+        jobs = cur.fetchall()
+    if not jobs:
+        return None
+    newest = jobs[0]
+    template = next((j for j in jobs if j["worker"] in (ADVANCE_WORKER, RESUME_WORKER)), None)
+    config_key = newest["args"].get("config_key")
+    if not isinstance(config_key, str) or not config_key:
+        return None
+    return Owner(
+        kind="elixir" if newest["queue"] == ELIXIR_QUEUE else "python",
+        queue=newest["queue"],
+        config_key=config_key,
+        meta=None if template is None else dict(template["meta"] or {}),
+        tags=None if template is None else list(template["tags"] or []),
+    )
+
+
+def advance_from_rows(stuck: Stuck, owner: Owner) -> Job | None:
+    """The advance job the lost insert would have written, built from the instance's jobs."""
+    if owner.meta is None or owner.tags is None:
+        return None
+    step = stuck.pending_steps[-1]
+    meta = {k: v for k, v in owner.meta.items() if k not in ("step", PENDING)}
+    meta["step"] = short_name(step)
+    args = {
+        "instance_id": stuck.id,
+        "config_key": owner.config_key,
+        "workflow": stuck.workflow,
+        "workflow_version": stuck.workflow_version,
+    }
+    return Job.new(
+        ADVANCE_WORKER,
+        args,
+        queue=owner.queue,
+        max_attempts=ADVANCE_MAX_ATTEMPTS,
+        meta=meta,
+        tags=owner.tags,
+    )
+
+
+def _python_advance(stuck: Stuck, owner: Owner, runners: Iterable[WorkflowRunner]) -> Job | None:
+    for runner in runners:
+        if runner.queue != owner.queue or runner.config_key != owner.config_key:
+            continue
+        workflow = runner.workflows.get(stuck.workflow)
+        if workflow is None:
+            continue
+        instance = Instance(
+            id=stuck.id, workflow=stuck.workflow, workflow_version=stuck.workflow_version
+        )
+        return advance_job(
+            workflow,
+            instance,
+            queue=runner.queue,
+            config_key=runner.config_key,
+            step_ref=stuck.pending_steps[-1],
+        )
+    return None
+
+
+def _still_stuck(conn: Conn, prefix: str, instance_id: str) -> bool:
+    return bool(find_stuck(conn, prefix, grace=0.0, instance_id=instance_id, limit=1))
+
+
+def _insert_python(conn: Conn, prefix: str, job: Job, instance_id: str) -> Job | None:
+    """Under the instance lock, as the Python runner inserts its advances; None if not needed."""
+    with conn.transaction():
+        lock_instance(conn, instance_id)
+        if not _still_stuck(conn, prefix, instance_id):
+            return None
+        return insert_all(conn, [job], prefix=prefix)[0]
+
+
+@contextmanager
+def _instance_held(conn: Conn, instance_id: str) -> Iterator[None]:
+    """Hold the instance's advisory key across several transactions of this session.
+
+    The key is the one every advance takes for its transaction (``lock_instance``); session and
+    transaction advisory locks share one key space, so while it is held no advance -- Elixir's or
+    ours -- can read and apply the instance's results.
+    """
+    key = phash2(instance_id)
+    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def _insert_elixir(conn: Conn, prefix: str, job: Job, instance_id: str) -> Job | None:
+    """Check and insert with no advance able to run in between; None if not needed.
+
+    Without the hold, an advance inserted and finished between the check and the insert would
+    leave ours with nothing to apply, and HephaestusOban's AdvanceWorker then re-enqueues a step
+    job for every active step. With it, an advance that ran before is seen by the check, and one
+    inserted after is deduplicated against ours by its own unique options.
+    """
+    with _instance_held(conn, instance_id):
+        if not _still_stuck(conn, prefix, instance_id):
+            return None
+        inserted = insert_unique(conn, job, ADVANCE_UNIQUE, prefix)
+    return None if inserted.conflict else inserted
+
+
+def repair(
+    conn: Conn,
+    prefix: str,
+    *,
+    grace: float = DEFAULT_GRACE,
+    dry_run: bool = False,
+    runners: Sequence[WorkflowRunner] = (),
+    limit: int = 1000,
+) -> list[Repair]:
+    """Enqueue the owner's advance job for every stuck instance (nothing in a dry run).
+
+    ``conn`` must be an idle autocommit connection: the Elixir-owned inserts run the
+    unique-insert protocol, which needs transactions of its own.
+    """
+    if not conn.autocommit:
+        raise ValueError("repair needs an autocommit connection")
+    done: list[Repair] = []
+    for stuck in find_stuck(conn, prefix, grace=grace, limit=limit):
+        report = Repair(stuck.id, stuck.workflow, stuck.status, stuck.pending_steps, "skipped")
+        owner = owner_of(conn, prefix, stuck.id)
+        if owner is None:
+            done.append(replace(report, reason="no HephaestusOban jobs left"))
+            continue
+        report = replace(report, owner=owner.kind, queue=owner.queue)
+        job = advance_from_rows(stuck, owner)
+        if owner.kind == "python":
+            job = _python_advance(stuck, owner, runners) or job
+        if job is None:
+            reason = "no advance or resume job left to copy meta and tags from"
+            done.append(replace(report, reason=reason))
+            continue
+        if dry_run:
+            done.append(replace(report, action="would enqueue", job=job))
+            continue
+        inserted: Job | None = None
+        if owner.kind == "elixir":
+            inserted = _insert_elixir(conn, prefix, job, stuck.id)
+        else:
+            inserted = _insert_python(conn, prefix, job, stuck.id)
+        if inserted is None:
+            done.append(replace(report, action="already queued", job=job))
+        else:
+            done.append(replace(report, action="enqueued", job=inserted))
+    return done
+
+
+def describe(repairs: Sequence[Repair]) -> list[str]:
+    """One readable line per instance, for the CLI and the lifeline's log."""
+    lines = []
+    for r in repairs:
+        job = f" job {r.job.id}" if r.job is not None and r.job.id is not None else ""
+        where = f" ({r.owner}, queue {r.queue})" if r.owner else ""
+        why = f": {r.reason}" if r.reason else ""
+        steps = ", ".join(short_name(s) for s in r.pending_steps)
+        lines.append(f"{r.action}{job} {r.instance_id} [{r.status}; pending {steps}]{where}{why}")
+    return lines
+
+
+__all__ = [
+    "ADVANCE_UNIQUE",
+    "DEFAULT_GRACE",
+    "ELIXIR_QUEUE",
+    "Owner",
+    "Repair",
+    "Stuck",
+    "advance_from_rows",
+    "describe",
+    "find_stuck",
+    "owner_of",
+    "repair",
+]

@@ -1,0 +1,360 @@
+"""The runner's statements for many instances at once: the same rows as :mod:`storage`'s
+one-instance statements, for a batch of job bodies that share one transaction
+(:mod:`bridge.workflows.store.coalesce`). They run on the node's event loop (async psycopg), as the
+job bodies do: no thread hand-over, no GIL contention between the loop and a writer thread.
+
+A row that one instance of a batch cannot use (an unknown workflow, a malformed state) is
+reported for that instance alone, as the exception its own job would have raised; the others go
+on. Locks are taken in ascending key order, so two batches never wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
+
+from bridge.jobs import queries
+from bridge.jobs.client.enqueue import insert_params
+from bridge.jobs.client.job import Job
+from bridge.wire import jsonfmt, notify
+from bridge.wire.phash2 import phash2
+from bridge.wire.timefmt import utc_now
+from bridge.workflows.model.definition import Workflow
+from bridge.workflows.model.engine import StepResult
+from bridge.workflows.model.instance import Instance
+from bridge.workflows.model.serializer import from_row, to_row
+from bridge.workflows.store.instances import (
+    _RESULT_COLUMNS,
+    ACTIVITY_COLUMNS,
+    TAKEN_AS_JSON,
+    StoredResult,
+    _q,
+    _result,
+    locked_begin,
+    require_idle_autocommit,
+    taken_results,
+)
+
+AConn = psycopg.AsyncConnection[Any]
+
+# An instance as read, or why it could not be read.
+Loaded = Instance | Exception
+
+
+def lock_keys(instance_ids: Iterable[str]) -> list[int]:
+    """The instances' advisory keys, each once, in the order they must be taken; pure."""
+    return sorted({phash2(instance_id) for instance_id in instance_ids})
+
+
+def _decode(row: Mapping[str, Any], workflows: Mapping[str, Workflow]) -> Loaded:
+    try:
+        return from_row(row, workflows)
+    except Exception as exc:  # this instance's job fails with it; the batch goes on
+        return exc
+
+
+@dataclass(frozen=True)
+class StepCheck:
+    """An instance read for its step jobs, and which of the asked steps have a result."""
+
+    instance: Loaded
+    ran: frozenset[str]
+
+
+async def load_for_steps(
+    conn: AConn,
+    prefix: str,
+    instance_ids: Sequence[str],
+    steps: Sequence[str],
+    workflows: Mapping[str, Workflow],
+) -> dict[str, StepCheck]:
+    """The step jobs' pre-check for many jobs in one statement: each instance once (as
+    ``load_instance``) with those of ``steps`` that have any result for it (``HAS_RESULT``).
+    A missing instance is missing from the answer."""
+    query = _q(
+        conn,
+        "SELECT i.id, i.workflow, i.status, i.state, i.workflow_version,"
+        " ARRAY(SELECT DISTINCT r.step_ref FROM {prefix}.hephaestus_step_results r"
+        "  WHERE r.instance_id = i.id AND r.step_ref = ANY(%(steps)s::text[])) AS ran"
+        " FROM {prefix}.workflow_instances i WHERE i.id = ANY(%(ids)s::text[])",
+        prefix,
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            query, {"ids": list(dict.fromkeys(instance_ids)), "steps": sorted(set(steps))}
+        )
+        rows = await cur.fetchall()
+    return {row["id"]: StepCheck(_decode(row, workflows), frozenset(row["ran"])) for row in rows}
+
+
+async def _last_rows(
+    conn: AConn, query: bytes, params: Mapping[str, Any], *, dicts: bool = False
+) -> list[Any]:
+    """Send several statements as one query (one round trip) and return the rows of the last.
+
+    Bound on the client (psycopg's ``ClientCursor`` quotes every value): the extended
+    protocol that binds on the server takes one statement a message.
+    """
+    cur: psycopg.AsyncClientCursor[Any] = (
+        psycopg.AsyncClientCursor(conn, row_factory=dict_row)
+        if dicts
+        else psycopg.AsyncClientCursor(conn)
+    )
+    async with cur:
+        await cur.execute(query, params)
+        while cur.nextset():
+            pass
+        return await cur.fetchall() if cur.description is not None else []
+
+
+def _begin_locked_then(
+    conn: AConn, instance_ids: Iterable[str], query: bytes, *, shared: bool
+) -> bytes:
+    """``BEGIN``, every instance's lock in key order (:func:`lock_keys`), then ``query``."""
+    require_idle_autocommit(conn, "a batch")
+    return (locked_begin(lock_keys(instance_ids), shared=shared) + "; ").encode() + query
+
+
+_ACTIVITIES = (
+    f"SELECT {ACTIVITY_COLUMNS} FROM {{prefix}}.workflow_instances WHERE id = ANY(%(ids)s::text[])"
+)
+
+
+async def begin_and_load_activities(
+    conn: AConn, prefix: str, instance_ids: Sequence[str], workflows: Mapping[str, Workflow]
+) -> dict[str, Loaded]:
+    """Open the recorders' transaction: ``BEGIN``, every instance's lock shared, and
+    ``load_activity`` for each (never save what it returns), in one round trip. The caller
+    commits with :func:`record_and_commit` or rolls back."""
+    query = _begin_locked_then(conn, instance_ids, _q(conn, _ACTIVITIES, prefix), shared=True)
+    try:
+        rows = await _last_rows(conn, query, {"ids": list(dict.fromkeys(instance_ids))}, dicts=True)
+    except BaseException:
+        await rollback_open(conn)
+        raise
+    return {row["id"]: _decode(row, workflows) for row in rows}
+
+
+async def rollback_open(conn: AConn) -> None:
+    """Roll back a batch's transaction if it is still open (an error between its statements)."""
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        await conn.rollback()
+
+
+@dataclass(frozen=True)
+class NewResult:
+    """A step result to insert (``insert_result``'s arguments) and the advance job to queue
+    with it if it is its instance's first written result here and no advance of the instance
+    waits unstarted."""
+
+    instance_id: str
+    result: StepResult
+    workflow_version: int
+    advance: Job
+
+
+# INSERT_JOBS's row source without its ORDER BY/RETURNING, for the statements above and below.
+_JOB_ROWS = queries.INSERT_JOBS.split("ORDER BY x.n")[0].replace("\n", " ")
+
+_RECORD = (
+    "WITH input AS ("
+    " SELECT * FROM unnest(%(instance_ids)b::text[], %(step_refs)b::text[], %(events)b::text[],"
+    "  %(context_updates)b::text[], %(metadata_updates)b::text[], %(versions)b::int[])"
+    "  WITH ORDINALITY AS t(instance_id, step_ref, event, context_updates, metadata_updates,"
+    "  workflow_version, ord)),"
+    " written AS ("
+    " INSERT INTO {prefix}.hephaestus_step_results"
+    " (instance_id, step_ref, event, context_updates, metadata_updates, workflow_version)"
+    " SELECT instance_id, step_ref, event, context_updates::jsonb, metadata_updates::jsonb,"
+    "  workflow_version FROM input ORDER BY ord"
+    " ON CONFLICT (instance_id, step_ref) WHERE NOT processed DO NOTHING"
+    " RETURNING instance_id, step_ref),"
+    " guarded AS ("
+    " SELECT DISTINCT j.args->>'instance_id' AS instance_id FROM {prefix}.oban_jobs j"
+    "  WHERE j.state IN ('available', 'scheduled') AND j.queue = %(guard_queue)s"
+    "  AND j.worker = %(guard_worker)s AND j.args->>'instance_id' = ANY(%(instance_ids)b::text[])),"
+    " chosen AS ("
+    " SELECT DISTINCT ON (i.instance_id) i.ord FROM input i"
+    "  JOIN written w ON w.instance_id = i.instance_id AND w.step_ref = i.step_ref"
+    "  WHERE i.instance_id NOT IN (SELECT instance_id FROM guarded)"
+    "  ORDER BY i.instance_id, i.ord),"
+    " jobs AS (" + _JOB_ROWS + " WHERE x.n IN (SELECT ord FROM chosen) ORDER BY x.n"
+    " RETURNING queue, state)"
+    " SELECT w.instance_id, w.step_ref,"
+    " (SELECT count(pg_notify(n.channel, n.payload)) FROM unnest(%(n_queues)b::text[],"
+    "  %(n_channels)b::text[], %(n_payloads)b::text[]) AS n(queue, channel, payload)"
+    "  WHERE n.queue IN (SELECT queue FROM jobs WHERE state = 'available')) AS notified"
+    " FROM written w"
+)
+
+
+def _job_params(jobs: Sequence[Job], prefix: str) -> dict[str, Any]:
+    """INSERT_JOBS's column arrays and the ``oban_insert`` notification of every queue they
+    could make available (sent only for queues that did get an available job)."""
+    params: dict[str, Any] = dict(insert_params(jobs, utc_now()))
+    queues = sorted({job.queue for job in jobs})
+    params["n_queues"] = queues
+    params["n_channels"] = [notify.channel(prefix, "insert")] * len(queues)
+    params["n_payloads"] = [notify.encode({"queue": queue}) for queue in queues]
+    return params
+
+
+async def record_and_commit(
+    conn: AConn, prefix: str, results: Sequence[NewResult], guard_worker: str, guard_queue: str
+) -> set[tuple[str, str]]:
+    """Insert the results, queue their advances, notify, and ``COMMIT``, in one round trip.
+
+    Each result is insert-or-nothing against the partial unique index (as ``insert_result``);
+    an instance gets the advance of its first *written* result, and only if no
+    ``guard_worker`` job of it waits unstarted in ``guard_queue`` (as the guarded advance insert
+    of ``insert_result_and_job``), read in the same snapshot. Answers which results were
+    written. ``inserted_at`` is left to the column default, as ``insert_result`` leaves it.
+
+    The guard reads the queue's unstarted jobs once (Oban's state-and-queue index) and
+    compares ``args->>'instance_id'``: a containment test per result (``args @> …``,
+    correlated or OR-ed) makes the planner scan every unstarted job once per result, tens of
+    ms for a batch (measured). Only the runner's own queue is read: an advance of a
+    Python-owned instance is never elsewhere, and one missed would only cost an advance that
+    finds nothing to do.
+    """
+    if not results:
+        await conn.commit()
+        return set()
+    params: dict[str, Any] = {
+        "instance_ids": [r.instance_id for r in results],
+        "step_refs": [r.result.step_ref for r in results],
+        "events": [r.result.event for r in results],
+        "context_updates": [jsonfmt.dumps(dict(r.result.context_updates)) for r in results],
+        "metadata_updates": [jsonfmt.dumps(dict(r.result.metadata_updates or {})) for r in results],
+        "versions": [r.workflow_version for r in results],
+        "guard_worker": guard_worker,
+        "guard_queue": guard_queue,
+        **_job_params([r.advance for r in results], prefix),
+    }
+    try:
+        cur = await conn.execute(_q(conn, _RECORD, prefix), params)
+        rows = await cur.fetchall()
+        await conn.commit()
+    except BaseException:
+        await rollback_open(conn)
+        raise
+    return {(row[0], row[1]) for row in rows}
+
+
+_TAKE_PENDING = (
+    "WITH taken AS ("
+    " UPDATE {prefix}.hephaestus_step_results SET processed = true"
+    " WHERE instance_id = ANY(%(ids)s::text[]) AND NOT processed"
+    " RETURNING instance_id, id, step_ref, event, context_updates, metadata_updates,"
+    "  inserted_at)"
+    " SELECT i.id, i.workflow, i.status, i.state, i.workflow_version,"
+    " ({flag}) AS flag,"
+    f" (SELECT {TAKEN_AS_JSON} FROM taken t WHERE t.instance_id = i.id) AS pending"
+    " FROM {prefix}.workflow_instances i WHERE i.id = ANY(%(ids)s::text[]) FOR UPDATE OF i"
+)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """An advance's first read of one instance: the row ``FOR UPDATE``, a flag, and its pending
+    results, read and marked processed (``load_and_take_pending``)."""
+
+    instance: Loaded
+    flag: bool
+    pending: list[StoredResult]
+
+
+async def begin_and_take_pending(
+    conn: AConn,
+    prefix: str,
+    instance_ids: Sequence[str],
+    workflows: Mapping[str, Workflow],
+    flag: str,
+    params: Mapping[str, Any],
+) -> dict[str, Taken]:
+    """Open the advances' transaction: ``BEGIN``, every instance's lock exclusive, and
+    ``load_and_take_pending`` for each, in one round trip. A missing instance is missing from
+    the answer (its orphaned results are taken, as the one-instance statement takes them). The
+    caller commits with :func:`save_and_commit` or rolls back."""
+    body = _q(conn, _TAKE_PENDING.replace("{flag}", flag), prefix)
+    query = _begin_locked_then(conn, instance_ids, body, shared=False)
+    try:
+        values = {**params, "ids": list(dict.fromkeys(instance_ids))}
+        rows = await _last_rows(conn, query, values, dicts=True)
+    except BaseException:
+        await rollback_open(conn)
+        raise
+    answer: dict[str, Taken] = {}
+    for row in rows:
+        pending = taken_results(row["pending"])
+        answer[row["id"]] = Taken(_decode(row, workflows), bool(row["flag"]), pending)
+    return answer
+
+
+async def results_of(
+    conn: AConn, prefix: str, instance_ids: Sequence[str]
+) -> dict[str, list[StoredResult]]:
+    """``results_for(pending=False)`` for several instances in one statement, each list in
+    ``inserted_at`` order (then id)."""
+    answer: dict[str, list[StoredResult]] = {instance_id: [] for instance_id in instance_ids}
+    if not answer:
+        return answer
+    query = _q(
+        conn,
+        f"SELECT instance_id, {_RESULT_COLUMNS} FROM {{prefix}}.hephaestus_step_results"
+        " WHERE instance_id = ANY(%(ids)s::text[]) ORDER BY inserted_at, id",
+        prefix,
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, {"ids": list(answer)})
+        for row in await cur.fetchall():
+            answer[row["instance_id"]].append(_result(row))
+    return answer
+
+
+_SAVE = (
+    "WITH saved AS ("
+    " UPDATE {prefix}.workflow_instances AS w"
+    " SET workflow = u.workflow, status = u.status, state = u.state::jsonb,"
+    "  updated_at = u.updated_at"
+    " FROM unnest(%(s_ids)b::text[], %(s_workflows)b::text[], %(s_statuses)b::text[],"
+    "  %(s_states)b::text[], %(s_updated_at)b::timestamp[])"
+    "  AS u(id, workflow, status, state, updated_at)"
+    " WHERE w.id = u.id RETURNING 1),"
+    " jobs AS (" + _JOB_ROWS + " ORDER BY x.n RETURNING queue, state)"
+    " SELECT (SELECT count(*) FROM saved) AS saved,"
+    " (SELECT count(pg_notify(n.channel, n.payload)) FROM unnest(%(n_queues)b::text[],"
+    "  %(n_channels)b::text[], %(n_payloads)b::text[]) AS n(queue, channel, payload)"
+    "  WHERE n.queue IN (SELECT queue FROM jobs WHERE state = 'available')) AS notified"
+)
+
+
+async def save_and_commit(
+    conn: AConn, prefix: str, saves: Sequence[Instance], jobs: Sequence[Job]
+) -> None:
+    """``save_instance`` for each of ``saves`` and ``insert_all(jobs)`` with its
+    notifications, then ``COMMIT``, in one round trip."""
+    if not saves and not jobs:
+        await conn.commit()
+        return
+    rows = [to_row(instance) for instance in saves]
+    params: dict[str, Any] = {
+        "s_ids": [row.id for row in rows],
+        "s_workflows": [row.workflow for row in rows],
+        "s_statuses": [row.status for row in rows],
+        "s_states": [jsonfmt.dumps(row.state) for row in rows],
+        "s_updated_at": [row.updated_at for row in rows],
+        **_job_params(jobs, prefix),
+    }
+    try:
+        cur = await conn.execute(_q(conn, _SAVE, prefix), params)
+        await cur.fetchall()
+        await conn.commit()
+    except BaseException:
+        await rollback_open(conn)
+        raise
