@@ -68,6 +68,7 @@ from bridge.wire.term_errors import (
     UnknownTagError,
     VersionError,
 )
+from bridge.wire.term_map import TermMap
 from bridge.wire.term_order import order_key
 from bridge.wire.term_types import (
     BitBinary,
@@ -77,7 +78,6 @@ from bridge.wire.term_types import (
     Pid,
     Port,
     Reference,
-    TermMap,
 )
 
 __all__ = [

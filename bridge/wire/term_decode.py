@@ -30,6 +30,7 @@ from bridge.wire.term_errors import (
     UnknownTagError,
     VersionError,
 )
+from bridge.wire.term_map import TermMap
 from bridge.wire.term_order import UnorderableTermError, order_key
 from bridge.wire.term_types import (
     BitBinary,
@@ -39,7 +40,6 @@ from bridge.wire.term_types import (
     Pid,
     Port,
     Reference,
-    TermMap,
 )
 
 VERSION = 131

@@ -22,6 +22,7 @@ from typing import Any
 from bridge.wire.atom import Atom
 from bridge.wire.term_decode import DEFAULT_MAX_DEPTH, MAX_ATOM_CHARACTERS
 from bridge.wire.term_errors import TermEncodeError
+from bridge.wire.term_map import TermMap
 from bridge.wire.term_order import UnorderableTermError, order_key
 from bridge.wire.term_types import (
     BitBinary,
@@ -31,7 +32,6 @@ from bridge.wire.term_types import (
     Pid,
     Port,
     Reference,
-    TermMap,
 )
 
 # term_to_binary sorts the keys of a map this small; larger maps are hash-array-mapped tries

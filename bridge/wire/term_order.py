@@ -13,6 +13,7 @@ same type as long as every earlier token was equal, so Python can compare them d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bridge.wire.atom import Atom
@@ -24,7 +25,6 @@ from bridge.wire.term_types import (
     Pid,
     Port,
     Reference,
-    TermMap,
 )
 
 _NUMBER = 0
@@ -68,7 +68,7 @@ def _rank(term: Any) -> int:
         return _LIST
     if isinstance(term, tuple):
         return _TUPLE
-    if isinstance(term, dict | TermMap):
+    if isinstance(term, Mapping):  # dict, TermMap: whatever the encoder writes as a map
         return _MAP
     if isinstance(term, Reference):
         return _REFERENCE

@@ -39,7 +39,12 @@ from psycopg.rows import dict_row
 
 from bridge.db import quote_ident
 from bridge.jobs import queries
-from bridge.jobs.client.enqueue import atomic, atomic_async, insert_notifications, insert_params
+from bridge.jobs.client.insert_rows import (
+    atomic,
+    atomic_async,
+    insert_notifications,
+    insert_params,
+)
 from bridge.jobs.client.job import Job
 from bridge.jobs.client.unique import UniqueOptions, conflict_query, lock_key, replace_update
 from bridge.wire.timefmt import utc_now

@@ -22,14 +22,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 from psycopg.rows import dict_row
 
 from bridge.jobs import queries
-from bridge.jobs.client.enqueue import insert_notifications, insert_params
+from bridge.jobs.client.insert_rows import insert_notifications, insert_params
 from bridge.jobs.client.job import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PRIORITY,
@@ -38,7 +38,7 @@ from bridge.jobs.client.job import (
     JobValidationError,
 )
 from bridge.jobs.client.registry import WorkerSpec
-from bridge.jobs.plugins import Plugin
+from bridge.jobs.plugins import NodeView, Plugin
 from bridge.jobs.plugins.cron_expression import (
     DEFAULT_TIMEZONE,
     CronExpression,
@@ -48,9 +48,6 @@ from bridge.jobs.plugins.cron_expression import (
 )
 from bridge.jobs.plugins.cron_expression import timezone as find_zone
 from bridge.wire.phash2 import phash2
-
-if TYPE_CHECKING:
-    from bridge.jobs.node import Node
 
 log = logging.getLogger("bridge.plugins.cron")
 
@@ -300,7 +297,7 @@ class Cron(Plugin):
         moment = self.clock()
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
-    def start(self, node: Node) -> None:
+    def start(self, node: NodeView) -> None:
         # Oban's first evaluation is at the next minute boundary, never in the starting minute.
         self.last_slot = floor_minute(self.now())
         super().start(node)

@@ -44,7 +44,8 @@ import psycopg
 from psycopg import sql
 
 from bridge.db import DEFAULT_PREFIX, LazyPool
-from bridge.jobs.client.enqueue import atomic, insert_all, insert_one_unless
+from bridge.jobs.client.enqueue import insert_all, insert_one_unless
+from bridge.jobs.client.insert_rows import atomic
 from bridge.jobs.client.job import Job
 from bridge.jobs.client.outcome import Cancel, Discard, Error
 from bridge.wire import notify

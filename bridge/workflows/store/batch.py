@@ -19,7 +19,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from bridge.jobs import queries
-from bridge.jobs.client.enqueue import insert_params
+from bridge.jobs.client.insert_rows import insert_params
 from bridge.jobs.client.job import Job
 from bridge.wire import jsonfmt, notify
 from bridge.wire.phash2 import phash2

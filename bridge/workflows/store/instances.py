@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from bridge.jobs import queries
-from bridge.jobs.client.enqueue import insert_one_params
+from bridge.jobs.client.insert_rows import insert_one_params
 from bridge.jobs.client.job import Job
 from bridge.wire import jsonfmt
 from bridge.wire.phash2 import phash2
