@@ -1,133 +1,28 @@
-"""``bridge demo``: the whole loop on one database in a few seconds.
-
-It installs the schema, enqueues jobs for Python workers (one succeeds, one fails once and is
-retried on Oban's backoff shortened for the demo, one snoozes, one cancels itself) plus one for an
-Elixir worker, runs a node until the Python jobs are done, and prints the rows as Oban and any
-Elixir node would read them.
-"""
+"""``bridge demo``: the whole loop on one database in a few seconds (``demo_run`` does it)."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from typing import Any
-
 import click
-import psycopg
-from psycopg.rows import dict_row
 
-from bridge import schema
-from bridge.db import connect
-from bridge.jobs.client.enqueue import insert_all
-from bridge.jobs.client.job import Job
-from bridge.jobs.client.outcome import Cancel, Snooze
-from bridge.jobs.client.registry import Registry, worker
-from bridge.jobs.node import Node, NodeConfig
-
-DEMO_QUEUE = "demo"
+from bridge.cli.context import CliContext, pass_ctx
+from bridge.cli.output import fail
 
 
-def demo_registry() -> Registry:
-    registry = Registry()
+@click.command("demo")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the jobs.")
+@pass_ctx
+def demo(ctx: CliContext, timeout: float) -> None:
+    """Install the schema, enqueue sample jobs, run a Python worker on them, show the rows."""
+    # Imported here: the demo loads the node and its workers, which --help must not pay for.
+    from bridge.cli.demo_run import run_demo
 
-    @worker(name="bridge.cli.demo.Greet", queue=DEMO_QUEUE, registry=registry)
-    def greet(job: Job) -> dict[str, Any]:
-        return {"greeting": f"hello, {job.args.get('name', 'world')}"}
-
-    @worker(
-        name="bridge.cli.demo.Flaky",
-        queue=DEMO_QUEUE,
-        max_attempts=3,
-        backoff=lambda job: 1,
-        registry=registry,
-    )
-    async def flaky(job: Job) -> None:
-        if job.attempt < 2:
-            raise RuntimeError(f"flaky on attempt {job.attempt}")
-
-    @worker(name="bridge.cli.demo.Sleepy", queue=DEMO_QUEUE, registry=registry)
-    def sleepy(job: Job) -> Snooze | None:
-        return Snooze(1) if job.attempt == 1 else None
-
-    @worker(name="bridge.cli.demo.Picky", queue=DEMO_QUEUE, registry=registry)
-    def picky(job: Job) -> Cancel:
-        return Cancel("not needed")
-
-    return registry
-
-
-def _demo_jobs(run: str) -> list[Job]:
-    meta = {"demo_run": run}
-    return [
-        Job.new("bridge.cli.demo.Greet", {"name": "Ada"}, queue=DEMO_QUEUE, meta=meta),
-        Job.new("bridge.cli.demo.Flaky", {}, queue=DEMO_QUEUE, max_attempts=3, meta=meta),
-        Job.new("bridge.cli.demo.Sleepy", {}, queue=DEMO_QUEUE, meta=meta),
-        Job.new("bridge.cli.demo.Picky", {}, queue=DEMO_QUEUE, meta=meta),
-        # For an Elixir worker in a queue this node does not serve: it stays available.
-        Job.new("BadgeForge.PrintCenter", {"badge": 1}, queue="printing", meta=meta),
+    resolved = ctx.resolve()
+    click.echo(f"database: {resolved.display} ({resolved.source})")
+    rows = run_demo(resolved.url, ctx.prefix, timeout)
+    pending = [
+        r
+        for r in rows
+        if r["queue"] == "demo" and r["state"] not in ("completed", "cancelled", "discarded")
     ]
-
-
-FINAL = {"completed", "discarded", "cancelled"}
-
-
-def _rows(conn: psycopg.Connection[Any], prefix: str, run: str) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            psycopg.sql.SQL(
-                "SELECT id, worker, queue, state::text, attempt, max_attempts, errors, "
-                "attempted_by FROM {}.oban_jobs WHERE meta->>'demo_run' = %s ORDER BY id"
-            ).format(psycopg.sql.Identifier(prefix)),
-            (run,),
-        )
-        return cur.fetchall()
-
-
-async def _run_node(url: str, prefix: str, run: str, timeout: float) -> None:
-    node = Node(
-        NodeConfig(
-            url=url,
-            queues={DEMO_QUEUE: 5},
-            prefix=prefix,
-            registry=demo_registry(),
-            poll_interval=0.2,
-            shutdown_grace=2.0,
-        )
-    )
-    await node.start()
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            with connect(url, autocommit=True) as conn:
-                states = [r["state"] for r in _rows(conn, prefix, run) if r["queue"] == DEMO_QUEUE]
-            if states and all(s in FINAL for s in states):
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        await node.stop()
-
-
-def run_demo(url: str, prefix: str, timeout: float = 60.0) -> list[dict[str, Any]]:
-    run = uuid.uuid4().hex[:8]
-    with connect(url, autocommit=True) as conn:
-        created = schema.install(conn, prefix).created
-        if created:
-            click.echo(f"installed schema {prefix!r}: {len(created)} objects")
-        jobs = insert_all(conn, _demo_jobs(run), prefix=prefix)
-    click.echo(f"enqueued {len(jobs)} jobs (run {run}); running a Python node on queue 'demo'…")
-    asyncio.run(_run_node(url, prefix, run, timeout))
-    with connect(url, autocommit=True) as conn:
-        rows = _rows(conn, prefix, run)
-    click.echo(f"\n{'id':>6}  {'worker':<24} {'queue':<9} {'state':<10} attempt  last error")
-    for row in rows:
-        last = row["errors"][-1]["error"].splitlines()[0] if row["errors"] else ""
-        click.echo(
-            f"{row['id']:>6}  {row['worker']:<24} {row['queue']:<9} {row['state']:<10} "
-            f"{row['attempt']}/{row['max_attempts']:<5}  {last}"
-        )
-    click.echo(
-        "\nThe BadgeForge.PrintCenter job waits in queue 'printing' for an Elixir node, "
-        "exactly as if Elixir had inserted it."
-    )
-    return rows
+    if pending:
+        raise fail(f"{len(pending)} demo jobs did not finish in {timeout}s")

@@ -1,4 +1,4 @@
-"""``bridge workflows ...`` and the ``--workflows`` options of ``bridge worker``.
+"""``bridge workflows list|show|start|resume|cancel|repair``: Hephaestus workflow instances.
 
 ``list`` and ``show`` read the rows as stored, so they work for any instance, Elixir-owned ones
 included, with or without a Python definition. ``start``, ``resume`` and ``cancel`` act only on
@@ -12,20 +12,26 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import orjson
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from bridge.cli.context import CliContext, connect, pass_ctx
+from bridge.cli.output import (
+    bad_parameter,
+    echo_json,
+    fail,
+    failure,
+    json_text,
+    short_name,
+    usage_error,
+)
+
 if TYPE_CHECKING:
-    from bridge.cli import CliContext
-    from bridge.cli.settings import WorkerSettings
-    from bridge.jobs.node import NodeConfig
     from bridge.workflows.model.definition import Workflow
     from bridge.workflows.run.runner import WorkflowRunner
 
@@ -34,132 +40,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 INSTANCE_STATUSES = ("pending", "running", "waiting", "completed", "failed")
 
 
-# -- bridge worker --workflows ------------------------------------------------------------------
-
-
-def workflow_options(fn: F) -> F:
-    """The workflow options of ``bridge worker`` (each also a ``[tool.bridge]`` key)."""
-    options = [
-        click.option(
-            "--workflows",
-            "workflow_modules",
-            multiple=True,
-            help="Module(s) whose Workflow objects (or WORKFLOWS list) this node runs.",
-        ),
-        click.option(
-            "--workflow-queue", default=None, help="Their queue (default bridge_workflows)."
-        ),
-        click.option(
-            "--workflow-concurrency", type=int, default=None, help="Its concurrency (10)."
-        ),
-        click.option(
-            "--workflow-config-key", default=None, help="config_key in their job args (bridge)."
-        ),
-        click.option(
-            "--workflow-repair-after",
-            type=float,
-            default=None,
-            help="Run the workflow lifeline: heal instances whose results have waited this many "
-            "seconds for an advance job that does not exist.",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-@dataclass
-class NodeWorkflows:
-    """The workflows a node serves and how, merged from the command line and the settings."""
-
-    workflows: list[Workflow] = field(default_factory=list)
-    queue: str | None = None
-    concurrency: int | None = None
-    config_key: str | None = None
-    repair_after: float | None = None
-
-    def attach(self, config: NodeConfig) -> WorkflowRunner | None:
-        from bridge.workflows.run.repair import DEFAULT_GRACE
-        from bridge.workflows.run.runner import DEFAULT_CONFIG_KEY, DEFAULT_QUEUE
-        from bridge.workflows.serving import WorkflowServing, serve_workflows
-
-        serving = WorkflowServing(
-            queue=self.queue or DEFAULT_QUEUE,
-            concurrency=self.concurrency or 10,
-            config_key=self.config_key or DEFAULT_CONFIG_KEY,
-            repair_grace=self.repair_after,
-        )
-        if self.workflows:
-            return serve_workflows(config, self.workflows, serving)
-        if self.repair_after is not None:  # heal Elixir-owned instances only
-            from bridge.workflows.run.lifeline import WorkflowLifeline
-
-            if config.plugins is None:
-                config.plugins = []
-            config.plugins.append(WorkflowLifeline(grace=self.repair_after or DEFAULT_GRACE))
-        return None
-
-
-def workflows_for_node(
-    settings: WorkerSettings,
-    modules: tuple[str, ...],
-    *,
-    queue: str | None,
-    concurrency: int | None,
-    config_key: str | None,
-    repair_after: float | None,
-) -> NodeWorkflows:
-    """Command-line values win over ``[tool.bridge]``; modules from both are loaded."""
-    from bridge.workflows.model.definition import WorkflowError
-    from bridge.workflows.serving import load_workflows
-
-    names = [*settings.workflows, *modules]
-    concurrency = concurrency or settings.workflow_concurrency
-    if concurrency is not None and concurrency < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--workflow-concurrency")
-    try:
-        flows = load_workflows(names) if names else []
-    except WorkflowError as exc:
-        raise click.BadParameter(str(exc), param_hint="--workflows") from exc
-    return NodeWorkflows(
-        workflows=flows,
-        queue=queue or settings.workflow_queue,
-        concurrency=concurrency,
-        config_key=config_key or settings.workflow_config_key,
-        repair_after=repair_after or settings.workflow_repair_after,
-    )
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
-
-
-def _short(module: str | None) -> str:
-    if not module:
-        return "-"
-    return module.rsplit(".", 1)[-1]
-
-
-@contextmanager
-def _conn(ctx: CliContext) -> Iterator[psycopg.Connection[Any]]:
-    from bridge.db import connect
-
-    with connect(ctx.url, autocommit=True) as conn:
-        yield conn
+    """Values inside a ``show`` line: JSON as stored, whatever the column types."""
+    return json_text(value, lenient=True)
 
 
 def _q(template: str, prefix: str) -> sql.Composed:
     return sql.SQL(template).format(prefix=sql.Identifier(prefix))
 
 
-def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(f"{type(exc).__name__}: {exc}")
-
-
 def definition_options(fn: F) -> F:
+    """The options that name the Python workflows a command acts on, and their runner."""
     options = [
         click.option(
             "--workflows",
@@ -201,10 +92,10 @@ def _runner(
         settings = load_settings(config_path)
         names = list(modules) or settings.workflows
         if not names and required:
-            raise click.UsageError("name the workflows: --workflows MODULE (or [tool.bridge])")
+            raise usage_error("name the workflows: --workflows MODULE (or [tool.bridge])")
         flows = load_workflows(names) if names else []
     except (ConfigError, WorkflowError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--workflows") from exc
+        raise bad_parameter(str(exc), "--workflows") from exc
     if not flows:
         yield None
         return
@@ -227,7 +118,7 @@ def _pick_workflow(runner: WorkflowRunner, name: str) -> Workflow:
         if name in (workflow.name, workflow.name.removeprefix("Elixir."), workflow.short_name):
             return workflow
     known = ", ".join(sorted(w.name for w in flows))
-    raise click.BadParameter(f"no workflow {name!r} among {known}", param_hint="WORKFLOW")
+    raise bad_parameter(f"no workflow {name!r} among {known}", "WORKFLOW")
 
 
 def _python_owned(conn: psycopg.Connection[Any], ctx: CliContext, instance_id: str) -> None:
@@ -235,7 +126,7 @@ def _python_owned(conn: psycopg.Connection[Any], ctx: CliContext, instance_id: s
 
     owner = owner_of(conn, ctx.prefix, instance_id)
     if owner is not None and owner.kind == "elixir":
-        raise click.ClickException(
+        raise fail(
             f"{instance_id} is Elixir-owned (its jobs run in queue {owner.queue}); "
             "drive it from its Elixir app"
         )
@@ -276,7 +167,7 @@ LIMIT %(limit)s
 @click.option("--workflow", default=None, help="Only this workflow (module name).")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-@click.pass_obj
+@pass_ctx
 def workflows_list(
     ctx: CliContext,
     statuses: tuple[str, ...],
@@ -286,15 +177,15 @@ def workflows_list(
 ) -> None:
     """Most recently updated instances first; any owner, rows as stored."""
     params = {"statuses": list(statuses), "workflow": workflow, "limit": limit}
-    with _conn(ctx) as conn, conn.cursor(row_factory=dict_row) as cur:
+    with connect(ctx) as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_q(_LIST, ctx.prefix), params)
         rows = cur.fetchall()
     if as_json:
-        click.echo(_dumps(rows))
+        echo_json(rows, lenient=True)
         return
     click.echo(f"{'id':<32} {'status':<9} {'workflow':<36} {'active':<28} done unproc updated")
     for r in rows:
-        active = ",".join(_short(s) for s in r["active_steps"]) or "-"
+        active = ",".join(short_name(s) for s in r["active_steps"]) or "-"
         click.echo(
             f"{r['id']:<32} {r['status']:<9} {r['workflow']:<36} {active[:28]:<28} "
             f"{len(r['completed_steps']):>4} {r['unprocessed']:>6} "
@@ -326,7 +217,7 @@ def _show_data(conn: psycopg.Connection[Any], ctx: CliContext, instance_id: str)
         cur.execute(_q(_INSTANCE, ctx.prefix), {"id": instance_id})
         instance = cur.fetchone()
         if instance is None:
-            raise click.ClickException(f"no workflow instance {instance_id!r}")
+            raise fail(f"no workflow instance {instance_id!r}")
         cur.execute(_q(_RESULTS, ctx.prefix), {"id": instance_id})
         results = cur.fetchall()
         cur.execute(_q(_JOBS, ctx.prefix), {"id": instance_id})
@@ -377,12 +268,12 @@ def _echo_show(data: dict[str, Any]) -> None:
     for r in data["step_results"]:
         mark = "processed" if r["processed"] else "UNPROCESSED"
         click.echo(
-            f"  {r['inserted_at']}  {_short(r['step_ref']):<24} {r['event']:<12} {mark:<11} "
+            f"  {r['inserted_at']}  {short_name(r['step_ref']):<24} {r['event']:<12} {mark:<11} "
             f"{_dumps(r['context_updates'])}"
         )
     click.echo(f"\njobs ({len(data['jobs'])}):")
     for j in data["jobs"]:
-        step = _short(j["args"].get("step_ref")) if j["args"].get("step_ref") else ""
+        step = short_name(j["args"].get("step_ref")) if j["args"].get("step_ref") else ""
         event = j["args"].get("event") or ""
         click.echo(
             f"  {j['id']:>8}  {j['state']:<10} {j['queue']:<18} {j['worker']:<34} "
@@ -393,13 +284,13 @@ def _echo_show(data: dict[str, Any]) -> None:
 @workflows_group.command("show")
 @click.argument("instance_id")
 @click.option("--json", "as_json", is_flag=True, help="Instance, owner, step results, jobs.")
-@click.pass_obj
+@pass_ctx
 def workflows_show(ctx: CliContext, instance_id: str, as_json: bool) -> None:
     """Status, steps, context, history, step results and jobs of one instance."""
-    with _conn(ctx) as conn:
+    with connect(ctx) as conn:
         data = _show_data(conn, ctx, instance_id)
     if as_json:
-        click.echo(_dumps(data))
+        echo_json(data, lenient=True)
     else:
         _echo_show(data)
 
@@ -411,7 +302,7 @@ def workflows_show(ctx: CliContext, instance_id: str, as_json: bool) -> None:
 @click.option("--key", "key_value", default=None, help="Business-key value: id '<key>::VALUE'.")
 @click.option("--json", "as_json", is_flag=True)
 @definition_options
-@click.pass_obj
+@pass_ctx
 def workflows_start(
     ctx: CliContext,
     workflow_name: str,
@@ -430,26 +321,26 @@ def workflows_start(
     try:
         context = json.loads(context_json)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(str(exc), param_hint="--context") from exc
+        raise bad_parameter(str(exc), "--context") from exc
     if not isinstance(context, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--context")
+        raise bad_parameter("must be a JSON object", "--context")
     if (instance_id is None) == (key_value is None):
-        raise click.UsageError("give exactly one of --id and --key")
+        raise usage_error("give exactly one of --id and --key")
     with _runner(ctx, modules, config_path, queue, config_key) as runner:
         assert runner is not None
         workflow = _pick_workflow(runner, workflow_name)
         try:
             if key_value is not None:
                 if workflow.unique is None:
-                    raise click.UsageError(f"{workflow.name} has no business key; use --id")
+                    raise usage_error(f"{workflow.name} has no business key; use --id")
                 instance_id = workflow.unique.build_id(key_value)
             assert instance_id is not None
-            with _conn(ctx) as conn:
+            with connect(ctx) as conn:
                 started = runner.start(conn, workflow, context, id=instance_id)
         except WorkflowError as exc:
-            raise _fail(exc) from exc
+            raise failure(exc) from exc
     if as_json:
-        click.echo(_dumps({"instance_id": started, "workflow": workflow.name}))
+        echo_json({"instance_id": started, "workflow": workflow.name}, lenient=True)
     else:
         click.echo(f"started {started} ({workflow.name}) in queue {runner.queue}")
 
@@ -459,7 +350,7 @@ def workflows_start(
 @click.argument("event")
 @click.option("--step", "step_ref", default=None, help="Step to resume (default current_step).")
 @definition_options
-@click.pass_obj
+@pass_ctx
 def workflows_resume(
     ctx: CliContext,
     instance_id: str,
@@ -473,20 +364,20 @@ def workflows_resume(
     """Queue a resume with EVENT for a waiting Python-owned instance."""
     from bridge.workflows.model.definition import WorkflowError
 
-    with _runner(ctx, modules, config_path, queue, config_key) as runner, _conn(ctx) as conn:
+    with _runner(ctx, modules, config_path, queue, config_key) as runner, connect(ctx) as conn:
         assert runner is not None
         _python_owned(conn, ctx, instance_id)
         try:
             job = runner.resume(conn, instance_id, event, step_ref=step_ref)
         except WorkflowError as exc:
-            raise _fail(exc) from exc
+            raise failure(exc) from exc
     click.echo(f"resume queued: job {job.id} ({job.args['step_ref']} {event})")
 
 
 @workflows_group.command("cancel")
 @click.argument("instance_id")
 @definition_options
-@click.pass_obj
+@pass_ctx
 def workflows_cancel(
     ctx: CliContext,
     instance_id: str,
@@ -498,13 +389,13 @@ def workflows_cancel(
     """Fail a Python-owned instance and cancel its pending jobs."""
     from bridge.workflows.model.definition import WorkflowError
 
-    with _runner(ctx, modules, config_path, queue, config_key) as runner, _conn(ctx) as conn:
+    with _runner(ctx, modules, config_path, queue, config_key) as runner, connect(ctx) as conn:
         assert runner is not None
         _python_owned(conn, ctx, instance_id)
         try:
             cancelled = runner.cancel(conn, instance_id)
         except WorkflowError as exc:
-            raise _fail(exc) from exc
+            raise failure(exc) from exc
     click.echo(f"cancelled {instance_id}: failed, {len(cancelled)} job(s) cancelled {cancelled}")
 
 
@@ -519,7 +410,7 @@ def workflows_cancel(
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True)
 @definition_options
-@click.pass_obj
+@pass_ctx
 def workflows_repair(
     ctx: CliContext,
     dry_run: bool,
@@ -536,7 +427,7 @@ def workflows_repair(
 
     with (
         _runner(ctx, modules, config_path, queue, config_key, required=False) as runner,
-        _conn(ctx) as conn,
+        connect(ctx) as conn,
     ):
         done = repair(
             conn,
@@ -547,7 +438,7 @@ def workflows_repair(
             limit=limit,
         )
     if as_json:
-        click.echo(_dumps([r.to_dict() for r in done]))
+        echo_json([r.to_dict() for r in done], lenient=True)
         return
     for line in describe(done):
         click.echo(line)

@@ -23,7 +23,7 @@ from bridge.workflows.serving import WorkflowModuleError, load_workflows
 from tests.workflows.test_repair import LOST_JOB_ID, STUCK_ID, build_stuck_s2d, golden_jobs
 from tests.workflows.test_runner import jobs_json, serving, status_is, wait_for_instance
 
-MODULE = "tests.test_cli_workflows"
+MODULE = "tests.cli.test_workflows_commands"
 
 
 @step(name="Elixir.Cli.Steps.Greet", events=["greeted"])
@@ -43,7 +43,7 @@ GREETING = Workflow(
     transitions=[(greet, "greeted", approval), (approval, "approved", DONE)],
 )
 
-WORKFLOWS = [GREETING]  # what --workflows tests.test_cli_workflows registers
+WORKFLOWS = [GREETING]  # what --workflows tests.cli.test_workflows_commands registers
 
 
 def cli(database_url: str, prefix: str, *args: str) -> Result:
@@ -338,7 +338,7 @@ def test_workflow_settings_from_toml(tmp_path: Path) -> None:
 
 
 def test_node_workflows_attach_the_runner_queue_and_lifeline(tmp_path: Path) -> None:
-    from bridge.cli.workflows import workflows_for_node
+    from bridge.cli.worker import workflows_for_node
 
     path = tmp_path / "bridge.toml"
     path.write_text(f'workflows = ["{MODULE}"]\nworkflow_queue = "py_flows"\n')

@@ -1,0 +1,80 @@
+"""The command line's one error and output layer.
+
+Every failure a command reports and every JSON document it prints goes through here, so how
+errors look (today click's ``Error: ...``) and how values are printed can change in one place.
+The functions that build errors return them, to be raised where the failure is found
+(``raise fail(...) from exc``), so a reader and mypy both see the command stop there.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+import click
+import orjson
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def fail(message: str) -> click.ClickException:
+    """The command could not do what it was asked: ``Error: <message>``, exit status 1."""
+    return click.ClickException(message)
+
+
+def failure(exc: Exception) -> click.ClickException:
+    """``fail`` for a library error whose type names what went wrong (``ResumeError: ...``)."""
+    return fail(f"{type(exc).__name__}: {exc}")
+
+
+def bad_parameter(message: str, hint: str | None = None) -> click.BadParameter:
+    """A value given on the command line (or in the settings) is invalid: usage, exit status 2.
+
+    ``hint`` names the option when click cannot tell which one it was (``--workflows``)."""
+    return click.BadParameter(message, param_hint=hint)
+
+
+def usage_error(message: str) -> click.UsageError:
+    """The options do not fit together (one missing, two exclusive ones): exit status 2."""
+    return click.UsageError(message)
+
+
+def exit_failed(message: str) -> NoReturn:
+    """A check ran and its answer is no: ``message`` on stderr as it is, exit status 1."""
+    click.echo(message, err=True)
+    sys.exit(1)
+
+
+# -- JSON ------------------------------------------------------------------------------------------
+
+
+def json_text(value: Any, *, lenient: bool = False) -> str:
+    """``value`` as compact JSON (orjson: datetimes as ISO 8601).
+
+    ``lenient`` writes what orjson cannot encode as its ``str()`` instead of failing: the
+    workflow commands print rows as stored, whatever their column types."""
+    return orjson.dumps(value, default=str if lenient else None).decode()
+
+
+def echo_json(value: Any, *, lenient: bool = False) -> None:
+    """Print ``value`` as one JSON document (what every ``--json`` option prints)."""
+    click.echo(json_text(value, lenient=lenient))
+
+
+# -- shared formatting -----------------------------------------------------------------------------
+
+
+def last_error(errors: list[dict[str, Any]]) -> str:
+    """The first line of a job's latest error, or ``""``: one line per job in a listing."""
+    if not errors:
+        return ""
+    line: str = errors[-1]["error"].splitlines()[0]
+    return line
+
+
+def short_name(module: str | None) -> str:
+    """The last segment of a module name (``Elixir.App.Steps.Greet`` -> ``Greet``), ``-`` if
+    none: step names in listings stay readable."""
+    if not module:
+        return "-"
+    return module.rsplit(".", 1)[-1]

@@ -1,0 +1,1 @@
+"""The ``bridge`` command line, through click's CliRunner and as a process."""
