@@ -33,7 +33,7 @@ from bridge.jobs.client.registry import Registry
 from bridge.jobs.node import Node, NodeConfig
 from bridge.workflows import DONE, Context, Instance, StepOk, Workflow, step
 from bridge.workflows.model.definition import DONE_STEP_NAME
-from bridge.workflows.run import runner as runner_module
+from bridge.workflows.run import core as runner_core
 from bridge.workflows.run.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
 from bridge.workflows.run.workers import register
 
@@ -198,8 +198,8 @@ def timed_registry(runner: WorkflowRunner) -> Registry:
 
     for coalescer in coalescers(runner).values():
         coalescer._open = counted_open
-    # The instance lock, as the runner module calls it: wall time here is waiting for it.
-    names = vars(runner_module)
+    # The instance lock, as the runner's shared paths call it: wall time here is waiting for it.
+    names = vars(runner_core)
     for name in ("lock_instance", "begin_locked"):
         if name in names:
             names[name] = TIMINGS.timed("instance lock", names[name])

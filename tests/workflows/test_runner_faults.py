@@ -22,7 +22,7 @@ from bridge.workflows import (
     Workflow,
     step,
 )
-from bridge.workflows.run import runner as runner_module
+from bridge.workflows.run import recording
 from bridge.workflows.run.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
 from tests.workflows.test_runner import (
     fetch_all,
@@ -306,7 +306,7 @@ def test_sibling_recorders_share_the_lock_and_both_may_queue_an_advance(
     assert left_job.args["step_ref"] == left.name
 
     queued, release = threading.Event(), threading.Event()
-    original = runner_module.insert_result_and_job
+    original = recording.insert_result_and_job
 
     def record_then_hold(*args: Any, **kwargs: Any) -> bool:
         recorded = original(*args, **kwargs)
@@ -315,7 +315,7 @@ def test_sibling_recorders_share_the_lock_and_both_may_queue_an_advance(
             release.wait(20)
         return recorded
 
-    monkeypatch.setattr(runner_module, "insert_result_and_job", record_then_hold)
+    monkeypatch.setattr(recording, "insert_result_and_job", record_then_hold)
     left_thread = threading.Thread(
         target=runner.perform_execute_step, args=(left_job,), name="left-recorder"
     )
