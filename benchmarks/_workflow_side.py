@@ -3,7 +3,7 @@
 Run by ``bench_workflows.py`` as ``python benchmarks/_workflow_side.py WORKLOAD --url ...``; it
 prints one JSON line. The process is the Python node: a ``bridge.jobs.node.Node`` serving the
 runner's queue at ``--concurrency`` with the three HephaestusOban workers registered for one
-``WorkflowRunner`` (as ``tests/workflows/test_runner.py`` wires them), defaults untouched except
+``WorkflowRunner`` (as ``tests/workflows/run/test_runner.py`` wires them), defaults untouched except
 where an option says otherwise. Statements are counted in this process by
 ``_workflow_count`` (client side); transactions also on the server, from ``pg_stat_database``
 read through a connection to *another* database so that reading adds nothing to the count.

@@ -55,7 +55,7 @@ class NodeConfig:
     # CPython hands the GIL over every 5 ms by default; with CPU-bound sync workers spinning in
     # threads, the event loop then waits several of those slices for every socket read and
     # claiming slows to a crawl (convoy effect). 0.5 ms keeps other queues moving (measured in
-    # tests/jobs/test_node.py). None leaves the interpreter's setting alone.
+    # tests/jobs/runtime/test_node.py). None leaves the interpreter's setting alone.
     switch_interval: float | None = 0.0005
 
 

@@ -20,8 +20,8 @@ from bridge.workflows import DONE, Context, Instance, StepAsync, StepOk, Unique,
 from bridge.workflows.run.lifeline import WorkflowLifeline
 from bridge.workflows.run.runner import ADVANCE_WORKER, RESUME_WORKER, WorkflowRunner
 from bridge.workflows.serving import WorkflowModuleError, load_workflows
-from tests.workflows.test_repair import LOST_JOB_ID, STUCK_ID, build_stuck_s2d, golden_jobs
-from tests.workflows.test_runner import jobs_json, serving, status_is, wait_for_instance
+from tests.workflows.run.test_repair import LOST_JOB_ID, STUCK_ID, build_stuck_s2d, golden_jobs
+from tests.workflows.run.test_runner import jobs_json, serving, status_is, wait_for_instance
 
 MODULE = "tests.cli.test_workflows_commands"
 
@@ -366,7 +366,7 @@ def test_node_workflows_attach_the_runner_queue_and_lifeline(tmp_path: Path) -> 
 
 def test_load_workflows_explicit_list_or_module_scan() -> None:
     assert load_workflows([MODULE]) == [GREETING]  # WORKFLOWS wins over the scan
-    found = load_workflows(["tests.workflows.test_timers"])
+    found = load_workflows(["tests.workflows.run.test_timers"])
     assert sorted(w.name for w in found) == ["Elixir.Py.Timers.Broken", "Elixir.Py.Timers.Paused"]
     with pytest.raises(WorkflowModuleError, match="defines no Workflow"):
         load_workflows(["bridge.db"])
@@ -381,10 +381,10 @@ async def test_bridge_worker_process_runs_python_workflows(
     import signal
 
     from tests.support.worker import spawn_worker
-    from tests.workflows.test_timers import PAUSED
+    from tests.workflows.run.test_timers import PAUSED
 
     proc = spawn_worker(
-        database_url, oban_prefix, "--workflows", "tests.workflows.test_timers",
+        database_url, oban_prefix, "--workflows", "tests.workflows.run.test_timers",
         "--workflow-concurrency", "3", "--poll-interval", "0.2", "--grace", "2",
     )  # fmt: skip
     try:

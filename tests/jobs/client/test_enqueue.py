@@ -16,7 +16,7 @@ from bridge import Job, JobValidationError, insert, insert_all, insert_all_async
 from bridge.wire.timefmt import utc_now
 from tests.jobs.support import job_json
 
-GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden"
 Conn = psycopg.Connection[tuple[object, ...]]
 
 

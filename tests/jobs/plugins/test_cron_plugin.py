@@ -33,7 +33,7 @@ from tests.jobs.support import job_json, running_node
 from tests.support.beam import run_elixir
 
 Conn = psycopg.Connection[tuple[object, ...]]
-GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden" / "cron"
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden" / "cron"
 
 # The crontab of golden/cron: [{"* * * * *", Realstack.CronWorker}, {"* * * * *",
 # Realstack.CronWorker, [args: %{"k" => "v"}, priority: 1, tags: ["cron-tag"], max_attempts: 3]}]

@@ -30,7 +30,7 @@ from bridge.workflows import (
 from bridge.workflows.run.runner import RESUME_WORKER, ResumeError, WorkflowRunner
 from bridge.workflows.serving import WorkflowServing, serve_workflows
 from bridge.workflows.store.instances import InstanceNotFoundError
-from tests.workflows.test_runner import (
+from tests.workflows.run.test_runner import (
     HEPH_JOBS,
     jobs_json,
     results_json,

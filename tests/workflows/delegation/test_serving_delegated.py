@@ -21,8 +21,13 @@ from bridge.workflows.run.runner import WorkflowRunner
 from bridge.workflows.serving import WorkflowModuleError, delegated_steps_of, serve_delegated
 from tests.jobs.support import wait_for_state
 from tests.support.worker import spawn_worker
-from tests.workflows.test_delegation import delegated_job, resolve, results, waiting_instance
-from tests.workflows.test_runner import LINEAR
+from tests.workflows.delegation.test_delegation import (
+    delegated_job,
+    resolve,
+    results,
+    waiting_instance,
+)
+from tests.workflows.run.test_runner import LINEAR
 
 
 def test_serve_delegated_registers_serves_the_queue_and_sweeps() -> None:
@@ -71,7 +76,7 @@ async def test_bridge_worker_runs_the_delegated_bodies_of_its_worker_modules(
     waiting_instance(conn, oban_prefix, "cli::ok")
     job_id = delegated_job(conn, oban_prefix, "cli::ok")
     proc = spawn_worker(
-        database_url, oban_prefix, "--workers", "tests.workflows.test_delegation",
+        database_url, oban_prefix, "--workers", "tests.workflows.delegation.test_delegation",
         "--poll-interval", "0.2", "--grace", "2",
     )  # fmt: skip
     try:

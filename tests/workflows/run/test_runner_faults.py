@@ -24,7 +24,7 @@ from bridge.workflows import (
 )
 from bridge.workflows.run import recording
 from bridge.workflows.run.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
-from tests.workflows.test_runner import (
+from tests.workflows.run.test_runner import (
     fetch_all,
     jobs_json,
     results_json,

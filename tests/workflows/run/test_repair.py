@@ -33,7 +33,7 @@ from bridge.workflows.run.runner import ADVANCE_WORKER, WorkflowRunner, advance_
 from bridge.workflows.serving import WorkflowServing, serve_workflows
 from bridge.workflows.store.instances import insert_result, load_instance, save_instance
 from tests.workflows import load_jsonl
-from tests.workflows.test_runner import jobs_json, status_is, wait_for_instance
+from tests.workflows.run.test_runner import jobs_json, status_is, wait_for_instance
 
 S2D = "async-step-in-fanout/s2d_"
 STUCK_ID = "asyncfirst::s2d"

@@ -37,7 +37,7 @@ from tests.jobs.support import running_node
 from tests.workflows import ASYNC_FANOUT, ORDER, async_wait, load_json, normal
 
 GOLDEN_JOBS: list[dict[str, Any]] = json.loads(
-    (Path(__file__).resolve().parent.parent / "data" / "golden" / "elixir-jobs.json").read_text()
+    (Path(__file__).resolve().parents[2] / "data" / "golden" / "elixir-jobs.json").read_text()
 )
 HEPH_JOBS = [r for r in GOLDEN_JOBS if r["worker"].startswith("HephaestusOban.")]
 QUEUE = "bridge_workflows"

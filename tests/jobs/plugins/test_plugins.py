@@ -17,7 +17,7 @@ from bridge.jobs.plugins.sonar import Sonar
 from tests.jobs.support import running_node
 
 Conn = psycopg.Connection[tuple[object, ...]]
-GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden" / "peers-and-leader"
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden" / "peers-and-leader"
 
 
 def golden_notifications(channel: str) -> list[str]:

@@ -31,7 +31,7 @@ from bridge.workflows.run.runner import (
     WorkflowRunner,
 )
 from bridge.workflows.store.coalesce import AsyncCoalescer
-from tests.workflows.test_runner import serving, status_is, wait_for_instance
+from tests.workflows.run.test_runner import serving, status_is, wait_for_instance
 
 
 @step(name="Elixir.Batch.Steps.One", events=["ok"])
