@@ -1,6 +1,8 @@
-"""Hephaestus-compatible workflows: definitions, the instance model, the engine, serialisation.
+"""Hephaestus-compatible workflows, run as HephaestusOban runs them: the public names.
 
-Everything here is pure; storage and the HephaestusOban-compatible workers build on it.
+The layers below (docs/architecture.md): ``model`` (definitions, instance, engine, serialised
+form; pure) < ``store`` (the rows) < ``run`` (the runner and its job kinds, repair) <
+``delegation`` (steps across the language line) < ``serving`` (attaching them to a node).
 """
 
 from __future__ import annotations
