@@ -53,7 +53,7 @@ def _executable(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         raise ElixirFixtureError(
-            f"`{name}` is not installed: apt-get install elixir erlang-p1-pgsql erlang-jiffy"
+            f"`{name}` is not installed: apt-get install elixir erlang-jiffy"
         )
     return path
 

@@ -8,8 +8,10 @@ The database is resolved lazily, only by commands that need one, so ``bridge sch
 from __future__ import annotations
 
 from bridge.cli.demo import demo
+from bridge.cli.embedded import embedded_group
 from bridge.cli.enqueue import enqueue_command
 from bridge.cli.jobs import jobs_group
+from bridge.cli.nodes import nodes_group
 from bridge.cli.queues import queues_group
 from bridge.cli.root import main
 from bridge.cli.schema import schema_group
@@ -24,6 +26,8 @@ for _command in (
     jobs_group,
     queues_group,
     workflows_group,
+    nodes_group,
+    embedded_group,
 ):
     main.add_command(_command)
 

@@ -9,6 +9,7 @@ The functions that build errors return them, to be raised where the failure is f
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -59,6 +60,52 @@ def json_text(value: Any, *, lenient: bool = False) -> str:
 def echo_json(value: Any, *, lenient: bool = False) -> None:
     """Print ``value`` as one JSON document (what every ``--json`` option prints)."""
     click.echo(json_text(value, lenient=lenient))
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+
+def table(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
+) -> None:
+    """Print rows as a table fitted to the terminal (rich): colour and box lines only on a
+    terminal; piped, plain aligned columns that never wrap (``cut``/``grep`` keep working).
+
+    Cells are shown with ``str()``; ``None`` is shown as ``-``. The last column takes what
+    width is left and is cut with an ellipsis on a terminal, never elsewhere."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False, highlight=False)
+    on_terminal = console.is_terminal
+    if not on_terminal:  # piped: wide enough that nothing wraps
+        console = Console(width=100_000, soft_wrap=False, highlight=False, color_system=None)
+    grid = Table(
+        title=title,
+        box=box.SIMPLE_HEAD if on_terminal else None,
+        show_edge=False,
+        pad_edge=False,
+        header_style="bold" if on_terminal else "",
+    )
+    for index, name in enumerate(columns):
+        last = index == len(columns) - 1
+        grid.add_column(name, no_wrap=True, overflow="ellipsis" if last and on_terminal else "fold")
+    for row in rows:
+        grid.add_row(*("-" if cell is None else _cell(cell) for cell in row))
+    if on_terminal:
+        console.print(grid)
+        return
+    with console.capture() as captured:
+        console.print(grid)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())
+
+
+def _cell(value: Any) -> str:
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 # -- shared formatting -----------------------------------------------------------------------------

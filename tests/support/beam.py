@@ -12,9 +12,9 @@ import subprocess
 
 
 def erlang_lib_ebins() -> list[str]:
-    """ebin directories of Debian's p1_pgsql and jiffy, for `elixir -pa`."""
+    """The ebin directory of Debian's jiffy, for `elixir -pa`."""
     dirs: list[str] = []
-    for pattern in ("/usr/lib/erlang/lib/p1_pgsql-*/ebin", "/usr/lib/erlang/lib/jiffy-*/ebin"):
+    for pattern in ("/usr/lib/erlang/lib/jiffy-*/ebin",):
         dirs.extend(sorted(glob.glob(pattern))[-1:])
     return dirs
 
@@ -23,8 +23,8 @@ def elixir_executable() -> str:
     path = shutil.which("elixir")
     if path is None:
         raise RuntimeError(
-            "Debian's `elixir` is not installed: apt-get install elixir erlang-p1-pgsql "
-            "erlang-jiffy (.ci/run does this)"
+            "Debian's `elixir` is not installed: apt-get install elixir erlang-jiffy "
+            "(.ci/run does this)"
         )
     return path
 
