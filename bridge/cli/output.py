@@ -18,9 +18,29 @@ import orjson
 # -- errors ----------------------------------------------------------------------------------------
 
 
-def fail(message: str) -> click.ClickException:
-    """The command could not do what it was asked: ``Error: <message>``, exit status 1."""
-    return click.ClickException(message)
+# Exit statuses, distinct so scripts and health checks can tell failures apart (documented in
+# `bridge --help`). click uses 2 for usage errors.
+EXIT_FAILED = 1  # the command ran and could not do what it was asked, or a check said no
+EXIT_USAGE = 2  # bad options or arguments
+EXIT_NO_DATABASE = 3  # no database given (or a malformed URL)
+EXIT_UNREACHABLE = 4  # the database could not be reached or refused us (auth, unknown db)
+EXIT_SCHEMA = 5  # the shared schema is missing or incompatible
+EXIT_DATABASE_LOST = 6  # the database went away while the command ran
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class CommandError(click.ClickException):
+    """``Error: <message>`` on stderr and ``exit_code``: one line, no traceback (``-v`` adds
+    it)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str, status: int = EXIT_FAILED) -> click.ClickException:
+    """The command could not do what it was asked: ``Error: <message>``, exit ``status``."""
+    return CommandError(message, status)
 
 
 def failure(exc: Exception) -> click.ClickException:
