@@ -8,9 +8,12 @@ The functions that build errors return them, to be raised where the failure is f
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import date, datetime, time
 from typing import Any, NoReturn
+from uuid import UUID
 
 import click
 import orjson
@@ -74,7 +77,32 @@ def json_text(value: Any, *, lenient: bool = False) -> str:
 
     ``lenient`` writes what orjson cannot encode as its ``str()`` instead of failing: the
     workflow commands print rows as stored, whatever their column types."""
-    return orjson.dumps(value, default=str if lenient else None).decode()
+    try:
+        return orjson.dumps(value, default=str if lenient else None).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits and nesting past 254 levels, both of which a
+        # jsonb column (and an Elixir app) holds happily: the standard library writes them.
+        return json.dumps(
+            value,
+            default=_lenient_default if lenient else _strict_default,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+
+def _strict_default(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()  # as orjson writes them
+    if isinstance(value, UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _lenient_default(value: Any) -> Any:
+    try:
+        return _strict_default(value)
+    except TypeError:
+        return str(value)
 
 
 def echo_json(value: Any, *, lenient: bool = False) -> None:
