@@ -76,7 +76,7 @@ SCENARIOS = (
     Scenario("c50_sync", 50, sync_worker=True, bridge_only=True),
 )
 
-# Genuine Elixir Oban 2.23 on this machine kind, from /work/shared/golden/README.md (2 cores,
+# Genuine Elixir Oban 2.23 on this machine kind, from tests/data/golden/README.md (2 cores,
 # local PostgreSQL 15, one BEAM node, 10,000 no-op jobs, median of 3 runs). Not measured here.
 GOLDEN: dict[str, str] = {
     "insert": "13,900",
@@ -150,7 +150,7 @@ CPU rows):
   one connection, building the job objects included. Median over the inserts that precede the
   concurrency 10 and 50 drains ({insert_runs} samples).
 - **drain**: those {jobs:,} jobs are already in the table; the clock starts just before the node's
-  `start()` (pool opening and start-up included, as in golden/README.md) and stops when a
+  `start()` (pool opening and start-up included, as in tests/data/golden/README.md) and stops when a
   `count(*)` of `completed` rows, polled every 2 ms once every worker has returned, reaches
   {jobs:,}. The node serves one queue at the given concurrency with the library's defaults
   (plugins, pool, poll interval). The worker is `async def` and does nothing but count itself.
@@ -179,8 +179,8 @@ commit (a round trip to an idle backend costs about 0.5 ms here), not by either 
 
 bridge runs on the stdlib asyncio loop (what `bridge worker` uses); oban runs on {oban_loop} (what
 `oban start` uses when uvloop is installed, and it is one of its dependencies). The Elixir Oban
-column is copied from /work/shared/golden/README.md: it was measured on a machine of the same
-kind with the same workload, not in this run; its CPU figures are BEAM CPU (golden/README.md
+column is copied from tests/data/golden/README.md: it was measured on a machine of the same
+kind with the same workload, not in this run; its CPU figures are BEAM CPU (tests/data/golden/README.md
 adds that PostgreSQL used about as much again), and its drain figures include about 1 s of BEAM
 start-up.
 """
@@ -461,7 +461,7 @@ def table(samples: Samples, sides: dict[str, SideCommand]) -> str:
     oban_head = "oban (Python)" if OBAN in sides else "oban (Python, skipped)"
     lines = [
         f"| metric | bridge | {oban_head} | bridge / oban "
-        "| Elixir Oban 2.23 (from golden/README.md, not measured here) |",
+        "| Elixir Oban 2.23 (from tests/data/golden/README.md, not measured here) |",
         "|---|---:|---:|---:|---:|",
     ]
     for row in ROWS:

@@ -17,7 +17,7 @@ Per run it records wall time, steps executed, statements sent (counted on the cl
 instances left unfinished, the process's CPU (step bodies apart), and the runner's batches
 (one drain per kind on the node's loop: pre-checks, recordings, advances). The table shows
 medians over ``--runs`` runs next to the genuine HephaestusOban figures from
-/work/shared/golden/README.md. :data:`METHOD` says how, in words that go into the docs
+tests/data/golden/README.md. :data:`METHOD` says how, in words that go into the docs
 verbatim. The Python ``oban`` package has no workflows, so unlike ``bench_jobs.py`` there is
 no Python peer to run side by side.
 """
@@ -57,7 +57,7 @@ WORKLOADS = ("fanout", "linear")
 DASH = "\u2013"
 
 # Genuine HephaestusOban 0.5.0 (Oban 2.23.1, one BEAM node, local PostgreSQL 15, 2 cores), from
-# /work/shared/golden/README.md: min / median / max over 3 runs. Not measured here.
+# tests/data/golden/README.md: min / median / max over 3 runs. Not measured here.
 GOLDEN: dict[tuple[str, int], dict[str, str]] = {
     ("fanout", 10): {
         "steps": "58 / 84 / 93",
@@ -727,7 +727,7 @@ def report(
         f"- command: `{command}` ({elapsed / 60:.1f} minutes)",
         f"- bridge {first.get('bridge', '?')}, {runner_mode(args)}, "
         f"{args.runs} runs per row (median, range in small "
-        "print); reference columns copied from /work/shared/golden/README.md (genuine "
+        "print); reference columns copied from tests/data/golden/README.md (genuine "
         "HephaestusOban 0.5.0 on Oban 2.23.1, one BEAM node, same machine kind), not measured "
         "here",
         *machine(args.url, *loads),
