@@ -180,8 +180,8 @@ commit (a round trip to an idle backend costs about 0.5 ms here), not by either 
 bridge runs on the stdlib asyncio loop (what `bridge worker` uses); oban runs on {oban_loop} (what
 `oban start` uses when uvloop is installed, and it is one of its dependencies). The Elixir Oban
 column is copied from tests/data/golden/README.md: it was measured on a machine of the same
-kind with the same workload, not in this run; its CPU figures are BEAM CPU (tests/data/golden/README.md
-adds that PostgreSQL used about as much again), and its drain figures include about 1 s of BEAM
+kind with the same workload, not in this run; its CPU figures are BEAM CPU (that README adds
+that PostgreSQL used about as much again), and its drain figures include about 1 s of BEAM
 start-up.
 """
 
