@@ -63,6 +63,77 @@ def usage_error(message: str) -> click.UsageError:
     return click.UsageError(message)
 
 
+def database_error(
+    exc: BaseException, *, url: str | None = None, prefix: str | None = None
+) -> CommandError | None:
+    """The one line (and exit status) for a failure to choose, reach or use the database, or
+    ``None`` when ``exc`` is not one: the root command turns every such exception into this
+    line, whichever command raised it. ``url`` is the database in use (named in a failed
+    connect, its password masked), ``prefix`` the schema a missing table is looked for in."""
+    from bridge import db
+
+    if isinstance(exc, db.DatabaseConfigError):
+        for error_type, status in _config_status():
+            if isinstance(exc, error_type):
+                return CommandError(str(exc), status)
+        return CommandError(str(exc), EXIT_FAILED)
+    if db.is_connect_failure(exc):
+        return database_error(db.connection_failure(exc, url or "the database"))
+    if db.is_connection_lost(exc):
+        return CommandError(
+            "lost the connection to the database while the command ran "
+            f"({_line(db.scrub(str(exc), url))}): check that the server is up, then run the "
+            "command again",
+            EXIT_DATABASE_LOST,
+        )
+    missing = db.missing_schema_object(exc)
+    if missing is not None:
+        schema, name, kind = missing
+        schema = schema or prefix or db.DEFAULT_PREFIX
+        what = "does not exist" if kind == "schema" else f"has no {name} {kind}"
+        return CommandError(
+            f'schema "{schema}" {what}: run `bridge schema install` or the Elixir migrations '
+            "(or pass --prefix)",
+            EXIT_SCHEMA,
+        )
+    import psycopg
+
+    if isinstance(exc, psycopg.errors.UndefinedColumn | psycopg.errors.UndefinedFunction):
+        return CommandError(
+            f'schema "{prefix or db.DEFAULT_PREFIX}" is not what bridge needs '
+            f"({_line(str(exc))}): run `bridge schema verify` to see what differs",
+            EXIT_SCHEMA,
+        )
+    return None
+
+
+def unexpected(
+    exc: BaseException, *, url: str | None = None, verbose: bool = False
+) -> CommandError:
+    """``unexpected <Type>: <message>``, exit status 1, for what no command handled: a bug or
+    a failure nobody foresaw, still one line (``-v`` prints the traceback above it)."""
+    from bridge import db
+
+    hint = "" if verbose else " (run with -v for the traceback)"
+    message = _line(db.scrub(str(exc), url)) or "(no message)"
+    return CommandError(f"unexpected {type(exc).__name__}: {message}{hint}", EXIT_FAILED)
+
+
+def _line(message: str) -> str:
+    stripped = message.strip()
+    return stripped.splitlines()[0] if stripped else ""
+
+
+def _config_status() -> tuple[tuple[type[BaseException], int], ...]:
+    from bridge import db
+
+    return (
+        (db.DatabaseChoiceError, EXIT_USAGE),
+        (db.NoDatabaseError, EXIT_NO_DATABASE),
+        (db.DatabaseUnreachableError, EXIT_UNREACHABLE),
+    )
+
+
 def exit_failed(message: str) -> NoReturn:
     """A check ran and its answer is no: ``message`` on stderr as it is, exit status 1."""
     click.echo(message, err=True)
