@@ -7,6 +7,8 @@ server is still running, where its data is, how to connect and how to stop it.
 
 from __future__ import annotations
 
+import shlex
+
 import click
 
 from bridge import db
@@ -45,10 +47,14 @@ def demo(ctx: CliContext, timeout: float) -> None:
 def _still_running(resolved: db.ResolvedDatabase) -> None:
     directory = db.embedded_dir()
     stop = stop_command_for(directory)
-    here = " (from this directory)" if stop == "bridge embedded stop" else ""
+    if stop == "bridge embedded stop":
+        look, here = "bridge --embedded jobs list", " (from this directory)"
+    else:
+        look = f"{db.EMBEDDED_DIR_ENV}={shlex.quote(str(directory))} bridge --embedded jobs list"
+        here = ""
     click.echo(
         f"\nThe embedded PostgreSQL is still running, its data in {directory}.\n"
         f"  connect:  psql '{resolved.display}'\n"
-        f"  look:     bridge --embedded jobs list{here}\n"
+        f"  look:     {look}{here}\n"
         f"  stop:     {stop}{here}"
     )
