@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import socket
@@ -170,10 +171,17 @@ class Node:
             self.handle_signal(payload)
 
     def handle_signal(self, payload: dict[str, Any]) -> None:
-        """Obey a signal whose ident is ``any`` or ours, as Oban's notifier and producer do."""
+        """Obey a signal whose ident is ``any`` or ours, as Oban's notifier and producer do.
+
+        Every signal is logged at INFO with what this node did about it, so an operator who
+        sent one can see in the node's log that it arrived and whether it applied here."""
+        outcome = self._obey_signal(payload)
+        log.info("signal %s: %s", describe_signal(payload), outcome)
+
+    def _obey_signal(self, payload: dict[str, Any]) -> str:
         ident = payload.get("ident", "any")
         if ident not in ("any", self.ident):
-            return
+            return "ignored (not ours)"
         action = payload.get("action")
         queue = payload.get("queue")
         targets = (
@@ -181,6 +189,8 @@ class Node:
             if queue == "*"
             else [p for name, p in self.producers.items() if name == queue]
         )
+        if action in ("pause", "resume", "scale") and not targets:
+            return "ignored (queue not served here)"
         if action == "pause":
             for producer in targets:
                 producer.pause()
@@ -189,20 +199,36 @@ class Node:
                 producer.resume()
         elif action == "scale":
             limit = payload.get("limit")
-            if isinstance(limit, int):
-                for producer in targets:
-                    producer.scale(limit)
+            if not isinstance(limit, int):
+                return "ignored (no valid limit)"
+            for producer in targets:
+                producer.scale(limit)
+            if limit < 1:
+                return "ignored (no valid limit)"
         elif action == "pkill":
             job_id = payload.get("job_id")
+            killed = False
             for producer in self.producers.values():
                 if isinstance(job_id, int) and producer.pkill(job_id):
                     log.info("job %s killed by signal", job_id)
-        elif action == "start" and isinstance(queue, str) and queue not in self.producers:
+                    killed = True
+            if not killed:
+                return "ignored (job not running here)"
+        elif action == "start":
+            if not isinstance(queue, str):
+                return "ignored (no queue name)"
+            if queue in self.producers:
+                return "ignored (queue already running here)"
             limit = payload.get("limit", 10)
             self._start_queue(queue, limit if isinstance(limit, int) else 10)
-        elif action == "stop" and isinstance(queue, str) and queue in self.producers:
+        elif action == "stop":
+            if not isinstance(queue, str) or queue not in self.producers:
+                return "ignored (queue not served here)"
             producer = self.producers.pop(queue)
             asyncio.get_running_loop().create_task(producer.stop(self.config.shutdown_grace))
+        else:
+            return "ignored (unknown action)"
+        return "obeyed"
 
     def _on_ack(self, job: Job, ack: Ack) -> None:
         if telemetry.has_handlers():
@@ -219,3 +245,20 @@ class Node:
                 raise TimeoutError("jobs still running")
             await asyncio.sleep(0.01)
         await self.acker.flush()
+
+
+def describe_signal(payload: dict[str, Any]) -> str:
+    """``pause queue=badges ident=any``: a signal in a log line, whatever its values hold."""
+    parts = [_signal_field(payload.get("action"))]
+    keys = ("job_id",) if payload.get("action") == "pkill" else ("queue", "limit", "node")
+    for key in keys:
+        if key in payload:
+            parts.append(f"{key}={_signal_field(payload[key])}")
+    parts.append(f"ident={_signal_field(payload.get('ident', 'any'))}")
+    return " ".join(parts)
+
+
+def _signal_field(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
