@@ -3,11 +3,20 @@
 
 They are plain functions on a sync connection so the CLI, scripts and tests share them; signals
 are NOTIFYs in Oban's payload shape, so Elixir nodes obey them exactly as they obey each other.
+
+Reading for people (``list_job_rows``, ``get_job_row``) never fails on a row the database holds:
+an Elixir app may store integers beyond 64 bits, JSON nested thousands of levels deep, odd
+``errors`` elements or ``infinity`` timestamps, and a read command must still show every row.
+``observe`` listens to what live nodes announce (sonar pings, gossip check-ins) and reads
+``oban_peers``: who is there, what each serves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -15,7 +24,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bridge.jobs import queries
-from bridge.jobs.client.job import Job
+from bridge.jobs.client.job import JOB_COLUMNS, Job
 from bridge.wire import notify
 from bridge.wire.timefmt import utc_now
 
@@ -59,7 +68,7 @@ class JobFilter:
     limit: int = 50
 
 
-def list_jobs(conn: psycopg.Connection[Any], prefix: str, flt: JobFilter) -> list[Job]:
+def _where(flt: JobFilter) -> tuple[sql.Composable, dict[str, Any]]:
     clauses: list[sql.Composable] = []
     params: dict[str, Any] = {"limit": flt.limit}
     for state in flt.states:
@@ -74,7 +83,12 @@ def list_jobs(conn: psycopg.Connection[Any], prefix: str, flt: JobFilter) -> lis
     if flt.worker:
         clauses.append(sql.SQL("worker = %(worker)s"))
         params["worker"] = flt.worker
-    where = sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("TRUE")
+    return (sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("TRUE")), params
+
+
+def list_jobs(conn: psycopg.Connection[Any], prefix: str, flt: JobFilter) -> list[Job]:
+    """Jobs as :class:`Job` objects, newest first (for programs; see ``list_job_rows``)."""
+    where, params = _where(flt)
     query = sql.SQL(
         "SELECT *, state::text AS state FROM {}.oban_jobs WHERE {} ORDER BY id DESC LIMIT %(limit)s"
     ).format(sql.Identifier(prefix), where)
@@ -91,6 +105,142 @@ def get_job(conn: psycopg.Connection[Any], prefix: str, job_id: int) -> Job | No
         cur.execute(query, (job_id,))
         row = cur.fetchone()
     return Job.from_row(row) if row else None
+
+
+# -- reading rows for people, whatever they hold ---------------------------------------------------
+
+# JSON nested deeper than this is not decoded: Python's json module recurses once per level and
+# stops near 1,000, and printing the value again recurses as deep (the stack of the command that
+# prints it included). PostgreSQL itself stores far deeper documents.
+MAX_JSON_DEPTH = 500
+
+# The columns as text, so no value can fail in the driver: jsonb as PostgreSQL prints it (decoded
+# here, with a fallback), each errors element likewise, timestamps as row_to_json prints them
+# ("2026-11-23T01:08:42.46", "infinity", "10000-01-01T00:00:00", "0044-03-15T00:00:00 BC").
+_TIMESTAMPS = (
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "discarded_at",
+    "cancelled_at",
+)
+_SELECT_TEXT = sql.SQL(", ").join(
+    [
+        sql.SQL("j.id, j.state::text AS state, j.queue, j.worker, j.args::text AS args"),
+        sql.SQL(
+            "ARRAY(SELECT e::text FROM unnest(j.errors) WITH ORDINALITY AS u(e, n) ORDER BY n)"
+            " AS errors"
+        ),
+        sql.SQL("j.attempt, j.max_attempts, j.attempted_by, j.priority, j.tags"),
+        sql.SQL("j.meta::text AS meta"),
+        *(
+            sql.SQL("to_jsonb(j.{col}) #>> '{{}}' AS {col}").format(col=sql.Identifier(col))
+            for col in _TIMESTAMPS
+        ),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A stored JSON value this reader cannot turn into Python: shown marked, never fatal.
+
+    ``text`` is the value as PostgreSQL prints it, so nothing is hidden from a program."""
+
+    reason: str
+    text: str | None = None
+
+    def __str__(self) -> str:
+        return f"<undecodable: {self.reason}>"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"undecodable": self.reason, "text": self.text}
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(text: str) -> int:
+    """How deeply a JSON document nests, without parsing it (brackets inside strings skipped)."""
+    depth = deepest = 0
+    for char in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("a number beyond the range of a double")
+    return value
+
+
+def decode_json(text: str | None) -> Any:
+    """jsonb text -> Python, or an :class:`Undecodable` saying why not (never raises)."""
+    if text is None:
+        return None
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        reason = f"JSON nested {depth} levels deep (read up to {MAX_JSON_DEPTH})"
+        return Undecodable(reason, text)
+    try:
+        # The standard library: orjson reads integers beyond 64 bits as floats, silently.
+        return json.loads(text, parse_float=_finite_float)
+    except RecursionError:
+        return Undecodable("JSON nested too deeply for Python", text)
+    except ValueError as exc:
+        if "digits" in str(exc):
+            limit = sys.get_int_max_str_digits()
+            return Undecodable(f"a number longer than {limit} digits", text)
+        return Undecodable(str(exc), text)
+
+
+def _job_row(raw: dict[str, Any]) -> dict[str, Any]:
+    row = dict(raw)
+    row["args"] = decode_json(raw["args"])
+    row["meta"] = decode_json(raw["meta"])
+    row["errors"] = [decode_json(entry) for entry in raw["errors"] or []]
+    return {name: row.get(name) for name in JOB_COLUMNS}
+
+
+def list_job_rows(
+    conn: psycopg.Connection[Any], prefix: str, flt: JobFilter
+) -> list[dict[str, Any]]:
+    """Rows newest first, keyed as ``Job.to_dict`` (``row_to_json``'s values), each readable
+    whatever it holds; a JSON value that cannot be decoded is an :class:`Undecodable`."""
+    where, params = _where(flt)
+    query = sql.SQL(
+        "SELECT {} FROM {}.oban_jobs AS j WHERE {} ORDER BY j.id DESC LIMIT %(limit)s"
+    ).format(_SELECT_TEXT, sql.Identifier(prefix), where)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)
+        return [_job_row(row) for row in cur.fetchall()]
+
+
+def get_job_row(conn: psycopg.Connection[Any], prefix: str, job_id: int) -> dict[str, Any] | None:
+    """One row as ``list_job_rows`` reads it, or ``None``."""
+    if not _is_bigint(job_id):
+        return None
+    query = sql.SQL("SELECT {} FROM {}.oban_jobs AS j WHERE j.id = %s").format(
+        _SELECT_TEXT, sql.Identifier(prefix)
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, (job_id,))
+        row = cur.fetchone()
+    return _job_row(row) if row else None
+
+
+def _is_bigint(value: int) -> bool:
+    return -(2**63) <= value < 2**63
+
+
+# -- actions on jobs -------------------------------------------------------------------------------
 
 
 def cancel_jobs(conn: psycopg.Connection[Any], prefix: str, ids: list[int]) -> list[int]:
@@ -122,6 +272,50 @@ def delete_jobs(conn: psycopg.Connection[Any], prefix: str, ids: list[int]) -> l
     return [row[0] for row in rows]
 
 
+ACTIONS = ("retry", "cancel", "delete")
+
+_LOCK_STATES = "SELECT id, state::text FROM {prefix}.oban_jobs WHERE id = ANY(%(ids)s) FOR UPDATE"
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """What an action did to each id asked for: done, left alone (with the state that does not
+    allow it), or no such job."""
+
+    action: str
+    done: list[int] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+
+
+def apply_action(
+    conn: psycopg.Connection[Any], prefix: str, action: str, ids: list[int]
+) -> ActionOutcome:
+    """``retry``, ``cancel`` or ``delete`` the jobs ``ids``, telling missing ids from ones whose
+    state does not allow the action (rows are locked first, so the states reported are the ones
+    the action saw)."""
+    run = {"retry": retry_jobs, "cancel": cancel_jobs, "delete": delete_jobs}.get(action)
+    if run is None:
+        raise ValueError(f"unknown job action {action!r}; one of {', '.join(ACTIONS)}")
+    wanted = list(dict.fromkeys(ids))
+    present = [i for i in wanted if _is_bigint(i)]
+    with conn.transaction():
+        rows = conn.execute(queries.render(_LOCK_STATES, prefix), {"ids": present}).fetchall()
+        states: dict[int, str] = {row[0]: row[1] for row in rows}
+        done = set(run(conn, prefix, list(states))) if states else set()
+    return ActionOutcome(
+        action=action,
+        done=[i for i in wanted if i in done],
+        skipped=[(i, states[i]) for i in wanted if i in states and i not in done],
+        missing=[i for i in wanted if i not in states],
+    )
+
+
+# -- queue signals ---------------------------------------------------------------------------------
+
+SIGNAL_ACTIONS = ("pause", "resume", "scale", "start", "stop")
+
+
 def signal_payload(
     action: str,
     queue: str,
@@ -131,9 +325,18 @@ def signal_payload(
     limit: int | None = None,
 ) -> dict[str, Any]:
     """A queue signal as ``Oban.pause_queue/2`` & co. build it: ident ``any`` unless a node is
-    named, then ``"<instance>.<node>"`` (and a targeted scale also carries ``node``)."""
-    if action not in ("pause", "resume", "scale", "start", "stop"):
-        raise ValueError(f"unknown queue action {action!r}")
+    named, then ``"<instance>.<node>"`` (and a targeted scale also carries ``node``).
+
+    ``"*"`` means every queue only for pause and resume (``Oban.pause_all_queues/2``,
+    ``resume_all_queues/2``); any other action would name a queue called ``*``."""
+    if action not in SIGNAL_ACTIONS:
+        raise ValueError(f"unknown queue action {action!r}; one of {', '.join(SIGNAL_ACTIONS)}")
+    if not queue:
+        raise ValueError("the queue name is empty")
+    if queue == "*" and action not in ("pause", "resume"):
+        raise ValueError(
+            f"'*' means every queue only for pause and resume; {action} takes one queue name"
+        )
     payload: dict[str, Any] = {
         "action": action,
         "queue": queue,
@@ -160,3 +363,145 @@ def _notify(
         queries.NOTIFY,
         {"channel": notify.channel(prefix, channel), "payload": notify.encode(payload)},
     )
+
+
+# -- live nodes ------------------------------------------------------------------------------------
+
+# How often nodes announce themselves: Oban's Sonar and bridge's ping every 15 s; bridge's Gossip
+# sends each queue's check every second (OSS Oban 2.23 sends no gossip at all).
+SONAR_INTERVAL = 15.0
+GOSSIP_INTERVAL = 1.0
+
+_PEERS = """
+SELECT name, node, to_jsonb(started_at) #>> '{{}}', to_jsonb(expires_at) #>> '{{}}',
+       expires_at > (now() AT TIME ZONE 'UTC')
+FROM {prefix}.oban_peers ORDER BY name, node
+"""
+
+# Jobs waiting in each queue, and executing ones with the node that claimed them (attempted_by's
+# first element): the one trace an Elixir node that sends no gossip leaves of what it serves.
+_QUEUE_JOBS = """
+SELECT queue, state::text, CASE WHEN state = 'executing' THEN attempted_by[1] END, count(*)
+FROM {prefix}.oban_jobs WHERE state IN ('available', 'executing') GROUP BY 1, 2, 3
+"""
+
+
+@dataclass(frozen=True)
+class CheckIn:
+    """One queue on one node, from its latest gossip message (``Oban.check_queue/1``'s shape)."""
+
+    node: str
+    queue: str
+    instance: str | None = None  # the Oban instance name (``Oban``), part of the node's ident
+    limit: int | None = None
+    paused: bool | None = None
+    running: int | None = None
+    uuid: str | None = None
+
+    @property
+    def ident(self) -> str | None:
+        """What a signal aimed at this node carries (``Oban.vm``), when the name is known."""
+        return f"{self.instance}.{self.node}" if self.instance else None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> CheckIn | None:
+        node, queue = payload.get("node"), payload.get("queue")
+        if not isinstance(node, str) or not isinstance(queue, str):
+            return None
+        name, limit, paused = payload.get("name"), payload.get("limit"), payload.get("paused")
+        running, uuid = payload.get("running"), payload.get("uuid")
+        return cls(
+            node=node,
+            queue=queue,
+            instance=name if isinstance(name, str) else None,
+            limit=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
+            paused=paused if isinstance(paused, bool) else None,
+            running=len(running) if isinstance(running, list) else None,
+            uuid=uuid if isinstance(uuid, str) else None,
+        )
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    """An ``oban_peers`` row: ``node`` leads instance name ``name`` until ``expires_at``."""
+
+    name: str
+    node: str
+    started_at: str | None
+    expires_at: str | None
+    live: bool
+
+
+@dataclass
+class Cluster:
+    """What ``observe`` heard and read: the live nodes of both languages and their queues."""
+
+    waited: float
+    pings: dict[str, int] = field(default_factory=dict)  # node -> sonar pings heard
+    checkins: dict[tuple[str, str, str | None], CheckIn] = field(default_factory=dict)
+    peers: list[PeerRow] = field(default_factory=list)
+    available: dict[str, int] = field(default_factory=dict)  # queue -> available jobs
+    # (queue, node) -> executing jobs
+    executing: dict[tuple[str, str], int] = field(default_factory=dict)
+    unreadable: int = 0  # notifications that were not Oban's shape
+
+    def hear(self, channel: str, raw: str) -> None:
+        """Take one notification on ``sonar`` or ``gossip``; anything else is ignored."""
+        try:
+            payload = notify.decode(raw)
+        except notify.NotificationDecodeError:
+            self.unreadable += 1
+            return
+        if channel == "sonar":
+            node = payload.get("node")
+            if isinstance(node, str):
+                self.pings[node] = self.pings.get(node, 0) + 1
+            else:
+                self.unreadable += 1
+        elif channel == "gossip":
+            check = CheckIn.from_payload(payload)
+            if check is None:
+                self.unreadable += 1
+            else:  # the latest message per producer wins
+                self.checkins[(check.node, check.queue, check.uuid)] = check
+
+    def nodes(self) -> list[str]:
+        """Every node seen alive: pinging, checking in, leading an unexpired peer row, or
+        running jobs right now."""
+        names = set(self.pings) | {c.node for c in self.checkins.values()}
+        names |= {p.node for p in self.peers if p.live}
+        names |= {node for _, node in self.executing if node}
+        return sorted(names)
+
+    def queues_of(self, node: str) -> list[CheckIn]:
+        return sorted((c for c in self.checkins.values() if c.node == node), key=lambda c: c.queue)
+
+    def serving(self, queue: str) -> list[CheckIn]:
+        """The check-ins of ``queue`` (every queue for ``*``), by node."""
+        found = (c for c in self.checkins.values() if queue == "*" or c.queue == queue)
+        return sorted(found, key=lambda c: (c.node, c.queue))
+
+
+def observe(conn: psycopg.Connection[Any], prefix: str, wait: float) -> Cluster:
+    """Listen ``wait`` seconds to the sonar and gossip channels, then read ``oban_peers`` and
+    the queues' job counts. ``conn`` must be in autocommit mode (notifications arrive only
+    outside a transaction)."""
+    cluster = Cluster(waited=wait)
+    if wait > 0:
+        channels = {notify.channel(prefix, name): name for name in ("sonar", "gossip")}
+        for full in channels:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(full)))
+        try:
+            for note in conn.notifies(timeout=wait):
+                cluster.hear(channels.get(note.channel, ""), note.payload)
+        finally:
+            conn.execute("UNLISTEN *")
+    rows = conn.execute(queries.render(_PEERS, prefix)).fetchall()
+    cluster.peers = [PeerRow(*row) for row in rows]
+    for queue, state, node, count in conn.execute(queries.render(_QUEUE_JOBS, prefix)):
+        if state == "available":
+            cluster.available[queue] = cluster.available.get(queue, 0) + count
+        else:
+            key = (queue, node or "")  # "": attempted_by empty (a row set by hand)
+            cluster.executing[key] = cluster.executing.get(key, 0) + count
+    return cluster
