@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -160,7 +162,7 @@ def test_verify_reports_a_missing_enum_value(conn: Conn, prefix: str) -> None:
 
 def test_verify_reports_a_missing_schema(conn: Conn, prefix: str) -> None:
     report = schema.verify(conn, prefix)
-    assert messages(report) == [f"MISMATCH: schema {prefix}: does not exist"]
+    assert messages(report) == [f'MISMATCH: schema "{prefix}": does not exist']
 
 
 def test_install_adds_a_missing_index_to_an_existing_table(conn: Conn, prefix: str) -> None:
@@ -208,3 +210,174 @@ def test_cli_schema_commands(database_url: str, prefix: str) -> None:
     assert result.exit_code == 0
     assert f'CREATE TABLE "{prefix}".oban_jobs' in result.output
     assert "postgresql://" not in result.output
+
+
+# -- any schema name PostgreSQL and Oban can use ---------------------------------------------------
+
+# Names that break SQL assembled as text: statement ends, comment starts at a line start, quotes
+# of both kinds, placeholders of psycopg and of the SQL files, unicode, the longest allowed.
+NASTY_PREFIXES = [
+    "o'x",
+    "a;b",
+    "x\n-- y",
+    "x\n--y;z",
+    "-- z",
+    'q"q',
+    "x'; DROP TABLE t; --",
+    "Ünï cødé ☃",
+    "public.x",
+    "{prefix}",
+    "$1 ? :x",
+    "a\\nb",
+    "Select",
+    "é" * 25 + "a",  # 51 bytes: the longest Oban's channel names leave room for
+]
+
+
+def _drop(conn: Conn, name: str) -> None:
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.mark.parametrize("name", NASTY_PREFIXES, ids=repr)
+def test_install_and_verify_any_schema_name(conn: Conn, name: str) -> None:
+    from bridge import Job, insert
+
+    _drop(conn, name)
+    try:
+        created = schema.install(conn, name).created
+        assert created[0] == f"schema {name}" and "table hephaestus_step_results" in created
+        report = schema.verify(conn, name)
+        assert report.differences == [], messages(report)
+        job = insert(conn, Job.new("W", {"a": 1}), prefix=name)  # NOTIFY on its channel too
+        row = conn.execute(
+            sql.SQL("SELECT state::text, worker FROM {}.oban_jobs WHERE id = %s").format(
+                sql.Identifier(name)
+            ),
+            (job.id,),
+        ).fetchone()
+        assert row == ("available", "W")
+        assert schema.install(conn, name).created == []
+    finally:
+        _drop(conn, name)
+
+
+@pytest.mark.parametrize("name", ["x\nDROP TABLE victim; --", "a;b", "o'x"], ids=repr)
+def test_the_shown_script_creates_the_schema_and_nothing_else(conn: Conn, name: str) -> None:
+    """``bridge schema show`` is run by DBAs: a name holding a newline must not turn the rest
+    of a comment line into SQL (it once did: the files' header comment names ``{prefix}``)."""
+    conn.execute("CREATE TABLE IF NOT EXISTS victim (id int)")
+    _drop(conn, name)
+    try:
+        script = schema.render_all(name)
+        conn.execute(script.encode())  # the whole script as one simple query, as psql sends it
+        assert schema.verify(conn, name).differences == []
+        assert conn.execute("SELECT to_regclass('victim') IS NOT NULL").fetchone() == (True,)
+    finally:
+        _drop(conn, name)
+        conn.execute("DROP TABLE IF EXISTS victim")
+
+
+def test_the_sql_files_split_into_their_statements() -> None:
+    """Statements are split on ``;`` before the name goes in: no literal of the files may hold
+    a ``;`` or a line break, or the split would cut it."""
+    from bridge.schema.ddl import load_objects
+
+    objects = load_objects()
+    assert len(objects) == 16
+    for obj in objects:
+        for literal in re.findall(r"'(?:[^']|'')*'", obj.template):
+            assert ";" not in literal and "\n" not in literal, (obj.name, literal)
+        statements = obj.templates()
+        assert all(s.split()[0] in ("CREATE", "ALTER", "COMMENT") for s in statements), statements
+    table = next(o for o in objects if o.name == "oban_jobs")
+    assert [s.split("\n")[0] for s in table.templates()] == [
+        "CREATE TABLE {prefix}.oban_jobs (",
+        "ALTER TABLE {prefix}.oban_jobs",
+        "COMMENT ON TABLE {prefix}.oban_jobs IS '14'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "the schema name is empty: give one such as public"),
+        ("a\x00b", 'the schema name "a\\u0000b" holds a NUL character, which names cannot hold'),
+        (
+            "é" * 26,
+            'the schema name "' + "é" * 26 + '" is 52 bytes long: Oban notifies on channels named '
+            '"<prefix>.oban_insert" and PostgreSQL names hold at most 63 bytes, so use at most '
+            "51 bytes",
+        ),
+        (
+            "a%sb",
+            "the schema name \"a%sb\" holds '%', which bridge's parameterised queries cannot "
+            "carry: choose a name without it",
+        ),
+        ("é" * 25 + "a", None),
+        ("public", None),
+    ],
+)
+def test_schema_names_bridge_refuses(conn: Conn, name: str, problem: str | None) -> None:
+    assert schema.prefix_problem(name) == problem
+    if problem is not None:
+        with pytest.raises(ValueError, match=re.escape(problem)):
+            schema.install(conn, name)
+
+
+# -- what Ecto settings change in a genuinely migrated schema --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "column_type",
+    [
+        "timestamp",  # migration_timestamps: [type: :utc_datetime_usec] (or naive_datetime_usec)
+        "timestamp(3)",
+        "timestamptz",  # migration_timestamps: [type: :timestamptz]
+        "timestamptz(0)",
+    ],
+)
+def test_verify_accepts_the_timestamps_ecto_settings_produce(
+    conn: Conn, prefix: str, column_type: str
+) -> None:
+    load_golden(conn, prefix)
+    for column in ("inserted_at", "updated_at"):
+        _sql(
+            conn, f"ALTER TABLE {{p}}.workflow_instances ALTER {column} TYPE {column_type}", prefix
+        )
+    _sql(conn, "ALTER TABLE {p}.workflow_instances ALTER inserted_at SET DEFAULT now()", prefix)
+    report = schema.verify(conn, prefix)
+    assert report.compatible, messages(report)
+    shown_type = conn.execute(
+        sql.SQL(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+            "'{}.workflow_instances'::regclass AND attname = 'updated_at'"
+        ).format(sql.Identifier(prefix))
+    ).fetchone()
+    assert shown_type is not None
+    note = (
+        f"type is {shown_type[0]}, the Elixir migrations' default is timestamp(0) without time "
+        "zone (an Ecto Repo's migration_timestamps setting makes this one); bridge reads and "
+        "writes either"
+    )
+    if column_type.startswith("timestamptz"):
+        note += " (it writes UTC, so keep the database's TimeZone at UTC)"
+    assert messages(report) == [
+        f"note: column workflow_instances.inserted_at: {note}",
+        "note: column workflow_instances.inserted_at: default is now(), expected none",
+        f"note: column workflow_instances.updated_at: {note}",
+    ]
+
+
+def test_other_timestamp_columns_must_keep_their_type(conn: Conn, prefix: str) -> None:
+    """Oban's columns are typed explicitly by its migrations: no Ecto setting changes them."""
+    load_golden(conn, prefix)
+    _sql(conn, "ALTER TABLE {p}.oban_jobs ALTER scheduled_at TYPE timestamptz", prefix)
+    _sql(conn, "ALTER TABLE {p}.workflow_instances ALTER updated_at TYPE date", prefix)
+    report = schema.verify(conn, prefix)
+    assert not report.compatible
+    assert set(messages(report)) == {
+        "MISMATCH: column oban_jobs.scheduled_at: type is timestamp with time zone, expected "
+        "timestamp without time zone",
+        "MISMATCH: column workflow_instances.updated_at: type is date, expected timestamp(0) "
+        "without time zone",
+    }

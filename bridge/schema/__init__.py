@@ -9,6 +9,8 @@ differs from what bridge needs, so an operator can fix it with the Elixir migrat
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,15 +23,26 @@ from bridge.schema.catalog import SchemaSnapshot, read_schema
 from bridge.schema.ddl import SchemaObject, load_objects, render_all
 
 __all__ = [
+    "MAX_NAME_BYTES",
+    "MAX_PREFIX_BYTES",
     "MIN_VERSIONS",
     "Difference",
     "InstallReport",
     "SchemaInstallError",
     "VerifyReport",
     "install",
+    "prefix_problem",
     "render_all",
+    "shown",
     "verify",
 ]
+
+# PostgreSQL names (schemas and NOTIFY channels) hold at most NAMEDATALEN - 1 bytes; it cuts a
+# longer schema name with only a NOTICE, and refuses a longer channel name.
+MAX_NAME_BYTES = 63
+# Oban (and bridge) notify on "<prefix>.oban_insert", "<prefix>.oban_signal", ...: 12 bytes
+# more than the prefix. A longer prefix installs, but every insert fails.
+MAX_PREFIX_BYTES = MAX_NAME_BYTES - len(".oban_insert")
 
 # Version comments each table must carry at least (the migrations the SQL files mirror).
 MIN_VERSIONS: dict[str, tuple[str, int]] = {
@@ -40,7 +53,41 @@ MIN_VERSIONS: dict[str, tuple[str, int]] = {
 
 
 class SchemaInstallError(RuntimeError):
-    """A missing object could not be created because existing ones differ; nothing changed."""
+    """A missing object could not be created (existing ones differ, or no privilege); nothing
+    changed."""
+
+
+def shown(prefix: str) -> str:
+    """The schema name for a message: double-quoted, with newlines and other control
+    characters escaped, so a message naming it stays one line whatever the name holds."""
+    return json.dumps(prefix, ensure_ascii=False)
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be the shared schema's name, or None if it can.
+
+    PostgreSQL takes any non-empty name without NUL, but cuts it past 63 bytes (the schema
+    created would not be the one asked for), and Oban's notification channels add 12 bytes to
+    it: past 51 bytes every insert fails with "channel name too long". A ``%`` breaks every
+    query that also takes parameters (psycopg finds placeholders inside identifiers)."""
+    if not prefix:
+        return "the schema name is empty: give one such as public"
+    if "\x00" in prefix:
+        return f"the schema name {shown(prefix)} holds a NUL character, which names cannot hold"
+    if "%" in prefix:
+        # psycopg reads placeholders inside quoted identifiers too ("a%sb" takes a parameter)
+        return (
+            f"the schema name {shown(prefix)} holds '%', which bridge's parameterised queries "
+            "cannot carry: choose a name without it"
+        )
+    size = len(prefix.encode())
+    if size > MAX_PREFIX_BYTES:
+        return (
+            f"the schema name {shown(prefix)} is {size} bytes long: Oban notifies on channels "
+            f'named "<prefix>.oban_insert" and PostgreSQL names hold at most {MAX_NAME_BYTES} '
+            f"bytes, so use at most {MAX_PREFIX_BYTES} bytes"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,6 +106,9 @@ class Difference:
         tag = "MISMATCH" if self.blocking else "note"
         return f"{tag}: {self.subject}: {self.message}"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"blocking": self.blocking, "subject": self.subject, "message": self.message}
+
 
 @dataclass
 class VerifyReport:
@@ -69,11 +119,19 @@ class VerifyReport:
     def compatible(self) -> bool:
         return not any(d.blocking for d in self.differences)
 
+    @property
+    def mismatches(self) -> list[Difference]:
+        return [d for d in self.differences if d.blocking]
+
+    @property
+    def exists(self) -> bool:
+        return not any(d.subject == f"schema {shown(self.prefix)}" for d in self.mismatches)
+
 
 @dataclass
 class InstallReport:
     prefix: str
-    created: list[str] = field(default_factory=list)  # "table oban_jobs", ...
+    created: list[str] = field(default_factory=list)  # "schema <prefix>", "table oban_jobs", ...
 
     @property
     def changed(self) -> bool:
@@ -92,8 +150,12 @@ def install(conn: psycopg.Connection[Any], prefix: str = DEFAULT_PREFIX) -> Inst
     """Create the missing objects in ``prefix`` in one transaction; idempotent.
 
     Concurrent installers serialise on a transaction-scoped advisory lock so two processes
-    starting at once do not both try to create the same table.
+    starting at once do not both try to create the same table. A name PostgreSQL would cut, or
+    one too long for Oban's channels (:func:`prefix_problem`), is a ``ValueError``.
     """
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        raise ValueError(problem)
     report = InstallReport(prefix)
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(
@@ -101,7 +163,15 @@ def install(conn: psycopg.Connection[Any], prefix: str = DEFAULT_PREFIX) -> Inst
         )
         snap = read_schema(conn, prefix)
         if not snap.exists:
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(prefix)))
+            try:
+                with conn.transaction():
+                    cur.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(prefix))
+                    )
+            except psycopg.Error as exc:
+                raise SchemaInstallError(
+                    f"cannot create schema {shown(prefix)}: {_first_line(exc)}"
+                ) from exc
             report.created.append(f"schema {prefix}")
         for obj in load_objects():
             if _exists(snap, obj):
@@ -109,15 +179,19 @@ def install(conn: psycopg.Connection[Any], prefix: str = DEFAULT_PREFIX) -> Inst
             try:
                 with conn.transaction():
                     for statement in obj.statements(prefix):
-                        cur.execute(statement.encode())
+                        cur.execute(statement)
             except psycopg.Error as exc:
                 raise SchemaInstallError(
-                    f"cannot create {obj.kind} {obj.name} in {prefix!r}: "
-                    f"{str(exc).strip().splitlines()[0]}; the existing objects differ from "
-                    "what bridge needs, see `bridge schema verify`"
+                    f"cannot create {obj.kind} {obj.name} in schema {shown(prefix)}: "
+                    f"{_first_line(exc)}; nothing was changed, see `bridge schema verify`"
                 ) from exc
             report.created.append(f"{obj.kind} {obj.name}")
     return report
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def expected_snapshot(conn: psycopg.Connection[Any]) -> SchemaSnapshot:
@@ -128,7 +202,7 @@ def expected_snapshot(conn: psycopg.Connection[Any]) -> SchemaSnapshot:
         cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(scratch)))
         for obj in load_objects():
             for statement in obj.statements(scratch):
-                cur.execute(statement.encode())
+                cur.execute(statement)
         return read_schema(conn, scratch)
 
 
@@ -138,7 +212,7 @@ def verify(conn: psycopg.Connection[Any], prefix: str = DEFAULT_PREFIX) -> Verif
     actual = read_schema(conn, prefix)
     report = VerifyReport(prefix)
     if not actual.exists:
-        report.differences.append(Difference(True, f"schema {prefix}", "does not exist"))
+        report.differences.append(Difference(True, f"schema {shown(prefix)}", "does not exist"))
         return report
     report.differences += _compare_enums(expected, actual)
     report.differences += _compare_tables(expected, actual)
@@ -192,6 +266,29 @@ def _compare_tables(expected: SchemaSnapshot, actual: SchemaSnapshot) -> list[Di
     return out
 
 
+# Columns made by Ecto's ``timestamps()`` in the migrations: their type follows the Elixir Repo's
+# ``migration_timestamps`` setting (``timestamp(0)`` by default, ``timestamp`` with
+# ``type: :utc_datetime_usec``, ``timestamptz`` with ``type: :timestamptz``) and so may their
+# default. bridge writes them with whole-second naive UTC values, which every variant holds.
+ECTO_TIMESTAMPS = frozenset(
+    {("workflow_instances", "inserted_at"), ("workflow_instances", "updated_at")}
+)
+_TIMESTAMP = re.compile(r"timestamp(\(\d\))? with(out)? time zone")
+
+
+def _ecto_variant(table: str, col: str, have: str, want: str) -> str | None:
+    """A note for a ``timestamps()`` column typed by another Ecto setting, else None."""
+    if (table, col) not in ECTO_TIMESTAMPS or not _TIMESTAMP.fullmatch(have):
+        return None
+    note = (
+        f"type is {have}, the Elixir migrations' default is {want} (an Ecto Repo's "
+        "migration_timestamps setting makes this one); bridge reads and writes either"
+    )
+    if "with time zone" in have:
+        note += " (it writes UTC, so keep the database's TimeZone at UTC)"
+    return note
+
+
 def _compare_columns(
     table: str,
     want: dict[str, tuple[str, bool, str | None]],
@@ -205,14 +302,24 @@ def _compare_columns(
             continue
         htyp, hnotnull, hdefault = have[col]
         if htyp != typ:
-            out.append(Difference(True, subject, f"type is {htyp}, expected {typ}"))
+            variant = _ecto_variant(table, col, htyp, typ)
+            if variant is not None:
+                out.append(Difference(False, subject, variant))
+            else:
+                out.append(Difference(True, subject, f"type is {htyp}, expected {typ}"))
         if hnotnull != notnull:
             want_null = "NOT NULL" if notnull else "nullable"
             have_null = "NOT NULL" if hnotnull else "nullable"
             out.append(Difference(True, subject, f"is {have_null}, expected {want_null}"))
         if hdefault != default:
+            # bridge always writes these columns: a default it does not expect is harmless
+            harmless = default is None and (table, col) in ECTO_TIMESTAMPS
             out.append(
-                Difference(True, subject, f"default is {hdefault or 'none'}, expected {default}")
+                Difference(
+                    not harmless,
+                    subject,
+                    f"default is {hdefault or 'none'}, expected {default or 'none'}",
+                )
             )
     for col in have.keys() - want.keys():
         out.append(Difference(False, f"column {table}.{col}", "extra column (not used by bridge)"))

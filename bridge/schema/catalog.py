@@ -7,6 +7,8 @@ different names then read identically, which is what ``verify`` compares.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,10 +120,20 @@ def read_schema(conn: psycopg.Connection[Any], schema: str) -> SchemaSnapshot:
     return snap
 
 
-def _normaliser(quoted_schema: str) -> Any:
-    needle = quoted_schema + "."
+def _normaliser(quoted_schema: str) -> Callable[[str], str]:
+    """Replace the schema's name, as the catalogs print it, by ``{prefix}``.
+
+    The name appears as an identifier (``"o'x".oban_jobs``) and inside string literals, where
+    its quotes are doubled (``nextval('"o''x".oban_jobs_id_seq'::regclass)``). A bare name
+    (``public``) is only replaced where it starts an identifier, not inside another one
+    (``xpublic.t``)."""
+    spellings = {quoted_schema, quoted_schema.replace("'", "''")}
+    alternatives = "|".join(re.escape(s) for s in sorted(spellings, key=len, reverse=True))
+    guard = "" if quoted_schema.startswith('"') else r'(?<![\w$"])'
+    pattern = re.compile(f"{guard}(?:{alternatives})\\.")
+    replacement = PLACEHOLDER + "."
 
     def norm(text: str) -> str:
-        return text.replace(needle, PLACEHOLDER + ".")
+        return pattern.sub(lambda _: replacement, text)
 
     return norm

@@ -1,9 +1,14 @@
 """The shared schema as plain SQL files, split into installable objects.
 
 The SQL in ``schema/`` (``bridge/schema/sql``) is the single source of truth: ``install`` runs
-the blocks of missing objects, ``verify`` builds its expectations by running all of them in a
-scratch schema, and ``show`` prints them. No second description of the schema exists that
+the statements of missing objects, ``verify`` builds its expectations by running all of them in
+a scratch schema, and ``show`` prints them. No second description of the schema exists that
 could drift from the first.
+
+The files hold ``{prefix}`` where the schema name goes. They are split into statements
+*before* the name goes in, and the name goes in as a quoted identifier (``psycopg.sql``), so
+a name holding ``;``, ``--``, quotes or newlines is only ever a name: splitting the rendered
+text would cut such a name apart.
 """
 
 from __future__ import annotations
@@ -12,7 +17,11 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+from psycopg import sql
+
 from bridge.db import quote_ident
+
+PLACEHOLDER = "{prefix}"
 
 _OBJECT_MARKER = re.compile(r"^-- object: (type|table|index) (\w+)\s*$", re.MULTILINE)
 
@@ -26,17 +35,34 @@ class SchemaObject:
     source: str  # file it comes from
     template: str  # SQL with {prefix} placeholders
 
-    def render(self, prefix: str) -> str:
-        return self.template.replace("{prefix}", quote_ident(prefix))
+    def templates(self) -> list[str]:
+        """The statements, still with ``{prefix}``: comment lines dropped, split on ``;``.
 
-    def statements(self, prefix: str) -> list[str]:
-        """Split on statement ends; the files hold no semicolons inside literals."""
-        text = _strip_comments(self.render(prefix))
-        return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+        Safe because this is the file's own text (no ``;`` inside its literals, which
+        ``tests/test_schema.py`` checks) and no schema name is in it yet."""
+        return split_statements(self.template)
+
+    def statements(self, prefix: str) -> list[sql.Composed]:
+        """Each statement with ``prefix`` bound as an identifier, ready to execute."""
+        return [compose(template, prefix) for template in self.templates()]
 
 
-def _strip_comments(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+def split_statements(template: str) -> list[str]:
+    """A template's statements without its ``--`` comment lines."""
+    text = "\n".join(line for line in template.splitlines() if not line.lstrip().startswith("--"))
+    return [statement.strip() for statement in text.split(";") if statement.strip()]
+
+
+def compose(template: str, prefix: str) -> sql.Composed:
+    """``template`` with every ``{prefix}`` replaced by ``prefix`` as a quoted identifier.
+
+    Not ``sql.SQL.format``: the files' ``'{}'::jsonb`` would read as a placeholder."""
+    parts: list[sql.Composable] = []
+    for index, text in enumerate(template.split(PLACEHOLDER)):
+        if index:
+            parts.append(sql.Identifier(prefix))
+        parts.append(sql.SQL(text))
+    return sql.Composed(parts)
 
 
 def sql_files() -> list[tuple[str, str]]:
@@ -62,11 +88,20 @@ def load_objects() -> list[SchemaObject]:
 
 
 def render_all(prefix: str) -> str:
-    """The whole schema as one script, for ``bridge schema show`` and for DBAs."""
+    """The whole schema as one script, for ``bridge schema show`` and for DBAs (``psql -f``).
+
+    The quoted name goes into statements only: in a comment line, a name holding a newline
+    would turn the rest of that comment into SQL."""
     parts = [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(prefix)};\n"]
-    parts += [_render_file(text, prefix) for _, text in sql_files()]
+    parts += [render_text(text, prefix) for _, text in sql_files()]
     return "\n".join(parts)
 
 
-def _render_file(text: str, prefix: str) -> str:
-    return text.replace("{prefix}", quote_ident(prefix))
+def render_text(text: str, prefix: str) -> str:
+    """``text`` with ``{prefix}`` quoted in every line that is not a ``--`` comment."""
+    quoted = quote_ident(prefix)
+    lines = [
+        line if line.lstrip().startswith("--") else line.replace(PLACEHOLDER, quoted)
+        for line in text.splitlines(keepends=True)
+    ]
+    return "".join(lines)
