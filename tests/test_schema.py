@@ -162,7 +162,7 @@ def test_verify_reports_a_missing_enum_value(conn: Conn, prefix: str) -> None:
 
 def test_verify_reports_a_missing_schema(conn: Conn, prefix: str) -> None:
     report = schema.verify(conn, prefix)
-    assert messages(report) == [f'MISMATCH: schema "{prefix}": does not exist']
+    assert messages(report) == [f"MISMATCH: schema {prefix}: does not exist"]
 
 
 def test_install_adds_a_missing_index_to_an_existing_table(conn: Conn, prefix: str) -> None:
@@ -275,6 +275,12 @@ def test_the_shown_script_creates_the_schema_and_nothing_else(conn: Conn, name: 
     finally:
         _drop(conn, name)
         conn.execute("DROP TABLE IF EXISTS victim")
+
+
+def test_a_report_line_stays_one_line() -> None:
+    report = schema.VerifyReport("a\nb", [schema.Difference(True, "schema a\nb", "does not exist")])
+    assert [str(d) for d in report.differences] == ["MISMATCH: schema a\\x0ab: does not exist"]
+    assert not report.exists
 
 
 def test_the_sql_files_split_into_their_statements() -> None:

@@ -57,6 +57,10 @@ class SchemaInstallError(RuntimeError):
     changed."""
 
 
+# Control characters shown escaped (\x0a), so a report line stays one line.
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+
+
 def shown(prefix: str) -> str:
     """The schema name for a message: double-quoted, with newlines and other control
     characters escaped, so a message naming it stays one line whatever the name holds."""
@@ -103,8 +107,9 @@ class Difference:
     message: str
 
     def __str__(self) -> str:
+        """One line, whatever the subject holds (a schema name may hold a newline)."""
         tag = "MISMATCH" if self.blocking else "note"
-        return f"{tag}: {self.subject}: {self.message}"
+        return f"{tag}: {self.subject}: {self.message}".translate(_CONTROL)
 
     def to_dict(self) -> dict[str, Any]:
         return {"blocking": self.blocking, "subject": self.subject, "message": self.message}
@@ -125,7 +130,7 @@ class VerifyReport:
 
     @property
     def exists(self) -> bool:
-        return not any(d.subject == f"schema {shown(self.prefix)}" for d in self.mismatches)
+        return not any(d.subject == f"schema {self.prefix}" for d in self.mismatches)
 
 
 @dataclass
@@ -212,7 +217,7 @@ def verify(conn: psycopg.Connection[Any], prefix: str = DEFAULT_PREFIX) -> Verif
     actual = read_schema(conn, prefix)
     report = VerifyReport(prefix)
     if not actual.exists:
-        report.differences.append(Difference(True, f"schema {shown(prefix)}", "does not exist"))
+        report.differences.append(Difference(True, f"schema {prefix}", "does not exist"))
         return report
     report.differences += _compare_enums(expected, actual)
     report.differences += _compare_tables(expected, actual)

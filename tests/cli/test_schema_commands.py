@@ -162,7 +162,7 @@ def test_install_and_verify_json(database_url: str, prefix: str, scratch: Path) 
         "prefix": prefix,
         "compatible": False,
         "differences": [
-            {"blocking": True, "subject": f'schema "{prefix}"', "message": "does not exist"}
+            {"blocking": True, "subject": f"schema {prefix}", "message": "does not exist"}
         ],
     }
     assert missing.stderr == (
