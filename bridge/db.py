@@ -36,7 +36,7 @@ from urllib.parse import quote, unquote
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 log = logging.getLogger("bridge.db")
 
@@ -275,7 +275,10 @@ def _connect_reason(text: str, lowered: str, place: str) -> str:
             "or fix the user in the URL"
         )
     if "no pg_hba.conf entry" in lowered:
-        return "the server's pg_hba.conf does not let this host, user or database in"
+        return (
+            "the server's pg_hba.conf does not let this host, user or database in: ask its "
+            "administrator for an entry, or fix the URL"
+        )
     if "connection refused" in lowered or (
         "on socket" in lowered and "no such file or directory" in lowered
     ):
@@ -327,23 +330,13 @@ def is_connect_failure(exc: BaseException) -> bool:
     return text.startswith(("connection failed:", "connection is bad:", "failed to resolve host"))
 
 
-_LOST_MESSAGES = (
-    "server closed the connection unexpectedly",
-    "terminating connection",
-    "consuming input failed",
-    "connection is lost",
-    "connection is closed",
-    "could not receive data from server",
-    "could not send data to server",
-    "ssl syscall error",
-    "ssl connection has been closed unexpectedly",
-    "no connection to the server",
-)
-
-
 def is_connection_lost(exc: BaseException) -> bool:
     """The server went away while a connection was in use (terminated, crashed, shut down,
-    network gone): the command's effects stop at its last committed statement."""
+    network gone): the command's effects stop at its last committed statement.
+
+    Besides the server's own shutdown errors, that is any client-side ``OperationalError``
+    (libpq's: no SQLSTATE) raised after connecting: ``server closed the connection
+    unexpectedly``, ``consuming input failed``, ``the connection is closed``…"""
     if isinstance(
         exc,
         psycopg.errors.AdminShutdown
@@ -351,12 +344,11 @@ def is_connection_lost(exc: BaseException) -> bool:
         | psycopg.errors.DatabaseDropped,
     ):
         return True
-    if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+    if isinstance(exc, psycopg.InterfaceError):
+        return "connection is closed" in str(exc).lower()
+    if not isinstance(exc, psycopg.OperationalError) or isinstance(exc, PoolClosed):
         return False
-    if getattr(exc, "sqlstate", None) is not None or is_connect_failure(exc):
-        return False
-    text = str(exc).lower()
-    return any(message in text for message in _LOST_MESSAGES)
+    return exc.sqlstate is None and not is_connect_failure(exc)
 
 
 def missing_schema_object(exc: BaseException) -> tuple[str | None, str, str] | None:
@@ -588,7 +580,7 @@ def connect(url: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Con
     try:
         return psycopg.connect(url, autocommit=autocommit, **kwargs)
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
-        raise connection_failure(exc, url) from None
+        raise connection_failure(exc, url) from exc
 
 
 async def connect_async(
@@ -597,7 +589,7 @@ async def connect_async(
     try:
         return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, **kwargs)
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
-        raise connection_failure(exc, url) from None
+        raise connection_failure(exc, url) from exc
 
 
 class LazyPool:
