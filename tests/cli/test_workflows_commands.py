@@ -151,8 +151,8 @@ def test_bad_arguments_give_clear_errors(database_url: str, oban_prefix: str) ->
     unknown = cli(
         database_url, oban_prefix, "workflows", "start", "nope", "--workflows", MODULE, "--id", "x"
     )
-    assert unknown.exit_code == 2 and "no workflow 'nope' among Elixir.Cli.Flows.Greeting" in (
-        unknown.output
+    assert unknown.exit_code == 2 and unknown.output == (
+        f"Error: no workflow 'nope' in {MODULE}: known: Elixir.Cli.Flows.Greeting (Greeting)\n"
     )
     both = cli(
         database_url,
@@ -404,3 +404,330 @@ async def test_bridge_worker_process_runs_python_workflows(
     text = err.decode()
     assert "workers: HephaestusOban.AdvanceWorker, HephaestusOban.ExecuteStepWorker" in text
     assert "bridge_workflows:3" in text
+
+
+# -- every row the database can hold, as a user runs the commands ------------------------------
+
+# What an Elixir app, a bug or a hand-written UPDATE may leave in workflow_instances.state. The
+# node decodes huge integers and 300 levels; psycopg's own decoder stops near 1,000 levels.
+DEEP_300 = "[" * 300 + "1" + "]" * 300
+DEEP_2000 = "[" * 2000 + "1" + "]" * 2000
+ODD_STATES = {
+    "huge": '{"context": {"initial": {"n": 123456789012345678901234567890}, "steps": {}},'
+    ' "active_steps": [], "completed_steps": []}',
+    "deep300": '{"context": {"initial": {"d": ' + DEEP_300 + '}, "steps": {}}}',
+    "deep2000": '{"context": {"initial": {"d": ' + DEEP_2000 + '}, "steps": {}},'
+    ' "active_steps": ' + DEEP_2000 + "}",
+    "shape": '{"context": [1, 2], "active_steps": "x", "execution_history": {"a": 1},'
+    ' "current_step": 7}',
+    "array": "[1, 2, 3]",
+    "unknown": '{"bogus": 1, "context": {"initial": {}, "steps": {"zzz": 1}},'
+    ' "active_steps": ["Elixir.No.Such"]}',
+}
+
+
+def _insert_odd_rows(conn: psycopg.Connection[Any], prefix: str) -> None:
+    from psycopg import sql
+
+    p = sql.Identifier(prefix)
+    for instance_id, state in ODD_STATES.items():
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.workflow_instances (id, workflow, status, state, inserted_at,"
+                " updated_at) VALUES (%s, %s, 'running', %s::jsonb, '2026-01-02 03:04:05',"
+                " %s)"
+            ).format(p),
+            (
+                instance_id,
+                GREETING.name,
+                state,
+                "infinity" if instance_id == "huge" else "2026-01-02 03:04:06",
+            ),
+        )
+    # a step result and a job of deep2000 that hold JSON nested as deep
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.hephaestus_step_results (instance_id, step_ref, event,"
+            " context_updates) VALUES ('deep2000', 'Elixir.Cli.Steps.Greet', 'greeted', %s::jsonb)"
+        ).format(p),
+        ('{"d": ' + DEEP_2000 + "}",),
+    )
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.oban_jobs (worker, queue, args, errors) VALUES"
+            " ('Some.Worker', 'q', %s::jsonb, ARRAY[%s::jsonb])"
+        ).format(p),
+        ('{"instance_id": "deep2000", "d": ' + DEEP_2000 + "}", DEEP_2000),
+    )
+
+
+def _bridge(database_url: str, prefix: str, cwd: Path, *args: str) -> tuple[int, str, str]:
+    from tests.support.cli import run_bridge
+
+    done = run_bridge(
+        "--database-url", database_url, "--prefix", prefix, *args,
+        cwd=cwd, env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_list_and_show_read_every_row_the_database_can_hold(
+    database_url: str, oban_prefix: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    _insert_odd_rows(conn, oban_prefix)
+
+    def bridge(*args: str) -> str:
+        code, out, err = _bridge(database_url, oban_prefix, tmp_path, *args)
+        assert (code, err) == (0, ""), err
+        return out
+
+    listed = bridge("workflows", "list").splitlines()
+    assert listed[0].split() == ["id", "status", "workflow", "active", "done", "unproc", "updated"]
+    rows = {line.split()[0]: line for line in listed[1:]}
+    assert rows.keys() == ODD_STATES.keys()
+    assert rows["huge"].split()[-1] == "infinity"
+    assert "<undecodable: JSON nested 2000 levels deep (read up to 500)>" in rows["deep2000"]
+    assert "<undecodable: active_steps is a string, not a list of step names>" in rows["shape"]
+    assert rows["unknown"].split()[3] == "Such"
+
+    as_json = {r["id"]: r for r in json.loads(bridge("workflows", "list", "--json"))}
+    assert as_json["deep2000"]["active_steps"] == {
+        "undecodable": "JSON nested 2000 levels deep (read up to 500)",
+        "text": DEEP_2000,
+    }
+    assert as_json["shape"]["active_steps"] == "x"
+    assert as_json["huge"]["updated_at"] == "infinity"
+
+    shows = {instance_id: bridge("workflows", "show", instance_id) for instance_id in ODD_STATES}
+    assert '     context: initial {"n":123456789012345678901234567890}' in shows["huge"]
+    assert "    inserted: 2026-01-02 03:04:05  updated infinity" in shows["huge"]
+    assert f'     context: initial {{"d":{DEEP_300}}}' in shows["deep300"]
+    deep = shows["deep2000"]
+    marker = "<undecodable: JSON nested 2000 levels deep (read up to 500)>"
+    assert f'     context: initial {{"d":"{marker}"}}' in deep
+    assert f"      active: {marker}" in deep
+    assert (
+        "  Greet                    greeted      UNPROCESSED "
+        "<undecodable: JSON nested 2001 levels deep (read up to 500)>"
+    ) in deep
+    assert "Some.Worker" in deep and "jobs (1):" in deep
+    assert shows["shape"].splitlines()[4:11] == [
+        "current step: <undecodable: current_step is a number, not a step name>",
+        "      active: <undecodable: active_steps is a string, not a list of step names>",
+        "   completed: -",
+        "    inserted: 2026-01-02 03:04:05  updated 2026-01-02 03:04:06",
+        "     context: <undecodable: context is an array, not an object>",
+        "    metadata: {}",
+        "     history: <undecodable: execution_history is an object, not a list>",
+    ]
+    assert "       state: <undecodable: the state is an array, not an object>" in shows["array"]
+    assert "              steps.zzz 1" in shows["unknown"]
+    assert " unknown key: bogus 1" in shows["unknown"]
+
+    shown = {i: json.loads(bridge("workflows", "show", i, "--json")) for i in ODD_STATES}
+    assert shown["huge"]["instance"]["state"]["context"]["initial"] == {
+        "n": 123456789012345678901234567890
+    }
+    assert shown["deep300"]["instance"]["state"]["context"]["initial"]["d"] == json.loads(DEEP_300)
+    data = shown["deep2000"]
+    undecodable = {"undecodable": marker[len("<undecodable: ") : -1], "text": DEEP_2000}
+    assert data["instance"]["state"]["context"] == {
+        "initial": {"d": undecodable},
+        "steps": {},
+    }
+    assert data["instance"]["state"]["active_steps"] == undecodable
+    assert data["step_results"][0]["context_updates"] == {
+        "undecodable": undecodable["undecodable"].replace("2000", "2001"),
+        "text": '{"d": ' + DEEP_2000 + "}",
+    }
+    assert data["jobs"][0]["errors"] == [undecodable]
+    assert data["jobs"][0]["args"]["undecodable"].startswith("JSON nested 2001 levels")
+    assert shown["array"]["instance"]["state"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("instance_id", "message"),
+    [
+        (
+            "deep2000",
+            "cannot cancel 'deep2000': its state cannot be decoded: JSON nested 2003 levels deep "
+            "(read up to 500); `bridge workflows show deep2000` shows what it holds",
+        ),
+        (
+            "shape",
+            "cannot cancel 'shape': its state cannot be decoded: current_step must hold module "
+            "strings, got 7",
+        ),
+        (
+            "array",
+            "cannot cancel 'array': its state cannot be decoded: state must be a JSON object",
+        ),
+        (
+            "unknown",
+            "cannot cancel 'unknown': its state cannot be decoded: context.steps has the key "
+            "'zzz', which no step of Elixir.Cli.Flows.Greeting writes",
+        ),
+        ("nobody", "no workflow instance 'nobody'"),
+    ],
+)
+def test_cancel_says_why_it_cannot(
+    database_url: str,
+    oban_prefix: str,
+    conn: psycopg.Connection[Any],
+    tmp_path: Path,
+    instance_id: str,
+    message: str,
+) -> None:
+    _insert_odd_rows(conn, oban_prefix)
+    done = _bridge(
+        database_url, oban_prefix, tmp_path, "workflows", "cancel", instance_id,
+        "--workflows", MODULE,
+    )  # fmt: skip
+    assert done == (1, "", f"Error: {message}\n")
+
+
+def test_cancel_and_resume_json(
+    database_url: str, oban_prefix: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    runner = WorkflowRunner(database_url, WORKFLOWS, prefix=oban_prefix)
+    try:
+        runner.start(conn, GREETING, {"name": "x"}, id="greeting::j1")
+    finally:
+        runner.close()
+    code, out, err = _bridge(
+        database_url, oban_prefix, tmp_path, "workflows", "cancel", "greeting::j1",
+        "--workflows", MODULE, "--json",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    cancelled = json.loads(out)
+    assert cancelled["instance_id"] == "greeting::j1" and cancelled["status"] == "failed"
+    assert len(cancelled["cancelled_jobs"]) == 1
+    code, out, err = _bridge(
+        database_url, oban_prefix, tmp_path, "workflows", "resume", "greeting::j1", "approved",
+        "--workflows", MODULE, "--json",
+    )  # fmt: skip
+    assert (code, out) == (1, "")
+    assert err == "Error: ResumeError: greeting::j1 is failed, not waiting on a step\n"
+
+
+# -- workflow names ---------------------------------------------------------------------------
+
+TWO_ORDERS = """
+from bridge.workflows import DONE, StepOk, Workflow, step
+
+@step(name="Elixir.Shop.Steps.Pick", events=["done"])
+def pick(instance, config, context):
+    return StepOk("done", {})
+
+SHOP = Workflow(name="Elixir.Shop.Flows.Order", start=pick, transitions=[(pick, "done", DONE)])
+BACK = Workflow(name="Elixir.Back.Flows.Order", start=pick, transitions=[(pick, "done", DONE)])
+BADGE = Workflow(name="Elixir.Shop.Flows.Badge", start=pick, transitions=[(pick, "done", DONE)])
+"""
+
+
+def test_workflow_names_full_short_unknown_and_ambiguous(
+    database_url: str, oban_prefix: str, tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    (app / "myapp").mkdir(parents=True)
+    (app / "myapp" / "__init__.py").write_text("")
+    (app / "myapp" / "flows.py").write_text(TWO_ORDERS)
+    from tests.support.cli import run_bridge
+
+    def start(name: str, *more: str) -> tuple[int, str, str]:
+        done = run_bridge(
+            "--database-url", database_url, "--prefix", oban_prefix, "workflows", "start", name,
+            "--workflows", "myapp.flows", *more, "--id", f"id-{name}",
+            cwd=app, env={"PYTHONPATH": str(app)},
+        )  # fmt: skip
+        return done.returncode, done.stdout, done.stderr
+
+    assert start("Badge") == (
+        0,
+        "started id-Badge (Elixir.Shop.Flows.Badge) in queue bridge_workflows\n",
+        "",
+    )
+    assert start("Shop.Flows.Order")[0] == 0
+    assert start("Elixir.Back.Flows.Order")[0] == 0
+    assert start("badge", "--json")[:2] == (
+        0,
+        '{"instance_id":"id-badge","workflow":"Elixir.Shop.Flows.Badge",'
+        '"queue":"bridge_workflows"}\n',
+    )
+    assert start("Order") == (
+        2,
+        "",
+        "Error: workflow 'Order' is ambiguous in myapp.flows: Elixir.Back.Flows.Order, "
+        "Elixir.Shop.Flows.Order; give the full name\n",
+    )
+    assert start("Invoice") == (
+        2,
+        "",
+        "Error: no workflow 'Invoice' in myapp.flows: known: Elixir.Back.Flows.Order (Order), "
+        "Elixir.Shop.Flows.Badge (Badge), Elixir.Shop.Flows.Order (Order)\n",
+    )
+    listed = _bridge(
+        database_url, oban_prefix, tmp_path, "workflows", "list", "--workflow", "Order"
+    )
+    assert sorted(line.split()[0] for line in listed[1].splitlines()[1:]) == [
+        "id-Elixir.Back.Flows.Order",
+        "id-Shop.Flows.Order",
+    ]
+
+
+def test_every_workflows_command_and_option_has_help(tmp_path: Path) -> None:
+    from tests.support.cli import run_bridge
+
+    for command in ("list", "show", "start", "resume", "cancel", "repair"):
+        done = run_bridge("workflows", command, "--help", cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (0, "")
+        lines = done.stdout.splitlines()
+        assert lines[2].strip(), lines  # the command's own description
+        options = lines[lines.index("Options:") + 1 :]
+        options = options[: options.index("")] if "" in options else options  # then the epilog
+        starts = [n for n, line in enumerate(options) if line.startswith("  -")]
+        assert len(starts) >= 2, lines
+        for n in starts:  # "  --name TYPE  help", the help possibly on the next line
+            same_line = len(options[n].strip().split("  ")) >= 2
+            next_line = n + 1 < len(options) and options[n + 1].startswith(" " * 6)
+            assert same_line or next_line, options[n]
+    done = run_bridge("workflows", "--help", cwd=tmp_path)
+    assert "list and show read any instance as stored" in done.stdout
+
+
+def test_repair_shows_progress_on_a_terminal_only(
+    database_url: str, oban_prefix: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    import os
+    import pty
+    import subprocess
+
+    from tests.support.cli import bridge_script
+
+    build_stuck_s2d(conn, oban_prefix)
+    piped = _bridge(database_url, oban_prefix, tmp_path, "workflows", "repair", "--dry-run")
+    assert piped[0] == 0 and piped[2] == ""  # no progress when stderr is not a terminal
+    main_fd, terminal = pty.openpty()
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "NO_COLOR")}
+        proc = subprocess.run(
+            [bridge_script(), "--database-url", database_url, "--prefix", oban_prefix,
+             "workflows", "repair", "--dry-run"],
+            cwd=tmp_path, env={**env, "TERM": "xterm"}, stdout=subprocess.PIPE,
+            stderr=terminal, timeout=60, check=False,
+        )  # fmt: skip
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main_fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(main_fd)
+    assert proc.returncode == 0
+    assert proc.stdout.decode().splitlines()[-1] == "1 stuck instance(s) (dry run: nothing written)"
+    assert b"repair: looking for stuck workflow instances" in shown
