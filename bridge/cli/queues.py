@@ -1,49 +1,376 @@
-"""``bridge queues pause|resume|scale|start|stop``: Oban signals that every node obeys, Elixir
-and Python alike (``bridge.jobs.client.admin``)."""
+"""``bridge queues list|pause|resume|scale|start|stop``: the queues live nodes serve, and Oban
+signals that every node obeys, Elixir and Python alike (``bridge.jobs.client.admin``).
+
+A signal is a NOTIFY nobody answers, so before sending one the command listens briefly to the
+nodes' check-ins and says which live nodes serve the queue (or warns that none was heard), and
+afterwards says in words what it sent and to whom.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from bridge.cli.context import CliContext, connect, pass_ctx
-from bridge.cli.output import bad_parameter
+from bridge.cli.nodes import SOURCES_HELP, listen, observe_live, wait_option
+from bridge.cli.output import EXIT_USAGE, echo_json, fail, table, usage_error
+from bridge.jobs.client.admin import GOSSIP_INTERVAL
+
+if TYPE_CHECKING:
+    from bridge.jobs.client.admin import CheckIn, Cluster
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SIGNAL_WAIT = GOSSIP_INTERVAL + 1
 
 
 @click.group("queues")
 def queues_group() -> None:
-    """Signal queues on every node, Elixir and Python (pause/resume/scale/start/stop)."""
+    """The queues live nodes serve (list), and signals every node obeys, Elixir and Python:
+    pause, resume, scale, start, stop.
+
+    A signal goes to every node (ident "any") unless --node names one; pause and resume take
+    '*' for every queue. Each signal command first listens for check-ins (--wait) to say which
+    live nodes serve the queue, then says what it sent."""
 
 
-def _signal_command(action: str) -> Any:
-    @queues_group.command(action)
-    @click.argument("queue")
-    @click.option("--node", default=None, help="Only this node (ident <instance>.<node>).")
-    @click.option(
-        "--instance",
-        default="Oban",
-        show_default=True,
-        help="Oban instance name used in a targeted ident.",
+# -- list ------------------------------------------------------------------------------------------
+
+
+def queue_rows(cluster: Cluster) -> list[dict[str, Any]]:
+    """One row per queue on each node, each saying where it comes from (``source``)."""
+    rows: list[dict[str, Any]] = []
+    paired: set[tuple[str, str]] = set()
+    for check in cluster.serving("*"):
+        paired.add((check.queue, check.node))
+        rows.append(
+            {
+                "queue": check.queue,
+                "node": check.node,
+                "ident": check.ident,
+                "limit": check.limit,
+                "paused": check.paused,
+                "running": check.running,
+                "available": cluster.available.get(check.queue, 0),
+                "source": "check-in",
+            }
+        )
+    for (queue, node), count in sorted(cluster.executing.items()):
+        if (queue, node) in paired:
+            continue
+        paired.add((queue, node))
+        rows.append(_unknown_row(queue, node or None, cluster, "executing jobs", running=count))
+    for queue in sorted(set(cluster.available) - {queue for queue, _ in paired}):
+        rows.append(_unknown_row(queue, None, cluster, "waiting jobs"))
+    for node in cluster.nodes():
+        if not any(node == n for _, n in paired):
+            source = "sonar" if node in cluster.pings else "oban_peers"
+            rows.append(_unknown_row(None, node, cluster, source))
+    rows.sort(key=lambda r: (r["queue"] is None, r["queue"] or "", r["node"] or ""))
+    return rows
+
+
+def _unknown_row(
+    queue: str | None, node: str | None, cluster: Cluster, source: str, running: int | None = None
+) -> dict[str, Any]:
+    return {
+        "queue": queue,
+        "node": node,
+        "ident": None,
+        "limit": None,
+        "paused": None,
+        "running": running,
+        "available": cluster.available.get(queue, 0) if queue is not None else None,
+        "source": source,
+    }
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+@queues_group.command("list", epilog=SOURCES_HELP)
+@wait_option(SIGNAL_WAIT, "check-ins (Python nodes check in every second)")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"waited", "queues": [{queue, node, ident, limit, paused, running, available, '
+    "source}]}, null where unknown.",
+)
+@pass_ctx
+def queues_list(ctx: CliContext, wait: float, as_json: bool) -> None:
+    """The queues of the live nodes, one row per queue on each node: its limit, paused or
+    not, jobs running on it and jobs waiting in the queue.
+
+    Columns and where they come from: QUEUE, NODE, LIMIT, PAUSED and RUNNING from the nodes'
+    gossip check-ins heard while listening; AVAILABLE (jobs waiting in the whole queue) from
+    oban_jobs; SOURCE says what the row rests on: "check-in", "executing jobs" (a node is
+    running jobs of the queue now, oban_jobs.attempted_by), "waiting jobs" (jobs wait in the
+    queue and no node was heard serving it), "sonar" or "oban_peers" (a live node whose
+    queues are unknown)."""
+    cluster = observe_live(ctx, wait)
+    rows = queue_rows(cluster)
+    if as_json:
+        echo_json({"waited": wait, "queues": rows})
+        return
+    table(
+        ("queue", "node", "limit", "paused", "running", "available", "source"),
+        (
+            (
+                _cell(r["queue"]),
+                _cell(r["node"]),
+                _cell(r["limit"]),
+                _cell(r["paused"]),
+                _cell(r["running"]),
+                "-" if r["available"] is None else r["available"],
+                r["source"],
+            )
+            for r in rows
+        ),
     )
-    @click.option("--limit", type=int, default=None, help="For scale/start.")
-    @pass_ctx
-    def command(
-        ctx: CliContext, queue: str, node: str | None, instance: str, limit: int | None
-    ) -> None:
-        from bridge.jobs.client import admin as ops
-
-        try:
-            payload = ops.signal_payload(action, queue, node=node, instance=instance, limit=limit)
-        except ValueError as exc:
-            raise bad_parameter(str(exc)) from exc
-        with connect(ctx) as conn:
-            ops.send_signal(conn, ctx.prefix, payload)
-        click.echo(f"sent {payload}")
-
-    command.__doc__ = f"Send a {action} signal for QUEUE ('*' for all, pause/resume only)."
-    return command
+    nodes = len({c.node for c in cluster.checkins.values()})
+    click.echo(
+        f"listened {wait:g} s: check-ins from {nodes} node{'' if nodes == 1 else 's'}; "
+        "a node on OSS Oban 2.23 sends none, so its queues show as unknown",
+        err=True,
+    )
 
 
-for _action in ("pause", "resume", "scale", "start", "stop"):
-    _signal_command(_action)
+# -- signals ---------------------------------------------------------------------------------------
+
+
+def _quoted(name: str) -> str:
+    return json.dumps(name, ensure_ascii=False)
+
+
+def describe_signal(payload: dict[str, Any], node: str | None = None) -> str:
+    """``sent pause for queue "badges" to every node (ident any)``; ``node`` is the one the
+    ident names, if any (the instance name before it may itself hold dots)."""
+    action = payload["action"]
+    what = action
+    if action == "scale":
+        what = f"scale to limit {payload['limit']}"
+    elif action == "start":
+        what = f"start with limit {payload['limit']}"
+    queue = payload["queue"]
+    where = 'every queue ("*")' if queue == "*" else f"queue {_quoted(queue)}"
+    ident = payload["ident"]
+    if node is None:
+        whom = "every node"
+    else:
+        instance = ident.removesuffix(f".{node}")
+        whom = f"node {_quoted(node)} of instance {instance}"
+    return f"sent {what} for {where} to {whom} (ident {ident})"
+
+
+def _targets(checks: list[CheckIn], node: str | None, ident: str) -> list[CheckIn]:
+    if node is None:
+        return checks
+    return [c for c in checks if c.node == node and c.ident in (None, ident)]
+
+
+def _check_text(check: CheckIn, with_queue: bool) -> str:
+    facts = [f"limit {_cell(check.limit)}"]
+    if check.paused:
+        facts.append("paused")
+    name = f"{check.node} ({check.queue})" if with_queue else check.node
+    return f"{name}: {', '.join(facts)}"
+
+
+def reach_report(
+    cluster: Cluster, payload: dict[str, Any], node: str | None
+) -> tuple[str | None, str | None]:
+    """What the listening heard about who a signal will reach: (a line to print, a warning)."""
+    action, queue, ident = payload["action"], payload["queue"], payload["ident"]
+    heard = f"in {cluster.waited:g} s"
+    if action == "start" or queue == "*":
+        names = [n for n in cluster.nodes() if node is None or n == node]
+        if not names:
+            who = "no live node" if node is None else f"node {_quoted(node)} not"
+            return None, f"{who} heard {heard}; sending anyway"
+        verb = f"start queue {_quoted(queue)} unless they run it" if action == "start" else action
+        return f"live nodes that will {verb}: {', '.join(names)}", None
+    serving = _targets(cluster.serving(queue), node, ident)
+    executing = [
+        n
+        for (q, n), _ in sorted(cluster.executing.items())
+        if q == queue and n and (node is None or n == node)
+    ]
+    executing = [n for n in executing if n not in {c.node for c in serving}]
+    parts = [_check_text(c, with_queue=False) for c in serving]
+    parts += [f"{n}: running its jobs now (no check-in)" for n in executing]
+    if not parts:
+        who = "no live node" if node is None else f"node {_quoted(node)} (ident {ident}) not"
+        return None, (
+            f"{who} reported serving queue {_quoted(queue)} {heard} (nodes on OSS Oban 2.23 "
+            "send no check-ins); sending anyway"
+        )
+    return f"live nodes serving queue {_quoted(queue)}: {'; '.join(parts)}", None
+
+
+def _signal(
+    ctx: CliContext,
+    action: str,
+    queue: str,
+    *,
+    node: str | None,
+    instance: str | None,
+    limit: int | None,
+    wait: float,
+    as_json: bool,
+) -> None:
+    from bridge.jobs.client import admin as ops
+
+    if instance is not None and node is None:
+        raise usage_error("--instance only applies with --node")
+    try:
+        payload = ops.signal_payload(
+            action, queue, node=node, instance=instance or "Oban", limit=limit
+        )
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_USAGE) from exc
+    with connect(ctx) as conn:
+        if wait > 0:
+            with listen(wait, "check-ins"):
+                cluster = ops.observe(conn, ctx.prefix, wait)
+            line, warning = reach_report(cluster, payload, node)
+            if line and not as_json:
+                click.echo(line)
+            if warning:
+                click.echo(f"Warning: {warning}", err=True)
+        ops.send_signal(conn, ctx.prefix, payload)
+    if as_json:
+        echo_json(payload)
+    else:
+        click.echo(describe_signal(payload, node))
+
+
+def signal_options(fn: F) -> F:
+    """What every signal command takes: QUEUE, a target node, the wait and --json."""
+    options = [
+        click.argument("queue"),
+        click.option(
+            "--node",
+            default=None,
+            metavar="NODE",
+            help="Send only to this node (as `bridge nodes` lists it); default every node.",
+        ),
+        click.option(
+            "--instance",
+            default=None,
+            metavar="NAME",
+            help="With --node: the node's Oban instance name as Oban's inspect(name) prints it "
+            "(default Oban; :my_oban for an atom name; a Python node's --name). The signal's "
+            "ident is NAME.NODE.",
+        ),
+        wait_option(SIGNAL_WAIT, "check-ins before sending, to say which live nodes serve QUEUE"),
+        click.option("--json", "as_json", is_flag=True, help="Print the payload sent, as JSON."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+LIMIT = click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    required=True,
+    help="The queue's concurrency limit on each node it reaches.",
+)
+
+
+@queues_group.command("pause")
+@signal_options
+@pass_ctx
+def queues_pause(
+    ctx: CliContext,
+    queue: str,
+    node: str | None,
+    instance: str | None,
+    wait: float,
+    as_json: bool,
+) -> None:
+    """Pause QUEUE ('*': every queue): nodes stop claiming its jobs; running ones finish."""
+    _signal(
+        ctx, "pause", queue, node=node, instance=instance, limit=None, wait=wait, as_json=as_json
+    )
+
+
+@queues_group.command("resume")
+@signal_options
+@pass_ctx
+def queues_resume(
+    ctx: CliContext,
+    queue: str,
+    node: str | None,
+    instance: str | None,
+    wait: float,
+    as_json: bool,
+) -> None:
+    """Resume QUEUE ('*': every queue) after a pause."""
+    _signal(
+        ctx, "resume", queue, node=node, instance=instance, limit=None, wait=wait, as_json=as_json
+    )
+
+
+@queues_group.command("scale")
+@signal_options
+@LIMIT
+@pass_ctx
+def queues_scale(
+    ctx: CliContext,
+    queue: str,
+    node: str | None,
+    instance: str | None,
+    wait: float,
+    as_json: bool,
+    limit: int,
+) -> None:
+    """Set QUEUE's concurrency limit on the nodes that serve it."""
+    _signal(
+        ctx, "scale", queue, node=node, instance=instance, limit=limit, wait=wait, as_json=as_json
+    )
+
+
+@queues_group.command("start")
+@signal_options
+@LIMIT
+@pass_ctx
+def queues_start(
+    ctx: CliContext,
+    queue: str,
+    node: str | None,
+    instance: str | None,
+    wait: float,
+    as_json: bool,
+    limit: int,
+) -> None:
+    """Start serving QUEUE at run time on every node (or --node) that does not yet."""
+    _signal(
+        ctx, "start", queue, node=node, instance=instance, limit=limit, wait=wait, as_json=as_json
+    )
+
+
+@queues_group.command("stop")
+@signal_options
+@pass_ctx
+def queues_stop(
+    ctx: CliContext,
+    queue: str,
+    node: str | None,
+    instance: str | None,
+    wait: float,
+    as_json: bool,
+) -> None:
+    """Stop serving QUEUE: its producers stop claiming and let running jobs finish."""
+    _signal(
+        ctx, "stop", queue, node=node, instance=instance, limit=None, wait=wait, as_json=as_json
+    )
