@@ -14,7 +14,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # Variables that would point the command at something else than the test asks for.
-_CLEARED = ("PYTHONPATH", "BRIDGE_DATABASE_URL", "DATABASE_URL", "BRIDGE_PREFIX")
+_CLEARED = (
+    "PYTHONPATH",
+    "BRIDGE_DATABASE_URL",
+    "DATABASE_URL",
+    "BRIDGE_PREFIX",
+    "BRIDGE_EMBEDDED",
+    "BRIDGE_EMBEDDED_DIR",
+)
 
 
 def bridge_script() -> str:
