@@ -17,10 +17,10 @@ import click
 
 from bridge.cli.context import CliContext, connect, pass_ctx
 from bridge.cli.output import echo_json, table
-from bridge.jobs.client.admin import SONAR_INTERVAL
+from bridge.jobs.client.cluster import SONAR_INTERVAL
 
 if TYPE_CHECKING:
-    from bridge.jobs.client.admin import CheckIn, Cluster
+    from bridge.jobs.client.cluster import CheckIn, Cluster
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,11 +57,11 @@ def listen(wait: float, what: str) -> Iterator[None]:
 
 
 def observe_live(ctx: CliContext, wait: float) -> Cluster:
-    """``admin.observe`` on the command's database, saying that it listens."""
-    from bridge.jobs.client import admin as ops
+    """``cluster.observe`` on the command's database, saying that it listens."""
+    from bridge.jobs.client.cluster import observe
 
     with connect(ctx) as conn, listen(wait, "sonar pings and check-ins"):
-        return ops.observe(conn, ctx.prefix, wait)
+        return observe(conn, ctx.prefix, wait)
 
 
 def node_rows(cluster: Cluster) -> list[dict[str, Any]]:

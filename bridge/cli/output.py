@@ -134,6 +134,12 @@ def _config_status() -> tuple[tuple[type[BaseException], int], ...]:
     )
 
 
+def warn(message: str) -> None:
+    """Something the user should know that does not stop the command: ``Warning: …`` on
+    stderr."""
+    click.echo(f"Warning: {message}", err=True)
+
+
 def exit_failed(message: str) -> NoReturn:
     """A check ran and its answer is no: ``message`` on stderr as it is, exit status 1."""
     click.echo(message, err=True)
@@ -187,18 +193,20 @@ def echo_json(value: Any, *, lenient: bool = False) -> None:
 def table(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
 ) -> None:
-    """Print rows as a table fitted to the terminal (rich): colour and box lines only on a
-    terminal; piped, plain aligned columns that never wrap (``cut``/``grep`` keep working).
+    """Print rows as a table (rich): on a terminal, fitted to its width with colour and a
+    header rule; piped, plain aligned columns that never wrap or cut (``cut``/``grep`` work).
 
-    Cells are shown with ``str()``; ``None`` is shown as ``-``. The last column takes what
-    width is left and is cut with an ellipsis on a terminal, never elsewhere."""
+    Cells are shown with ``str()``; ``None`` is shown as ``-``. On a narrow terminal the widest
+    columns give way first and are cut with an ellipsis; no column shrinks below its header."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
+    cells = [["-" if cell is None else str(cell) for cell in row] for row in rows]
     console = Console(soft_wrap=False, highlight=False)
     on_terminal = console.is_terminal
-    if not on_terminal:  # piped: wide enough that nothing wraps
+    widths = fit_widths(columns, cells, console.width if on_terminal else None, gap=3)
+    if not on_terminal:
         console = Console(width=100_000, soft_wrap=False, highlight=False, color_system=None)
     grid = Table(
         title=title,
@@ -207,11 +215,10 @@ def table(
         pad_edge=False,
         header_style="bold" if on_terminal else "",
     )
-    for index, name in enumerate(columns):
-        last = index == len(columns) - 1
-        grid.add_column(name, no_wrap=True, overflow="ellipsis" if last and on_terminal else "fold")
-    for row in rows:
-        grid.add_row(*("-" if cell is None else _cell(cell) for cell in row))
+    for name, width in zip(columns, widths, strict=True):
+        grid.add_column(name, no_wrap=True, overflow="ellipsis", width=width)
+    for row in cells:
+        grid.add_row(*(_cell(cell) for cell in row))
     if on_terminal:
         console.print(grid)
         return
@@ -219,6 +226,35 @@ def table(
         console.print(grid)
     for line in captured.get().splitlines():
         click.echo(line.rstrip())
+
+
+# A column narrower than this is never cut (ids, states, counts stay whole).
+_KEEP = 12
+
+
+def fit_widths(
+    columns: Sequence[str], cells: Sequence[Sequence[str]], width: int | None, *, gap: int = 3
+) -> list[int]:
+    """Each column's width: its widest cell, then, if the total (with ``gap`` between columns:
+    rich's padding and rule) exceeds ``width``, the widest column shrunk one character at a
+    time — never below its header or 12 characters — until it fits or nothing can shrink.
+    ``width=None``: no limit. Pure, so it is tested without a terminal."""
+    natural = [
+        max([len(name), *(len(row[i]) for row in cells if i < len(row))])
+        for i, name in enumerate(columns)
+    ]
+    if width is None:
+        return natural
+    floor = [min(n, max(len(name), _KEEP)) for n, name in zip(natural, columns, strict=True)]
+    fitted = list(natural)
+    budget = width - gap * (len(columns) - 1)
+    while sum(fitted) > budget:
+        shrinkable = [i for i in range(len(fitted)) if fitted[i] > floor[i]]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda i: (fitted[i], i))
+        fitted[widest] -= 1
+    return fitted
 
 
 def _cell(value: Any) -> str:
@@ -230,12 +266,16 @@ def _cell(value: Any) -> str:
 # -- shared formatting -----------------------------------------------------------------------------
 
 
-def last_error(errors: list[dict[str, Any]]) -> str:
-    """The first line of a job's latest error, or ``""``: one line per job in a listing."""
+def last_error(errors: Sequence[Any]) -> str:
+    """The first line of a job's latest error, or ``""``: one line per job in a listing. An
+    entry that is not Oban's ``{"error": text, …}`` object is shown as JSON, never a crash."""
     if not errors:
         return ""
-    line: str = errors[-1]["error"].splitlines()[0]
-    return line
+    entry = errors[-1]
+    if isinstance(entry, dict) and isinstance(entry.get("error"), str):
+        lines = entry["error"].splitlines()
+        return lines[0] if lines else ""
+    return json_text(entry, lenient=True)
 
 
 def short_name(module: str | None) -> str:

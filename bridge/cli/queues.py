@@ -16,11 +16,11 @@ import click
 
 from bridge.cli.context import CliContext, connect, pass_ctx
 from bridge.cli.nodes import SOURCES_HELP, listen, observe_live, wait_option
-from bridge.cli.output import EXIT_USAGE, echo_json, fail, table, usage_error
-from bridge.jobs.client.admin import GOSSIP_INTERVAL
+from bridge.cli.output import EXIT_USAGE, echo_json, fail, table, usage_error, warn
+from bridge.jobs.client.cluster import GOSSIP_INTERVAL
 
 if TYPE_CHECKING:
-    from bridge.jobs.client.admin import CheckIn, Cluster
+    from bridge.jobs.client.cluster import CheckIn, Cluster
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -228,6 +228,7 @@ def _signal(
     as_json: bool,
 ) -> None:
     from bridge.jobs.client import admin as ops
+    from bridge.jobs.client.cluster import observe
 
     if instance is not None and node is None:
         raise usage_error("--instance only applies with --node")
@@ -240,12 +241,12 @@ def _signal(
     with connect(ctx) as conn:
         if wait > 0:
             with listen(wait, "check-ins"):
-                cluster = ops.observe(conn, ctx.prefix, wait)
+                cluster = observe(conn, ctx.prefix, wait)
             line, warning = reach_report(cluster, payload, node)
             if line and not as_json:
                 click.echo(line)
             if warning:
-                click.echo(f"Warning: {warning}", err=True)
+                warn(warning)
         ops.send_signal(conn, ctx.prefix, payload)
     if as_json:
         echo_json(payload)
