@@ -11,7 +11,7 @@ from bridge.cli.demo import demo
 from bridge.cli.embedded import embedded_group
 from bridge.cli.enqueue import enqueue_command
 from bridge.cli.jobs import jobs_group
-from bridge.cli.nodes import nodes_group
+from bridge.cli.nodes import nodes_command
 from bridge.cli.queues import queues_group
 from bridge.cli.root import main
 from bridge.cli.schema import schema_group
@@ -26,7 +26,7 @@ for _command in (
     jobs_group,
     queues_group,
     workflows_group,
-    nodes_group,
+    nodes_command,
     embedded_group,
 ):
     main.add_command(_command)

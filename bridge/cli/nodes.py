@@ -155,4 +155,3 @@ def nodes_command(ctx: CliContext, wait: float, as_json: bool) -> None:
 
 
 # The name bridge/cli/__init__.py registers.
-nodes_group = nodes_command
