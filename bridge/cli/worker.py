@@ -1,30 +1,41 @@
 """``bridge worker``: run a Python node, with the jobs, plugins and workflows it serves.
 
-The ``--workflows`` options live here with the command they configure; the node's workflows
-are merged from them and ``[tool.bridge]`` by ``workflows_for_node``.
+Start-up runs in an order that starts nothing until everything is known to work: settings
+(option > environment > file), logging, the operator's modules (``startup.import_user_module``:
+one that does not import stops here), the node's configuration, the database (waited for,
+``--wait-for-database``) and its schema (``startup.check_schema``). Only then does the node
+claim a job. The ``--workflows`` options live here with the command they configure; the node's
+workflows come from them or ``[tool.bridge]`` through ``workflows_for_node``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from bridge.cli.context import CliContext, pass_ctx
-from bridge.cli.output import bad_parameter
+from bridge.cli.output import EXIT_INTERRUPTED, EXIT_USAGE, bad_parameter, fail
+from bridge.cli.settings import settings_epilog
 from bridge.db import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
     from bridge.cli.settings import WorkerSettings
+    from bridge.jobs.client.registry import Registry
     from bridge.jobs.node import NodeConfig
     from bridge.workflows.model.definition import Workflow
     from bridge.workflows.run.runner import WorkflowRunner
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("bridge.cli")
+
+DEFAULT_WAIT_FOR_DATABASE = 60.0
 
 
 def workflow_options(fn: F) -> F:
@@ -68,6 +79,10 @@ class NodeWorkflows:
     config_key: str | None = None
     repair_after: float | None = None
 
+    @property
+    def needs_workflow_tables(self) -> bool:
+        return bool(self.workflows) or self.repair_after is not None
+
     def attach(self, config: NodeConfig) -> WorkflowRunner | None:
         from bridge.workflows.run.repair import DEFAULT_GRACE
         from bridge.workflows.run.runner import DEFAULT_CONFIG_KEY, DEFAULT_QUEUE
@@ -98,15 +113,21 @@ def workflows_for_node(
     concurrency: int | None,
     config_key: str | None,
     repair_after: float | None,
+    app_dirs: Sequence[str | Path] = (),
 ) -> NodeWorkflows:
-    """Command-line values win over ``[tool.bridge]``; modules from both are loaded."""
+    """Command-line values win over the settings (``modules``, when given, replace theirs).
+
+    A named module that does not import stops start-up (``startup.import_user_module``); one
+    that imports but defines no workflow is a usage error naming it."""
+    from bridge.cli.startup import import_user_modules
     from bridge.workflows.model.definition import WorkflowError
     from bridge.workflows.serving import load_workflows
 
-    names = [*settings.workflows, *modules]
+    names = list(modules) or settings.workflows
     concurrency = concurrency or settings.workflow_concurrency
     if concurrency is not None and concurrency < 1:
         raise bad_parameter("must be >= 1", "--workflow-concurrency")
+    import_user_modules(names, app_dirs, kind="workflows")
     try:
         flows = load_workflows(names) if names else []
     except WorkflowError as exc:
@@ -120,14 +141,58 @@ def workflows_for_node(
     )
 
 
-@click.command("worker")
+def import_worker_modules(
+    names: Sequence[str], app_dirs: Sequence[str | Path], registry: Registry
+) -> list[ModuleType]:
+    """Import the operator's worker modules; the first that fails stops start-up.
+
+    A module that imports but defines neither a ``@worker`` nor a ``@delegated`` step is only a
+    warning: it may exist for its side effects (registering workers defined elsewhere)."""
+    from bridge.cli.startup import import_user_module
+    from bridge.workflows.serving import WorkflowModuleError, delegated_steps_of
+
+    imported = []
+    for name in names:
+        before = set(registry.names())
+        module = import_user_module(name, app_dirs, kind="worker")
+        imported.append(module)
+        added = set(registry.names()) - before
+        own = any(
+            getattr(getattr(registry.resolve(n), "target", None), "__module__", None) == name
+            for n in registry.names()
+        )
+        try:
+            delegated = bool(delegated_steps_of([module]))
+        except WorkflowModuleError:
+            delegated = True  # reported where every module's steps are collected
+        if not (added or own or delegated):
+            log.warning(
+                "worker module %r defines no @worker or @delegated step: nothing to run from it",
+                name,
+            )
+    return imported
+
+
+def _root_context() -> click.Context:
+    return click.get_current_context().find_root()
+
+
+@click.command("worker", epilog=settings_epilog())
 @click.option("--queues", "-q", default=None, help='Queues and limits, e.g. "badges:10,default:5".')
 @click.option(
     "--workers",
     "-w",
     "modules",
     multiple=True,
-    help="Python module(s) defining @worker classes/functions to import (repeatable).",
+    help="Python module(s) defining @worker classes/functions or @delegated steps "
+    "(repeatable, or comma-separated).",
+)
+@click.option(
+    "--app-dir",
+    "app_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Directory to import those modules from, before the current one (repeatable).",
 )
 @click.option(
     "--config",
@@ -165,13 +230,34 @@ def workflows_for_node(
     multiple=True,
     help='Cron entry "<expression> <worker> [<json options>]" (repeatable).',
 )
-@click.option("--cron-timezone", default="Etc/UTC", show_default=True)
+@click.option("--cron-timezone", default=None, help="Time zone of the cron entries (Etc/UTC).")
 @workflow_options
+@click.option(
+    "--wait-for-database",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Retry an unreachable database at start for this long, then exit 4 (60; 0: no retry).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    default=None,
+    help="text: lines for people; json: one JSON object per line, job events with Oban's "
+    "logger keys (text).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default=None,
+    help="Least severe record logged (info).",
+)
 @pass_ctx
 def worker_command(
     ctx: CliContext,
     queues: str | None,
     modules: tuple[str, ...],
+    app_dirs: tuple[str, ...],
     config_path: Path | None,
     node_name: str | None,
     instance_name: str | None,
@@ -180,95 +266,128 @@ def worker_command(
     rescue_after: float | None,
     prune_after: float | None,
     cron_entries: tuple[str, ...],
-    cron_timezone: str,
+    cron_timezone: str | None,
     workflow_modules: tuple[str, ...],
     workflow_queue: str | None,
     workflow_concurrency: int | None,
     workflow_config_key: str | None,
     workflow_repair_after: float | None,
+    wait_for_database: float | None,
+    log_format: str | None,
+    log_level: str | None,
 ) -> None:
-    """Run a Python node serving QUEUES until SIGTERM/SIGINT."""
-    import asyncio
-    import importlib
+    """Run a Python node serving QUEUES until SIGTERM/SIGINT.
 
-    from bridge.cli.settings import ConfigError, load_settings, parse_queues
+    Modules named by --workers/--workflows are imported from --app-dir and the current
+    directory first, as `python -m` would; one that cannot be imported stops start-up (exit 2).
+    Before claiming any job the node waits for the database (exit 4 when it gives up) and checks
+    the schema (exit 5, with the differences, when it is not what the node needs)."""
+    from bridge.cli.logs import configure_logging
+    from bridge.cli.settings import ConfigError, parse_queues, resolve_settings
+
+    if queues is not None:
+        try:
+            parse_queues(queues)
+        except ValueError as exc:
+            raise bad_parameter(str(exc), "--queues") from exc
+    options: dict[str, Any] = {
+        "queues": parse_queues(queues) if queues is not None else None,
+        "workers": modules,
+        "app_dir": app_dirs,
+        "node": node_name,
+        "name": instance_name,
+        "grace": grace,
+        "poll_interval": poll_interval,
+        "rescue_after": rescue_after,
+        "prune_after": prune_after,
+        "cron": cron_entries,
+        "cron_timezone": cron_timezone,
+        "workflows": workflow_modules,
+        "workflow_queue": workflow_queue,
+        "workflow_concurrency": workflow_concurrency,
+        "workflow_config_key": workflow_config_key,
+        "workflow_repair_after": workflow_repair_after,
+        "wait_for_database": wait_for_database,
+        "log_format": log_format.lower() if log_format else None,
+        "log_level": log_level.lower() if log_level else None,
+    }
+    try:
+        settings = resolve_settings(config_path, options)
+    except ConfigError as exc:
+        message = str(exc)
+        if message.startswith("environment variable"):
+            raise fail(message, EXIT_USAGE) from exc
+        raise bad_parameter(message) from exc
+    root = _root_context()
+    configure_logging(
+        settings.log_format or "text", settings.log_level, verbose=root.params.get("verbose", 0)
+    )
+    if root.get_parameter_source("prefix") == click.core.ParameterSource.DEFAULT:
+        prefix = settings.prefix or DEFAULT_PREFIX
+    else:
+        prefix = ctx.prefix
+    try:
+        _run(ctx, settings, prefix)
+    except KeyboardInterrupt:
+        raise fail("interrupted before the node started", EXIT_INTERRUPTED) from None
+
+
+def _run(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
+    """Check everything, then run the node until it is signalled."""
+    import asyncio
+
+    from bridge.cli.startup import check_schema, wait_for_database
     from bridge.jobs.client.registry import default_registry
     from bridge.jobs.node import Node, NodeConfig
-    from bridge.jobs.plugins.gossip import Gossip
-    from bridge.jobs.plugins.lifeline import Lifeline
-    from bridge.jobs.plugins.peer import Peer
-    from bridge.jobs.plugins.pruner import Pruner
-    from bridge.jobs.plugins.sonar import Sonar
-    from bridge.jobs.plugins.stager import Stager
     from bridge.jobs.runtime import telemetry
     from bridge.workflows.serving import WorkflowModuleError, delegated_steps_of, serve_delegated
 
-    try:
-        settings = load_settings(config_path)
-        queue_limits = parse_queues(queues) if queues else settings.queues
-    except (ConfigError, ValueError) as exc:
-        raise bad_parameter(str(exc)) from exc
+    imported = import_worker_modules(settings.workers, settings.app_dir, default_registry)
     flows = workflows_for_node(
         settings,
-        workflow_modules,
-        queue=workflow_queue,
-        concurrency=workflow_concurrency,
-        config_key=workflow_config_key,
-        repair_after=workflow_repair_after,
+        (),
+        queue=None,
+        concurrency=None,
+        config_key=None,
+        repair_after=None,
+        app_dirs=settings.app_dir,
     )
-    imported = []
-    for module in [*settings.workers, *modules]:
-        # Modules are named by the operator, never by a row. One that fails to import is
-        # reported and skipped: the node still serves its other workers, and jobs for the
-        # missing ones get Oban's "unknown worker" error path instead of a dead node.
-        before = set(default_registry.names())
-        try:
-            imported.append(importlib.import_module(module))
-        except Exception as exc:
-            logging.getLogger("bridge.cli").exception("worker module %s failed to import", module)
-            default_registry.import_failures[module] = f"{type(exc).__name__}: {exc}"
-            # Workers a half-imported module registered before failing must not run.
-            for name in set(default_registry.names()) - before:
-                default_registry.unregister(name)
     try:
         delegated = delegated_steps_of(imported)
     except WorkflowModuleError as exc:
         raise bad_parameter(str(exc), "--workers") from exc
-    if not queue_limits and not flows.workflows and flows.repair_after is None and not delegated:
-        raise bad_parameter("no queues: pass --queues or set queues in [tool.bridge]")
-    prefix = ctx.prefix if ctx.prefix != DEFAULT_PREFIX else (settings.prefix or DEFAULT_PREFIX)
-    plugins = [Stager(), Peer(), Sonar(), Gossip()]
-    rescue = rescue_after or settings.rescue_after
-    if rescue:
-        plugins.append(Lifeline(rescue_after=rescue))
-    prune = prune_after or settings.prune_after
-    if prune:
-        plugins.append(Pruner(max_age=prune))
-    if cron_entries:
-        from bridge.jobs.plugins.cron import Cron, CronError, parse_entry
-
-        try:
-            plugins.append(Cron([parse_entry(e) for e in cron_entries], timezone=cron_timezone))
-        except CronError as exc:
-            raise bad_parameter(str(exc), "--cron") from exc
+    queue_limits = dict(settings.queues)
+    if not queue_limits and not flows.needs_workflow_tables and not delegated:
+        raise bad_parameter(
+            "no queues: pass --queues, set BRIDGE_QUEUES or queues in [tool.bridge]"
+        )
     config = NodeConfig(
         url=ctx.url,
         queues=queue_limits,
         prefix=prefix,
-        name=instance_name or settings.name or "Oban",
-        poll_interval=poll_interval or settings.poll_interval or 1.0,
-        shutdown_grace=grace or settings.grace or 15.0,
+        name=settings.name or "Oban",
+        poll_interval=settings.poll_interval or 1.0,
+        shutdown_grace=settings.grace or 15.0,
         registry=default_registry,
-        plugins=plugins,
+        plugins=_plugins(settings),
     )
-    if node_name or settings.node:
-        config.node = node_name or settings.node or config.node
+    if settings.node:
+        config.node = settings.node
+    wait = settings.wait_for_database
+    wait_for_database(config.url, DEFAULT_WAIT_FOR_DATABASE if wait is None else wait)
+    check_schema(config.url, prefix, workflows=flows.needs_workflow_tables or bool(delegated))
     runner = flows.attach(config)
     host = serve_delegated(config, delegated, runner=runner)
     telemetry.attach_default_logger()
-    logging.getLogger("bridge.jobs").setLevel(logging.INFO)
-    logging.getLogger("bridge.node").setLevel(logging.INFO)
-    click.echo(f"workers: {', '.join(default_registry.names()) or '(none registered)'}", err=True)
+    names = default_registry.names()
+    if names:
+        log.info("workers: %s", ", ".join(names))
+    else:
+        log.warning(
+            "workers: (none registered): every job in %s will fail with 'unknown worker'; "
+            "pass --workers",
+            ", ".join(config.queues) or "its queues",
+        )
     try:
         asyncio.run(Node(config).run_until_signalled())
     finally:
@@ -276,3 +395,28 @@ def worker_command(
             runner.close()
         if host is not None:
             host.close()
+
+
+def _plugins(settings: WorkerSettings) -> list[Any]:
+    """Oban's always-on plugins, plus the lifeline, pruner and cron when configured."""
+    from bridge.jobs.plugins.gossip import Gossip
+    from bridge.jobs.plugins.lifeline import Lifeline
+    from bridge.jobs.plugins.peer import Peer
+    from bridge.jobs.plugins.pruner import Pruner
+    from bridge.jobs.plugins.sonar import Sonar
+    from bridge.jobs.plugins.stager import Stager
+
+    plugins: list[Any] = [Stager(), Peer(), Sonar(), Gossip()]
+    if settings.rescue_after:
+        plugins.append(Lifeline(rescue_after=settings.rescue_after))
+    if settings.prune_after:
+        plugins.append(Pruner(max_age=settings.prune_after))
+    if settings.cron:
+        from bridge.jobs.plugins.cron import Cron, CronError, parse_entry
+
+        try:
+            entries = [parse_entry(entry) for entry in settings.cron]
+            plugins.append(Cron(entries, timezone=settings.cron_timezone or "Etc/UTC"))
+        except CronError as exc:
+            raise bad_parameter(str(exc), "--cron") from exc
+    return plugins

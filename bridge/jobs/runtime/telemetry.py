@@ -8,7 +8,9 @@ timings), so one log pipeline can read jobs from both languages.
 
 from __future__ import annotations
 
+import json
 import logging
+import reprlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -84,11 +86,51 @@ def emit(event: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> 
             log.exception("telemetry handler %r failed", handler)
 
 
+# The log record attribute holding a job event's keys, for formatters that write them as
+# fields (``bridge worker --log-format json``) or render them (``--log-format text``).
+EVENT_ATTRIBUTE = "oban_event"
+
+
+class EventJson:
+    """A job event's message: Oban's JSON object, built only when a handler formats it."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    def __str__(self) -> str:
+        return event_json(self.record)
+
+
+def event_json(record: dict[str, Any]) -> str:
+    """The event as compact JSON with sorted keys, whatever its args hold.
+
+    orjson refuses integers beyond 64 bits and nesting past 254 levels, which a jsonb column
+    holds happily; the standard library writes those, and past its own limits args and meta
+    are summarised, so the job's line is never lost."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        pass
+    try:
+        return json.dumps(record, sort_keys=True, default=str, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        summary = reprlib.Repr()
+        summary.maxlevel = 4
+        safe = {
+            key: summary.repr(value) if key in ("args", "meta") else value
+            for key, value in record.items()
+        }
+        return json.dumps(safe, sort_keys=True, default=str, separators=(",", ":"))
+
+
 def default_logger(event: str, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
-    """One JSON object per event with Oban's default-logger keys."""
+    """One JSON object per event with Oban's default-logger keys; the keys themselves ride on
+    the record (``EVENT_ATTRIBUTE``) for structured formatters."""
     record = {**metadata, **measurements, "event": event, "source": "oban"}
     level = logging.INFO if event != "job:exception" else logging.WARNING
-    log.log(level, orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode())
+    log.log(level, "%s", EventJson(record), extra={EVENT_ATTRIBUTE: record})
 
 
 def attach_default_logger() -> None:

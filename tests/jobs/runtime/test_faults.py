@@ -147,9 +147,11 @@ async def test_sigterm_drains_running_jobs(conn: Conn, oban_prefix: str, databas
     assert job_row(database_url, oban_prefix, job.id or 0)["state"] == "completed"
 
 
-async def test_worker_module_that_fails_to_import(
+async def test_worker_module_that_fails_to_import_stops_start_up(
     conn: Conn, oban_prefix: str, database_url: str
 ) -> None:
+    """A module the operator named that does not import stops the node before it claims a job
+    (it used to run on, burning every job of the missing workers with 'unknown worker')."""
     jobs = insert_all(
         conn,
         [
@@ -160,16 +162,17 @@ async def test_worker_module_that_fails_to_import(
     )
     proc = start_worker(database_url, oban_prefix, "--workers", "tests.jobs.broken_workers")
     try:
-        broken = await wait_for_state(
-            database_url, oban_prefix, jobs[0].id or 0, {"retryable"}, timeout=30
-        )
-        await wait_for_state(database_url, oban_prefix, jobs[1].id or 0, {"completed"})
-        assert proc.poll() is None  # the node keeps running
+        _, err = proc.communicate(timeout=30)
     finally:
-        proc.terminate()
-        proc.wait(20)
-    error = broken["errors"][0]["error"]
-    assert error.startswith("** (RuntimeError) unknown worker: broken.Never")
-    assert (
-        "tests.jobs.broken_workers (ImportError: No module named 'a_missing_dependency')" in error
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, err.decode()
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith(
+        "Error: cannot import worker module 'tests.jobs.broken_workers': ImportError: No module "
+        "named 'a_missing_dependency' (raised at "
     )
+    assert last.endswith("broken_workers.py:11)")  # relative to the test's working directory
+    for job in jobs:  # nothing started: no attempt, no error
+        row = job_row(database_url, oban_prefix, job.id or 0)
+        assert (row["state"], row["attempt"], row["errors"]) == ("available", 0, [])
