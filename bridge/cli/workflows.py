@@ -186,6 +186,8 @@ def _step_names(value: Any, what: str, *, short: bool = False) -> str:
 
 def definition_options(fn: F) -> F:
     """The options that name the Python workflows a command acts on, and their runner."""
+    from bridge.cli.startup import app_dir_option
+
     options = [
         click.option(
             "--workflows",
@@ -218,7 +220,8 @@ def definition_options(fn: F) -> F:
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    decorated: F = app_dir_option(fn)
+    return decorated
 
 
 @dataclass(frozen=True)
@@ -236,21 +239,29 @@ def _runner(
     config_path: Path | None,
     queue: str | None,
     config_key: str | None,
+    app_dirs: tuple[Path, ...],
     *,
     required: bool = True,
 ) -> Iterator[Definitions | None]:
+    """The runner over the named workflows, their modules imported as ``bridge worker`` imports
+    them: from ``--app-dir`` and the current directory first (``startup.import_user_module``)."""
     from bridge.cli.settings import ConfigError, load_settings
+    from bridge.cli.startup import import_user_modules
     from bridge.workflows.model.definition import WorkflowError
     from bridge.workflows.run.runner import DEFAULT_CONFIG_KEY, DEFAULT_QUEUE, WorkflowRunner
     from bridge.workflows.serving import load_workflows
 
     try:
         settings = load_settings(config_path)
-        names = list(modules) or settings.workflows
-        if not names and required:
-            raise usage_error("name the workflows: --workflows MODULE (or [tool.bridge])")
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_USAGE) from exc  # names the file and the key
+    names = list(modules) or settings.workflows
+    if not names and required:
+        raise usage_error("name the workflows: --workflows MODULE (or [tool.bridge])")
+    import_user_modules(names, list(app_dirs) or settings.app_dir, kind="workflows")
+    try:
         flows = load_workflows(names) if names else []
-    except (ConfigError, WorkflowError) as exc:
+    except WorkflowError as exc:
         raise bad_parameter(str(exc), "--workflows") from exc
     if not flows:
         yield None
@@ -675,6 +686,7 @@ def workflows_start(
     config_path: Path | None,
     queue: str | None,
     config_key: str | None,
+    app_dirs: tuple[Path, ...],
 ) -> None:
     """Start a Python-owned instance of WORKFLOW: its module name (with or without Elixir.),
     or its last segment (Order) when only one workflow has it. Give --id or --key."""
@@ -688,7 +700,7 @@ def workflows_start(
         raise bad_parameter("must be a JSON object", "--context")
     if (instance_id is None) == (key_value is None):
         raise usage_error("give exactly one of --id and --key")
-    with _runner(ctx, modules, config_path, queue, config_key) as definitions:
+    with _runner(ctx, modules, config_path, queue, config_key, app_dirs) as definitions:
         assert definitions is not None
         runner = definitions.runner
         workflow = _pick_workflow(definitions, workflow_name)
@@ -734,11 +746,15 @@ def workflows_resume(
     config_path: Path | None,
     queue: str | None,
     config_key: str | None,
+    app_dirs: tuple[Path, ...],
 ) -> None:
     """Queue a resume with EVENT for a waiting Python-owned instance INSTANCE_ID."""
     from bridge.workflows.model.definition import WorkflowError
 
-    with _runner(ctx, modules, config_path, queue, config_key) as definitions, connect(ctx) as conn:
+    with (
+        _runner(ctx, modules, config_path, queue, config_key, app_dirs) as definitions,
+        connect(ctx) as conn,
+    ):
         assert definitions is not None
         _python_owned(conn, ctx, instance_id)
         _loadable(conn, ctx, definitions.runner, instance_id, "resume")
@@ -765,11 +781,15 @@ def workflows_cancel(
     config_path: Path | None,
     queue: str | None,
     config_key: str | None,
+    app_dirs: tuple[Path, ...],
 ) -> None:
     """Fail the Python-owned instance INSTANCE_ID and cancel its pending jobs."""
     from bridge.workflows.model.definition import WorkflowError
 
-    with _runner(ctx, modules, config_path, queue, config_key) as definitions, connect(ctx) as conn:
+    with (
+        _runner(ctx, modules, config_path, queue, config_key, app_dirs) as definitions,
+        connect(ctx) as conn,
+    ):
         assert definitions is not None
         _python_owned(conn, ctx, instance_id)
         _loadable(conn, ctx, definitions.runner, instance_id, "cancel")
@@ -833,6 +853,7 @@ def workflows_repair(
     config_path: Path | None,
     queue: str | None,
     config_key: str | None,
+    app_dirs: tuple[Path, ...],
 ) -> None:
     """Enqueue the owner's advance job for instances stuck with unprocessed step results.
 
@@ -840,7 +861,9 @@ def workflows_repair(
     from bridge.workflows.run.repair import DEFAULT_GRACE, describe, repair
 
     with (
-        _runner(ctx, modules, config_path, queue, config_key, required=False) as definitions,
+        _runner(
+            ctx, modules, config_path, queue, config_key, app_dirs, required=False
+        ) as definitions,
         connect(ctx) as conn,
         _progress("repair: looking for stuck workflow instances and enqueueing their advances"),
     ):

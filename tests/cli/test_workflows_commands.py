@@ -147,7 +147,10 @@ def test_bad_arguments_give_clear_errors(database_url: str, oban_prefix: str) ->
         "x",
     )
     assert bad_module.exit_code == 2
-    assert "workflows module no.such.mod failed to import: ModuleNotFoundError" in bad_module.output
+    assert bad_module.output == (
+        "Error: cannot import workflows module 'no.such.mod': ModuleNotFoundError: No module "
+        "named 'no' (run from the directory that holds it, or pass --app-dir)\n"
+    )
     unknown = cli(
         database_url, oban_prefix, "workflows", "start", "nope", "--workflows", MODULE, "--id", "x"
     )
@@ -637,8 +640,7 @@ def test_workflow_names_full_short_unknown_and_ambiguous(
     def start(name: str, *more: str) -> tuple[int, str, str]:
         done = run_bridge(
             "--database-url", database_url, "--prefix", oban_prefix, "workflows", "start", name,
-            "--workflows", "myapp.flows", *more, "--id", f"id-{name}",
-            cwd=app, env={"PYTHONPATH": str(app)},
+            "--workflows", "myapp.flows", *more, "--id", f"id-{name}", cwd=app,
         )  # fmt: skip
         return done.returncode, done.stdout, done.stderr
 
@@ -647,8 +649,22 @@ def test_workflow_names_full_short_unknown_and_ambiguous(
         "started id-Badge (Elixir.Shop.Flows.Badge) in queue bridge_workflows\n",
         "",
     )
-    assert start("Shop.Flows.Order")[0] == 0
-    assert start("Elixir.Back.Flows.Order")[0] == 0
+    assert start("Shop.Flows.Order")[0] == 0  # imported from the current directory, as a user
+    elsewhere = run_bridge(
+        "--database-url", database_url, "--prefix", oban_prefix, "workflows", "start",
+        "Elixir.Back.Flows.Order", "--workflows", "myapp.flows", "--app-dir", str(app),
+        "--id", "id-elsewhere", cwd=tmp_path,
+    )  # fmt: skip
+    assert (elsewhere.returncode, elsewhere.stderr) == (0, "")
+    not_found = run_bridge(
+        "--database-url", database_url, "--prefix", oban_prefix, "workflows", "start", "Order",
+        "--workflows", "myapp.flows", "--id", "x", cwd=tmp_path,
+    )  # fmt: skip
+    assert (not_found.returncode, not_found.stderr) == (
+        2,
+        "Error: cannot import workflows module 'myapp.flows': ModuleNotFoundError: No module "
+        "named 'myapp' (run from the directory that holds it, or pass --app-dir)\n",
+    )
     assert start("badge", "--json")[:2] == (
         0,
         '{"instance_id":"id-badge","workflow":"Elixir.Shop.Flows.Badge",'
@@ -670,8 +686,8 @@ def test_workflow_names_full_short_unknown_and_ambiguous(
         database_url, oban_prefix, tmp_path, "workflows", "list", "--workflow", "Order"
     )
     assert sorted(line.split()[0] for line in listed[1].splitlines()[1:]) == [
-        "id-Elixir.Back.Flows.Order",
         "id-Shop.Flows.Order",
+        "id-elsewhere",
     ]
 
 
