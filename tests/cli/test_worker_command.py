@@ -372,6 +372,44 @@ def test_a_jobs_node_needs_only_obans_tables(
     assert worker.stop() == 0
 
 
+def test_a_role_that_may_not_run_verify_still_gets_the_table_check(
+    app: Path, conn: Conn, database_url: str, oban_prefix: str
+) -> None:
+    """verify builds the expected schema in a scratch schema; a worker role without CREATE on
+    the database cannot, so start-up checks only that oban_jobs exists, and says so."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    role = f"bridge_worker_{uuid.uuid4().hex[:8]}"
+    absent = f"absent_{uuid.uuid4().hex[:8]}"
+    name = sql.Identifier(role)
+    schema = sql.Identifier(oban_prefix)
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(name))
+    try:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, name))
+        conn.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA {} TO {}").format(schema, name))
+        conn.execute(sql.SQL("GRANT ALL ON ALL SEQUENCES IN SCHEMA {} TO {}").format(schema, name))
+        parts = urlsplit(database_url)
+        url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+        missing = bridge("--database-url", url, "--prefix", absent, "worker", "-q", "a", cwd=app)
+        assert missing.returncode == 5
+        assert missing.stderr.splitlines()[-1] == (
+            f'Error: schema "{absent}" has no oban_jobs table: run `bridge schema install` or '
+            "the Elixir migrations"
+        )
+        worker = Worker(
+            ["--database-url", url, "--prefix", oban_prefix, "worker", "-q", "badges"], app, None
+        )
+        try:
+            text = worker.wait_for(" starting on ")
+            assert f'cannot verify schema "{oban_prefix}" (permission denied' in text
+        finally:
+            assert worker.stop() == 0
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(name))
+        conn.execute(sql.SQL("DROP ROLE {}").format(name))
+
+
 # -- logs ------------------------------------------------------------------------------------------
 
 
