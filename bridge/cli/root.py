@@ -18,7 +18,18 @@ from typing import Any
 import click
 
 from bridge.cli.context import CliContext
-from bridge.cli.output import EXIT_INTERRUPTED, database_error, fail, unexpected
+from bridge.cli.output import (
+    EXIT_DATABASE_LOST,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NO_DATABASE,
+    EXIT_SCHEMA,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    database_error,
+    fail,
+    unexpected,
+)
 from bridge.db import DEFAULT_PREFIX, scrub
 
 EPILOG = """\b
@@ -102,12 +113,21 @@ def _traceback(ctx: click.Context, exc: BaseException) -> None:
     default=DEFAULT_PREFIX,
     envvar="BRIDGE_PREFIX",
     show_default=True,
-    help="Oban schema prefix (a PostgreSQL schema).",
+    callback=lambda _ctx, _param, value: _checked_prefix(value),
+    help="Oban schema prefix (a PostgreSQL schema; at most 51 bytes, no '%').",
 )
 @click.option(
     "-v", "--verbose", count=True, help="More logging (-vv for debug); tracebacks on failure."
 )
 @click.version_option(package_name="oban-bridge")
+@click.option(
+    "--help-exit-codes",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _print_exit_codes(ctx) if value else None,
+    help="List the exit statuses and exit.",
+)
 @click.pass_context
 def main(
     ctx: click.Context, database_url: str | None, embedded: bool, prefix: str, verbose: int
@@ -118,3 +138,33 @@ def main(
     # Which database a command uses is always announced (one line, password masked).
     logging.getLogger("bridge.db").setLevel(min(level, logging.INFO))
     ctx.obj = CliContext(database_url, prefix, embedded)
+
+
+def _checked_prefix(value: str) -> str:
+    """Refuse a prefix no command could use, once, before any command runs: a name past 51
+    bytes makes every insert fail on its notification channel, a '%' every parameterised
+    query (``bridge.schema.prefix_problem``)."""
+    from bridge.schema import prefix_problem
+
+    problem = prefix_problem(value)
+    if problem is not None:
+        raise fail(f"--prefix: {problem}", EXIT_USAGE)
+    return value
+
+
+EXIT_CODES = (
+    (0, "done"),
+    (EXIT_FAILED, "the command ran and could not do what was asked, or a check said no"),
+    (EXIT_USAGE, "bad options or arguments"),
+    (EXIT_NO_DATABASE, "no database given, or a malformed database URL"),
+    (EXIT_UNREACHABLE, "the database could not be reached or refused the connection"),
+    (EXIT_SCHEMA, "the shared schema is missing or differs from what bridge needs"),
+    (EXIT_DATABASE_LOST, "the connection to the database was lost while the command ran"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+
+
+def _print_exit_codes(ctx: click.Context) -> None:
+    for status, meaning in EXIT_CODES:
+        click.echo(f"{status:>4}  {meaning}")
+    ctx.exit(0)
