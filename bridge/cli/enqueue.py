@@ -23,6 +23,7 @@ from bridge.cli.output import EXIT_USAGE, bad_parameter, echo_json, fail, usage_
 from bridge.cli.startup import app_dir_option, import_user_modules
 
 BATCH = 1000  # rows per insert_all of --from-file (COPY above 64)
+CLEAR_LINE = "\r\x1b[K"  # the progress line of a terminal, erased once the result is known
 LINE_KEYS = {
     "worker",
     "args",
@@ -159,7 +160,12 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
 @click.option("--args", "args_json", default=None, help="Job args as a JSON object ({}).")
 @click.option("--queue", default=None, help="Queue (the worker's, else default).")
 @click.option("--priority", default=None, type=int, help="0 (highest) to 9 (the worker's, else 0).")
-@click.option("--max-attempts", default=None, type=int, help="(the worker's, else 20).")
+@click.option(
+    "--max-attempts",
+    default=None,
+    type=int,
+    help="Attempts before discard (the worker's, else 20).",
+)
 @click.option("--schedule-in", default=None, type=float, help="Seconds from now.")
 @click.option("--tag", "tags", multiple=True, help="Tag (repeatable; replaces the worker's).")
 @click.option("--meta", "meta_json", default=None, help="Job meta as a JSON object.")
@@ -375,10 +381,10 @@ def _enqueue_file(ctx: CliContext, builder: JobBuilder, source: IO[str], as_json
                 inserted += _insert_batch(insert_all, conn, batch, ctx.prefix)
         except LineError as exc:
             if progress and inserted:
-                click.echo("", err=True)
+                click.echo(CLEAR_LINE, nl=False, err=True)
             raise fail(f"{shown}, {exc}; nothing inserted", EXIT_USAGE) from None
     if progress and len(inserted) >= BATCH:
-        click.echo("", err=True)
+        click.echo(CLEAR_LINE, nl=False, err=True)
     if as_json:
         echo_json({"inserted": len(inserted), "ids": inserted})
     else:
