@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
-import json
 import zlib
 from typing import Any
 
@@ -40,6 +39,12 @@ PLAIN_LIMIT = 512
 # Inflated payloads larger than this are refused: a notification carries a few KB at most, and a
 # small gzip can inflate to gigabytes.
 MAX_INFLATED = 8 * 1024 * 1024
+# Oban's payloads nest three levels at most and carry 64-bit integers. A deeper payload is no
+# message of Oban's, and handing it on would make any handler that walks it recursively (a log
+# line, json.dumps) fail on it; an integer of millions of digits would hold the node's event loop
+# for seconds while it is converted.
+MAX_DEPTH = 100
+MAX_INT_DIGITS = 4300
 
 
 class NotificationDecodeError(ValueError):
@@ -84,23 +89,25 @@ def encode(payload: dict[str, Any], *, form: str = "auto") -> str:
 
 
 def decode(raw: str) -> dict[str, Any]:
-    """Any of the three forms -> the JSON object; anything else raises a typed error."""
+    """Any of the three forms -> the JSON object; anything else raises a typed error
+    (:class:`NotificationDecodeError`), whatever ``raw`` holds."""
+    data: str | bytes
     if raw.startswith("Z:"):
         data = _gunzip(_unbase64(raw[2:]))
     elif raw.lstrip().startswith(("{", "[")):
-        data = raw.encode()
+        data = raw
     else:
         try:
             packed = _unbase64(raw)
         except BadCompressionError:
-            data = raw.encode()  # Oban's own fallback: not base64 -> try plain JSON
+            data = raw  # Oban's own fallback: not base64 -> try plain JSON
         else:
             data = _gunzip(packed)
     try:
-        # Not orjson: it reads an integer beyond 64 bits as a float, silently.
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise NotJSONError(f"payload is not JSON: {raw[:60]!r}") from exc
+        # Jason's reading (any integer stays an integer; no NaN), within the limits above.
+        value = jsonfmt.loads(data, max_depth=MAX_DEPTH, max_digits=MAX_INT_DIGITS)
+    except jsonfmt.JSONDecodeError as exc:
+        raise NotJSONError(f"payload refused: {exc}; it starts {raw[:60]!r}") from exc
     if not isinstance(value, dict):
         raise NotAnObjectError(f"payload is JSON but not an object: {type(value).__name__}")
     return value

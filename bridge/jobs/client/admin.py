@@ -12,8 +12,6 @@ Who is running is :mod:`bridge.jobs.client.cluster`'s.
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +22,7 @@ from psycopg.rows import dict_row
 
 from bridge.jobs import queries
 from bridge.jobs.client.job import JOB_COLUMNS, Job
-from bridge.wire import notify
+from bridge.wire import jsonfmt, notify
 from bridge.wire.timefmt import utc_now
 
 STATES = (
@@ -157,46 +155,24 @@ class Undecodable:
         return {"undecodable": self.reason, "text": self.text}
 
 
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-
-
 def json_depth(text: str) -> int:
     """How deeply a JSON document nests, without parsing it (brackets inside strings skipped)."""
-    depth = deepest = 0
-    for char in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError("a number beyond the range of a double")
-    return value
+    return jsonfmt.depth(text)
 
 
 def decode_json(text: str | None) -> Any:
-    """jsonb text -> Python, or an :class:`Undecodable` saying why not (never raises)."""
+    """jsonb text -> Python, or an :class:`Undecodable` saying why not (never raises).
+
+    Read as Jason reads it (:func:`bridge.wire.jsonfmt.loads`), within what a command can print
+    again: nesting up to ``MAX_JSON_DEPTH`` and integers up to the interpreter's digit limit."""
     if text is None:
         return None
-    depth = json_depth(text)
-    if depth > MAX_JSON_DEPTH:
-        reason = f"JSON nested {depth} levels deep (read up to {MAX_JSON_DEPTH})"
-        return Undecodable(reason, text)
+    limit = sys.get_int_max_str_digits()
     try:
-        # The standard library: orjson reads integers beyond 64 bits as floats, silently.
-        return json.loads(text, parse_float=_finite_float)
-    except RecursionError:
-        return Undecodable("JSON nested too deeply for Python", text)
-    except ValueError as exc:
-        if "digits" in str(exc):
-            limit = sys.get_int_max_str_digits()
-            return Undecodable(f"a number longer than {limit} digits", text)
+        return jsonfmt.loads(text, max_depth=MAX_JSON_DEPTH, max_digits=limit or None)
+    except jsonfmt.NumberTooLongError as exc:
+        return Undecodable(f"a number longer than {exc.limit} digits", text)
+    except jsonfmt.JSONDecodeError as exc:
         return Undecodable(str(exc), text)
 
 

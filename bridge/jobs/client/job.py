@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from bridge.wire import jsonfmt
 
 JOB_COLUMNS = (
     "id",
@@ -33,8 +36,36 @@ DEFAULT_MAX_ATTEMPTS = 20
 DEFAULT_PRIORITY = 0
 
 
+# The timestamp columns, read as text where a value could be one Python cannot hold.
+TIMESTAMP_COLUMNS = (
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "discarded_at",
+    "cancelled_at",
+)
+
+# A timestamp as to_jsonb prints it, within a Python datetime's years 1 to 9999 (PostgreSQL also
+# prints "infinity", "-infinity", five-digit years and "... BC", none of which a datetime holds).
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?")
+
+
 class JobValidationError(ValueError):
     """A job that Oban's changeset (or the table's check constraints) would reject."""
+
+
+class UndecodableRowError(ValueError):
+    """A row with a value Python cannot hold: a timestamp outside the years 1 to 9999 (or
+    infinite), or JSON beyond what Jason reads (a number past a double's range).
+
+    ``job`` holds every column that did decode, the others empty, so the row can still be ended
+    with an error entry; ``problems`` says, per column, what is wrong."""
+
+    def __init__(self, job: Job, problems: list[str]) -> None:
+        self.job = job
+        self.problems = problems
+        super().__init__("; ".join(problems))
 
 
 @dataclass
@@ -143,6 +174,34 @@ class Job:
         job.tags = job.tags if job.tags is not None else []
         return job
 
+    @classmethod
+    def from_text_row(cls, row: dict[str, Any]) -> Job:
+        """From a row whose jsonb columns (``errors`` element by element) and timestamps come
+        as text (``queries.FETCH_JOBS``), decoded here so that no value can fail in the driver
+        and one row's failure is its own: :class:`UndecodableRowError` names each column that
+        cannot be held, with the rest of the job decoded. JSON is read as Jason reads it (any
+        depth, integers of any length)."""
+        values = {name: row[name] for name in JOB_COLUMNS if name in row}
+        problems: list[str] = []
+        for name in ("args", "meta"):
+            if values.get(name) is not None:
+                values[name] = _json_column(values[name], name, problems, {})
+        if values.get("errors") is not None:
+            values["errors"] = [
+                _json_column(text, f"errors[{index}]", problems, None)
+                for index, text in enumerate(values["errors"])
+            ]
+        for name in TIMESTAMP_COLUMNS:
+            if values.get(name) is not None:
+                values[name] = _timestamp_column(values[name], name, problems)
+        job = cls(**values)
+        job.meta = job.meta if job.meta is not None else {}
+        job.tags = job.tags if job.tags is not None else []
+        job.errors = job.errors if job.errors is not None else []
+        if problems:
+            raise UndecodableRowError(job, problems)
+        return job
+
     def to_dict(self) -> dict[str, Any]:
         """The row as ``row_to_json`` would show it (for --json output and tests)."""
         from bridge.wire.timefmt import format_naive
@@ -162,6 +221,24 @@ def normalise_tags(tags: list[str]) -> list[str]:
         if text and text not in seen:
             seen.append(text)
     return seen
+
+
+def _json_column(text: str, name: str, problems: list[str], empty: Any) -> Any:
+    try:
+        return jsonfmt.loads(text)
+    except jsonfmt.JSONDecodeError as exc:
+        problems.append(f"{name} cannot be decoded: {exc}")
+        return empty
+
+
+def _timestamp_column(text: str, name: str, problems: list[str]) -> datetime | None:
+    if _TIMESTAMP.fullmatch(text):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass  # a date PostgreSQL would not print; reported below all the same
+    problems.append(f"{name} is {text}, outside the years 1 to 9999 a Python datetime can hold")
+    return None
 
 
 def _naive_utc(moment: datetime) -> datetime:

@@ -16,6 +16,7 @@ a state about to be written into an Elixir-owned instance, every name that side 
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -26,6 +27,7 @@ from bridge.workflows.model.definition import (
     MAX_ATOM_LENGTH,
     JsonPath,
     UnknownStepError,
+    UnknownWorkflowError,
     Workflow,
     WorkflowError,
     json_copy,
@@ -50,6 +52,37 @@ MAX_PROBLEMS = 100
 _ISO = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?(Z|[+-]00(?:00)?|\+00:00)\Z"
 )
+
+
+class _Shown(reprlib.Repr):
+    """Values in error messages: a row's values can nest thousands of levels deep (``repr``
+    would recurse past Python's limit), run to megabytes, or be integers of more digits than
+    ``repr`` may print."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = 80
+        self.maxother = 80
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:
+            return f"<an integer of about {int(x.bit_length() * 0.30103)} digits>"
+
+
+_SHOW = _Shown()
+
+
+def _show(value: object) -> str:
+    """``repr(value)``, shortened and never recursing more than a few levels."""
+    return _SHOW.repr(value)
+
+
+def _label(id: str) -> str:
+    """An instance id at the head of a message, shortened if a row holds a huge one."""
+    return id if len(id) <= 120 else f"{id[:80]}…{id[-20:]}"
 
 
 class SerializationError(WorkflowError):
@@ -204,16 +237,19 @@ def from_state(
     HephaestusEcto writes. Unknown extra keys are ignored, as Elixir ignores them.
     """
     if not isinstance(id, str):
-        raise MalformedStateError(f"id must be a string, got {id!r}")
+        raise MalformedStateError(f"id must be a string, got {_show(id)}")
+    if not isinstance(workflow, str) or workflow not in workflows:
+        raise UnknownWorkflowError(f"no workflow named {_show(workflow)} is registered")
     definition = lookup(workflows, workflow)
+    label = _label(id)
     if status not in STATUSES:
-        raise MalformedStateError(f"{id}: unknown status {status!r}")
+        raise MalformedStateError(f"{label}: unknown status {_show(status)}")
     if isinstance(workflow_version, bool) or not isinstance(workflow_version, int):
-        raise MalformedStateError(f"{id}: workflow_version must be an integer")
+        raise MalformedStateError(f"{label}: workflow_version must be an integer")
     if workflow_version < 1:
-        raise MalformedStateError(f"{id}: workflow_version must be positive")
+        raise MalformedStateError(f"{label}: workflow_version must be positive")
     if not isinstance(state, Mapping):
-        raise MalformedStateError(f"{id}: state must be a JSON object")
+        raise MalformedStateError(f"{label}: state must be a JSON object")
     loaded_status: Status = status
     try:
         return Instance(
@@ -230,9 +266,9 @@ def from_state(
             runtime_metadata=_object(state.get("runtime_metadata"), "runtime_metadata"),
         )
     except UnknownStepError as exc:
-        raise UnknownStepError(f"{id}: {exc}") from exc
+        raise UnknownStepError(f"{label}: {exc}") from exc
     except MalformedStateError as exc:
-        raise type(exc)(f"{id}: {exc}") from exc
+        raise type(exc)(f"{label}: {exc}") from exc
 
 
 def _object(value: object, where: str) -> dict[str, Any]:
@@ -246,7 +282,9 @@ def _object(value: object, where: str) -> dict[str, Any]:
 
 def _step_name(definition: Workflow, value: object, where: str) -> str:
     if not isinstance(value, str):
-        raise MalformedStateError(f"{where} must hold module strings, got {value!r}")
+        raise MalformedStateError(f"{where} must hold module strings, got {_show(value)}")
+    if value not in definition.steps:
+        raise UnknownStepError(f"{_show(value)} is not a step of {definition.name}")
     return definition.step(value).name
 
 
@@ -274,7 +312,7 @@ def _context(definition: Workflow, value: object) -> Context:
     for key, result in steps.items():
         if not isinstance(key, str) or definition.step_for_context_key(key) is None:
             raise UnknownContextKeyError(
-                f"context.steps has the key {key!r}, which no step of {definition.name} writes"
+                f"context.steps has the key {_show(key)}, which no step of {definition.name} writes"
             )
         if not isinstance(result, Mapping):
             raise MalformedStateError(f"context.steps.{key} must be a JSON object")
@@ -311,7 +349,7 @@ def _history(definition: Workflow, value: object) -> tuple[ExecutionEntry, ...]:
             raise MalformedStateError(f"{where} needs step_ref, event and timestamp")
         event = item["event"]
         if not isinstance(event, str) or not 0 < len(event) <= MAX_ATOM_LENGTH:
-            raise MalformedStateError(f"{where}.event is not an atom name: {event!r}")
+            raise MalformedStateError(f"{where}.event is not an atom name: {_show(event)}")
         timestamp, precision = parse_entry_timestamp(item["timestamp"], f"{where}.timestamp")
         updates = item.get("context_updates")
         entries.append(
@@ -335,7 +373,7 @@ def parse_entry_timestamp(value: object, where: str = "timestamp") -> tuple[date
     """
     match = _ISO.match(value) if isinstance(value, str) else None
     if match is None:
-        raise MalformedStateError(f"{where} is not a UTC ISO-8601 timestamp: {value!r}")
+        raise MalformedStateError(f"{where} is not a UTC ISO-8601 timestamp: {_show(value)}")
     year, month, day, hour, minute, second, fraction, _zone = match.groups()
     digits = (fraction or "")[:6]
     try:
@@ -350,7 +388,7 @@ def parse_entry_timestamp(value: object, where: str = "timestamp") -> tuple[date
             tzinfo=timezone(timedelta(0)),
         )
     except ValueError as exc:
-        raise MalformedStateError(f"{where} is not a valid date/time: {value!r}") from exc
+        raise MalformedStateError(f"{where} is not a valid date/time: {_show(value)}") from exc
     return moment.astimezone(UTC), len(digits)
 
 
