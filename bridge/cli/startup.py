@@ -29,7 +29,7 @@ from bridge.cli.output import (
     EXIT_USAGE,
     fail,
 )
-from bridge.db import redact_url
+from bridge.db import redact_url, scrub
 
 log = logging.getLogger("bridge.cli")
 
@@ -163,10 +163,9 @@ def where(url: str) -> str:
 
 def connection_cause(exc: BaseException, url: str) -> str:
     """The reason in libpq's words, without the preamble: ``connection refused``."""
-    text = str(exc)
-    password = conninfo_to_dict(url).get("password") if "://" in url or "=" in url else None
-    if password:
-        text = text.replace(str(password), "***")
+    # Only a quoted token that is the URL's password is masked (bridge.db.scrub): replacing
+    # every occurrence of its characters turned "Connection refused" into "C***necti***".
+    text = scrub(str(exc), url)
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     for line in lines:
         if "failed: " in line:

@@ -104,7 +104,7 @@ class Shell:
     venv: Path
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
-    background: list[tuple[str, subprocess.Popen[str]]] = field(default_factory=list)
+    background: list[tuple[str, subprocess.Popen[str], Path]] = field(default_factory=list)
 
     def environ(self) -> dict[str, str]:
         keep = {
@@ -129,29 +129,36 @@ class Shell:
         )
 
     def start(self, command: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            shlex.split(command),
-            cwd=self.cwd,
-            env=self.environ(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.background.append((command, proc))
+        """Start ``command`` as in a second terminal; its output goes to a file (a node logs
+        every job: a pipe nobody reads would fill and block it)."""
+        log = self.cwd.parent / f"background-{len(self.background)}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                shlex.split(command),
+                cwd=self.cwd,
+                env=self.environ(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        self.background.append((command, proc, log))
         return proc
 
+    def output_of(self, proc: subprocess.Popen[str]) -> str:
+        return next(log.read_text() for _, p, log in self.background if p is proc)
+
     def stop_all(self) -> list[tuple[str, int, str]]:
-        """SIGTERM every background command (Ctrl-C's graceful twin); their exit and stderr."""
+        """SIGTERM every background command (Ctrl-C's graceful twin); their exit and output."""
         results = []
-        for command, proc in self.background:
+        for command, proc, log in self.background:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
             try:
-                _, err = proc.communicate(timeout=60)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-                _, err = proc.communicate()
-            results.append((command, proc.returncode, err))
+                proc.wait()
+            results.append((command, proc.returncode, log.read_text()))
         self.background.clear()
         return results
 
@@ -209,8 +216,7 @@ def _run_blocks(shell: Shell, blocks: list[Block], database_url: str) -> list[st
                 proc = shell.start(command)
                 time.sleep(4)  # a node starts within a second; give a loaded machine slack
                 if proc.poll() is not None:
-                    err = proc.stderr.read() if proc.stderr else ""
-                    pytest.fail(f"{command!r} exited {proc.returncode}:\n{err}")
+                    pytest.fail(f"{command!r} exited {proc.returncode}:\n{shell.output_of(proc)}")
             elif words[0] == "bridge":
                 result = shell.run(command)
                 assert result.returncode == 0, (
@@ -257,7 +263,7 @@ def test_readme_usage_and_workflows_work_as_written(
         done = _run_blocks(shell, blocks, own_database)
         assert any(c.startswith("bridge worker") for c in done), done
         # What the reader then expects to see: every Python job finished, Elixir ones waiting.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             with psycopg.connect(own_database, autocommit=True) as conn:
                 rows = conn.execute(
