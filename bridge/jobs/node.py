@@ -15,7 +15,6 @@ import logging
 import signal
 import socket
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,7 @@ from bridge.jobs.plugins.sonar import Sonar
 from bridge.jobs.plugins.stager import Stager
 from bridge.jobs.runtime import telemetry
 from bridge.jobs.runtime.acker import Acker
-from bridge.jobs.runtime.executor import Ack, JobExecutor
+from bridge.jobs.runtime.executor import Ack, JobExecutor, JobThreads
 from bridge.jobs.runtime.notifier import Notifier
 from bridge.jobs.runtime.producer import Producer
 
@@ -65,8 +64,10 @@ class Node:
         self.config = config
         self.prefix = config.prefix
         self.ident = f"{config.name}.{config.node}"
-        threads = max(1, sum(config.queues.values()))
-        self.threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bridge-job")
+        # Sync bodies start at once on a thread, never waiting for one; the queues' slots bound
+        # how many run (a timed-out body keeps its slot until its thread returns). As many idle
+        # threads as the queues have slots are kept for reuse.
+        self.threads = JobThreads(keep=max(1, sum(config.queues.values())))
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             config.url,
             min_size=1,

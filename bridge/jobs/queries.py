@@ -70,11 +70,7 @@ FROM STDIN
 """
 
 # Oban's fetch: the CTE is an optimisation fence so the planner cannot turn the LIMIT into a
-# nested loop that updates more rows than asked for. The claimed rows come back with their jsonb
-# as text (errors element by element) and their timestamps as to_jsonb prints them ("infinity",
-# "10000-01-01T00:00:00" and "... BC" included), so no value can fail in the driver after the
-# claim has committed: Job.from_text_row decodes each row on its own, and a row that cannot be
-# decoded is that row's failure alone.
+# nested loop that updates more rows than asked for.
 FETCH_JOBS = """
 WITH subset AS (
     SELECT id FROM {prefix}.oban_jobs
@@ -90,23 +86,19 @@ SET state = 'executing',
     attempt = j.attempt + 1
 FROM subset
 WHERE j.id = subset.id AND j.attempt < j.max_attempts
-RETURNING j.id, j.state::text AS state, j.queue, j.worker, j.args::text AS args,
-          j.errors::text[] AS errors, j.attempt, j.max_attempts, j.attempted_by, j.priority,
-          j.tags, j.meta::text AS meta,
-          to_jsonb(j.inserted_at) #>> '{{}}' AS inserted_at,
-          to_jsonb(j.scheduled_at) #>> '{{}}' AS scheduled_at,
-          to_jsonb(j.attempted_at) #>> '{{}}' AS attempted_at,
-          to_jsonb(j.completed_at) #>> '{{}}' AS completed_at,
-          to_jsonb(j.discarded_at) #>> '{{}}' AS discarded_at,
-          to_jsonb(j.cancelled_at) #>> '{{}}' AS cancelled_at
+RETURNING j.*
 """
 
 # Every outcome of a batch in one statement. Per row it does what Oban's complete_job,
 # error_job, discard_job, cancel_job (with an error) and snooze_job do: only the columns that
-# outcome sets change; an error entry is appended with ||. Rows no longer `executing` (rescued or
-# cancelled meanwhile) are left alone, so a late ack never overwrites a newer state; the one
-# exception is a job killed by Oban.cancel_job's pkill, which Oban also stamps `cancelled` again
-# with a `{:cancel, :shutdown}` entry after cancel_job already set the state.
+# outcome sets change; an error entry is appended with ||. An outcome applies only to the attempt
+# that produced it: the row must still carry the attempt and attempted_by ([node, producer uuid])
+# its claim wrote, and still be `executing`. So a late outcome (from a node frozen past its
+# rescue, then thawed) never overwrites a newer state, whether the row was rescued, claimed again
+# or finished meanwhile. The one exception is a job killed by Oban.cancel_job's pkill, which Oban
+# also stamps `cancelled` again with a `{:cancel, :shutdown}` entry after cancel_job already set
+# the state: allowed for that same attempt only (cancel_job leaves attempt and attempted_by as
+# they are). It returns the (id, attempt) of the outcomes it applied.
 ACK_JOBS = """
 UPDATE {prefix}.oban_jobs AS j
 SET state = x.state::{prefix}.oban_job_state,
@@ -117,15 +109,23 @@ SET state = x.state::{prefix}.oban_job_state,
     max_attempts = j.max_attempts + x.max_attempts_inc,
     errors = CASE WHEN x.error IS NULL THEN j.errors ELSE j.errors || x.error END,
     meta = CASE WHEN x.meta IS NULL THEN j.meta ELSE j.meta || x.meta END
-FROM unnest(%(id)b::bigint[], %(state)b::text[], %(completed_at)b::timestamp[],
-            %(discarded_at)b::timestamp[], %(cancelled_at)b::timestamp[],
-            %(scheduled_at)b::timestamp[], %(max_attempts_inc)b::int[], %(error)b::jsonb[],
-            %(meta)b::jsonb[])
-     AS x(id, state, completed_at, discarded_at, cancelled_at, scheduled_at, max_attempts_inc,
-          error, meta)
+FROM unnest(%(id)b::bigint[], %(attempt)b::int[], %(attempted_by)b::jsonb[], %(state)b::text[],
+            %(completed_at)b::timestamp[], %(discarded_at)b::timestamp[],
+            %(cancelled_at)b::timestamp[], %(scheduled_at)b::timestamp[],
+            %(max_attempts_inc)b::int[], %(error)b::jsonb[], %(meta)b::jsonb[])
+     AS x(id, attempt, attempted_by, state, completed_at, discarded_at, cancelled_at,
+          scheduled_at, max_attempts_inc, error, meta)
 WHERE j.id = x.id
+  AND j.attempt = x.attempt
+  AND to_jsonb(j.attempted_by) = x.attempted_by
   AND (j.state = 'executing' OR (x.state = 'cancelled' AND j.state = 'cancelled'))
-RETURNING j.id
+RETURNING j.id, j.attempt
+"""
+
+# The rows of outcomes ACK_JOBS left alone, as they are now, so the log can say why (rare: read
+# only when something was dropped).
+ACK_DROPPED_ROWS = """
+SELECT id, state::text, attempt, attempted_by FROM {prefix}.oban_jobs WHERE id = ANY(%(ids)s)
 """
 
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"

@@ -5,16 +5,26 @@ exception or ``Error`` -> retryable with backoff, or discarded once ``attempt >=
 max_attempts``; ``Cancel`` -> cancelled with an entry; ``Discard`` -> discarded with an entry;
 ``Snooze`` -> scheduled later with ``max_attempts + 1``; a timeout errors like an exception; an
 unregistered worker errors with Oban's "unknown worker" text (never an import).
+
+A job's timeout runs from the moment its code starts, as in Oban, which starts every job in its
+own process at once: a sync body's clock starts in its thread, and sync bodies never wait for a
+thread (:class:`JobThreads`). A thread cannot be stopped, so a sync body that times out (or is
+killed by ``pkill``) runs on after its outcome was decided; :meth:`JobExecutor.lingering_body`
+hands it to the producer, which keeps the job's slot until the thread returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import Executor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from bridge.jobs.client.job import Job
@@ -41,11 +51,140 @@ class Ack:
     max_attempts_inc: int = 0
     error: dict[str, Any] | None = None
     meta: dict[str, Any] | None = None
+    # The attempt this outcome belongs to, as its claim wrote it (attempt, attempted_by = [node,
+    # producer uuid]): the write applies only while the row still carries both.
+    attempt: int = 0
+    attempted_by: list[str] | None = None
     # For logs and telemetry, not written.
+    worker: str = ""
     kind: str = ""
     duration: float = 0.0
     detail: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Deadline(Exception):
+    """The job's own timeout passed (a ``TimeoutError`` the worker raises is an ordinary error)."""
+
+
+class _Item:
+    """One body for :class:`JobThreads`, with the future its caller waits on."""
+
+    __slots__ = ("args", "fn", "future", "kwargs")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self.future: Future[Any] = Future()
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+    def run(self) -> Callable[[], None]:
+        """Run the body; return what publishes its result to the waiting caller."""
+        future = self.future
+        if not future.set_running_or_notify_cancel():
+            return lambda: None
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+        except BaseException as exc:
+            return partial(future.set_exception, exc)
+        return partial(future.set_result, result)
+
+
+class JobThreads(Executor):
+    """Threads for sync job bodies: a body starts at once, on an idle thread or a new one.
+
+    A fixed-size pool queues a body while all its threads are busy, and a busy thread may hold a
+    body that timed out long ago and has not returned; the queued job would then wait, its
+    timeout running, for a thread. Nothing waits here. The number of threads is bounded by the
+    producers instead: every sync body that has not returned holds a slot of its queue (timed-out
+    and killed ones too, until their thread returns), so the bodies alive at once never outnumber
+    the slots the queues have handed out. ``keep`` idle threads stay for reuse (a node keeps as
+    many as its queues have slots); a thread that goes idle beyond that exits.
+    """
+
+    def __init__(self, keep: int, name: str = "bridge-job") -> None:
+        self.keep = keep
+        self.name = name
+        self._items: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for an item that no submit has promised to them
+        self._threads: set[threading.Thread] = set()
+        self._count = 0
+        self._closed = False
+
+    @property
+    def alive(self) -> int:
+        """Threads that exist now, running a body or idle."""
+        with self._lock:
+            return len(self._threads)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        item = _Item(fn, args, kwargs)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._idle:
+                self._idle -= 1
+                self._items.put(item)
+                return item.future
+            self._count += 1
+            thread = threading.Thread(
+                target=self._work, args=(item,), name=f"{self.name}_{self._count}"
+            )
+            self._threads.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            with self._lock:
+                self._threads.discard(thread)
+            raise
+        return item.future
+
+    def _work(self, item: _Item | None) -> None:
+        try:
+            while item is not None:
+                publish = item.run()
+                item = None
+                # Counted idle (or gone) before the caller hears the body returned: the slot it
+                # frees may be refilled at once, and that body must find this thread, not a new one.
+                with self._lock:
+                    stay = not self._closed and self._idle < self.keep
+                    if stay:
+                        self._idle += 1
+                publish()
+                del publish
+                if not stay:
+                    return
+                item = self._items.get()
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No new bodies; idle threads exit, busy ones when their body returns."""
+        with self._lock:
+            self._closed = True
+            waiting, self._idle = self._idle, 0
+            threads = list(self._threads)
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._items.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item.future.cancel()
+                    waiting += 1  # the thread it was promised to now waits for a stop
+        for _ in range(waiting):
+            self._items.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+
+def _resolve(future: asyncio.Future[float], value: float) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _error_ack(job: Job, spec: WorkerSpec | None, entry: dict[str, Any], now: datetime) -> Ack:
@@ -93,17 +232,26 @@ def outcome_to_ack(job: Job, spec: WorkerSpec, result: Any, now: datetime) -> Ac
 
 
 class JobExecutor:
-    """Runs jobs: async workers on the loop, sync ones in a thread pool sized to the queues."""
+    """Runs jobs: async workers on the loop, sync ones on threads (:class:`JobThreads`)."""
 
     def __init__(self, registry: Registry, threads: Executor) -> None:
         self.registry = registry
         self.threads = threads
+        # Sync bodies still running when their run ended, by id() of the job, until the
+        # producer takes them (lingering_body).
+        self._lingering: dict[int, asyncio.Future[Any]] = {}
 
     async def run(self, job: Job) -> Ack:
         started = time.monotonic()
         ack = await self._run(job)
         ack.duration = time.monotonic() - started
-        return ack
+        return _claimed_by(ack, job)
+
+    def lingering_body(self, job: Job) -> asyncio.Future[Any] | None:
+        """The sync body of ``job``'s run if it was still running when the run ended (timed out,
+        killed or stopped), else None; it completes when the thread returns. Asked once, right
+        after the run, by the producer, which keeps the job's slot until then."""
+        return self._lingering.pop(id(job), None)
 
     async def _run(self, job: Job) -> Ack:
         spec = self.registry.resolve(job.worker)
@@ -129,7 +277,7 @@ class JobExecutor:
                 return _error_ack(job, spec, entry, utc_now())
             try:
                 result = await self._call(spec, job)
-            except TimeoutError:
+            except _Deadline:
                 timeout_ms = int((spec.timeout or 0) * 1000)
                 entry = wire_errors.timeout_entry(job.worker, timeout_ms, job.attempt, utc_now())
                 return _error_ack(job, spec, entry, utc_now())
@@ -154,18 +302,62 @@ class JobExecutor:
         entry = wire_errors.result_entry(
             job.worker, "cancel", wire_errors.atom("shutdown"), job.attempt, now
         )
-        return Ack(job.id or 0, "cancelled", cancelled_at=now, error=entry, kind="cancel")
+        ack = Ack(job.id or 0, "cancelled", cancelled_at=now, error=entry, kind="cancel")
+        return _claimed_by(ack, job)
 
     async def _call(self, spec: WorkerSpec, job: Job) -> Any:
-        if spec.is_async:
-            coro = spec.perform(job)
-            if spec.timeout is None:
-                return await coro
-            return await asyncio.wait_for(coro, spec.timeout)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.threads, spec.perform, job)
+        """The worker's return value; raises what it raised, or _Deadline past its timeout."""
+        if not spec.is_async:
+            return await self._call_sync(spec, job)
+        coro = spec.perform(job)
         if spec.timeout is None:
-            return await future
-        # A thread cannot be interrupted: on timeout the job is acked as timed out (as Oban
-        # does) and whatever the thread returns later is ignored.
-        return await asyncio.wait_for(future, spec.timeout)
+            return await coro
+        try:
+            async with asyncio.timeout(spec.timeout) as scope:
+                return await coro
+        except TimeoutError:
+            if scope.expired():
+                raise _Deadline from None
+            raise
+
+    async def _call_sync(self, spec: WorkerSpec, job: Job) -> Any:
+        """Run a sync body on a thread; its timeout runs from the moment it starts there.
+
+        On timeout the outcome is the timeout error, decided now (as Oban does); a thread cannot
+        be interrupted, so the body runs on and whatever it returns later is ignored. It is kept
+        for lingering_body, as is a body still running when the run is cancelled (pkill, stop).
+        """
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[float] = loop.create_future()
+
+        def body() -> Any:
+            loop.call_soon_threadsafe(_resolve, started, time.monotonic())
+            return spec.perform(job)
+
+        handle = self.threads.submit(body)
+        done = asyncio.wrap_future(handle, loop=loop)
+        try:
+            if spec.timeout is None:
+                return await asyncio.shield(done)
+            await asyncio.wait((started, done), return_when=asyncio.FIRST_COMPLETED)
+            if not started.done():  # ended without starting: cancelled by the pool's shutdown
+                return await done
+            remaining = started.result() + spec.timeout - time.monotonic()
+            try:
+                async with asyncio.timeout(max(remaining, 0.0)) as scope:
+                    return await asyncio.shield(done)
+            except TimeoutError:
+                if scope.expired():
+                    raise _Deadline from None
+                raise
+        finally:
+            if not done.done() and not handle.cancel():
+                self._lingering[id(job)] = done
+
+
+def _claimed_by(ack: Ack, job: Job) -> Ack:
+    """Stamp an outcome with the attempt that produced it, as the claim wrote it."""
+    ack.attempt = job.attempt
+    ack.attempted_by = job.attempted_by
+    ack.worker = job.worker
+    return ack

@@ -19,12 +19,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.jobs import queries
-from bridge.jobs.client.job import Job, UndecodableRowError
+from bridge.jobs.client.job import Job
 from bridge.jobs.runtime import telemetry
 from bridge.jobs.runtime.acker import Acker
 from bridge.jobs.runtime.executor import Ack, JobExecutor
 from bridge.jobs.runtime.tasks import cancel_and_wait
-from bridge.wire import errors as wire_errors
 from bridge.wire.timefmt import utc_now
 
 log = logging.getLogger("bridge.producer")
@@ -59,6 +58,9 @@ class Producer:
         self.paused = paused
         self.on_ack = on_ack
         self.running: dict[int, tuple[Job, asyncio.Task[Ack]]] = {}
+        # Sync bodies whose outcome is written (timed out, killed) but whose thread has not
+        # returned: each keeps its slot until it does (see free_slots).
+        self.lingering: dict[asyncio.Future[Any], Job] = {}
         self._killed: set[int] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -131,7 +133,7 @@ class Producer:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            demand = self.limit - len(self.running)
+            demand = self.free_slots()
             if not self.paused and demand > 0:
                 try:
                     jobs = await self._fetch(demand)
@@ -158,40 +160,7 @@ class Producer:
             await cur.execute(queries.render(queries.FETCH_JOBS, self.prefix), params)
             rows = await cur.fetchall()
         self.claimed += len(rows)
-        jobs = []
-        for row in rows:
-            try:
-                jobs.append(Job.from_text_row(row))
-            except UndecodableRowError as exc:
-                self._end_undecodable(exc)
-        return jobs
-
-    def _end_undecodable(self, error: UndecodableRowError) -> None:
-        """End a claimed row holding a value Python cannot (see ``Job.from_text_row``):
-        discarded at once, since no retry could decode it, with an entry naming the column and
-        why, through the acker and the ack listeners like any outcome."""
-        job = error.job
-        now = utc_now()
-        text = f"** ({wire_errors.exception_kind(error)}) {error}"
-        ack = Ack(
-            job.id or 0,
-            "discarded",
-            discarded_at=now,
-            error=wire_errors.entry(job.attempt, now, text),
-            kind="discard",
-        )
-        log.warning(
-            "queue %s: job %s (%s) discarded: its row cannot be decoded: %s",
-            self.queue,
-            job.id,
-            job.worker,
-            error,
-        )
-        if telemetry.has_handlers():
-            telemetry.emit("job:start", {"system_time": time.time_ns()}, telemetry.job_details(job))
-        self.acker.push(ack)
-        if self.on_ack is not None:
-            self.on_ack(job, ack)
+        return [Job.from_row(row) for row in rows]
 
     def _start_job(self, job: Job) -> None:
         assert job.id is not None
@@ -214,6 +183,49 @@ class Producer:
                 self.on_ack(job, ack)
             return ack
         finally:
-            self.running.pop(job.id, None)
-            self._killed.discard(job.id)
+            body = self.executor.lingering_body(job)
+            if body is not None:
+                self._hold_slot(job, body)
+            # The same id may have been claimed again here (rescued while it ran): only this
+            # run's own entry is removed.
+            entry = self.running.get(job.id)
+            if entry is not None and entry[1] is asyncio.current_task():
+                del self.running[job.id]
+                self._killed.discard(job.id)
             self._wake.set()
+
+    # slots ---------------------------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        """Jobs this queue may claim now: its limit less the jobs running and the sync bodies
+        still running after their outcome (a thread cannot be stopped). A slot is released only
+        when its thread is, so the node never claims a job it cannot start at once."""
+        return self.limit - len(self.running) - len(self.lingering)
+
+    def _hold_slot(self, job: Job, body: asyncio.Future[Any]) -> None:
+        """Keep ``job``'s slot until its sync body returns; its outcome is already decided."""
+        self.lingering[body] = job
+        since = time.monotonic()
+        log.warning(
+            "queue %s: job %s (%s) ended (timed out or killed) while its sync code runs on in "
+            "its thread; its slot stays taken until that code returns",
+            self.queue,
+            job.id,
+            job.worker,
+        )
+
+        def release(_: asyncio.Future[Any]) -> None:
+            self.lingering.pop(body, None)
+            if not body.cancelled():
+                body.exception()  # what it raised after its job ended is ignored, by design
+            log.info(
+                "queue %s: the sync code of job %s (%s) returned %.1fs after the job ended; "
+                "its slot is free",
+                self.queue,
+                job.id,
+                job.worker,
+                time.monotonic() - since,
+            )
+            self._wake.set()
+
+        body.add_done_callback(release)
