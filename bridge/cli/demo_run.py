@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -17,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from bridge import schema
-from bridge.cli.output import last_error
+from bridge.cli.output import last_error, progress, table
 from bridge.db import connect
 from bridge.jobs.client.enqueue import insert_all
 from bridge.jobs.client.job import Job
@@ -84,7 +85,9 @@ def _rows(conn: psycopg.Connection[Any], prefix: str, run: str) -> list[dict[str
         return cur.fetchall()
 
 
-async def _run_node(url: str, prefix: str, run: str, timeout: float) -> None:
+async def _run_node(
+    url: str, prefix: str, run: str, timeout: float, update: Callable[[str], None]
+) -> None:
     node = Node(
         NodeConfig(
             url=url,
@@ -102,7 +105,9 @@ async def _run_node(url: str, prefix: str, run: str, timeout: float) -> None:
         while loop.time() < deadline:
             with connect(url, autocommit=True) as conn:
                 states = [r["state"] for r in _rows(conn, prefix, run) if r["queue"] == DEMO_QUEUE]
-            if states and all(s in FINAL for s in states):
+            finished = sum(s in FINAL for s in states)
+            update(f"demo jobs: {finished} of {len(states)} finished")
+            if states and finished == len(states):
                 break
             await asyncio.sleep(0.2)
     finally:
@@ -117,15 +122,25 @@ def run_demo(url: str, prefix: str, timeout: float = 60.0) -> list[dict[str, Any
             click.echo(f"installed schema {prefix!r}: {len(created)} objects")
         jobs = insert_all(conn, _demo_jobs(run), prefix=prefix)
     click.echo(f"enqueued {len(jobs)} jobs (run {run}); running a Python node on queue 'demo'…")
-    asyncio.run(_run_node(url, prefix, run, timeout))
+    with progress("demo jobs: waiting for the node") as update:
+        asyncio.run(_run_node(url, prefix, run, timeout, update))
     with connect(url, autocommit=True) as conn:
         rows = _rows(conn, prefix, run)
-    click.echo(f"\n{'id':>6}  {'worker':<24} {'queue':<9} {'state':<10} attempt  last error")
-    for row in rows:
-        click.echo(
-            f"{row['id']:>6}  {row['worker']:<24} {row['queue']:<9} {row['state']:<10} "
-            f"{row['attempt']}/{row['max_attempts']:<5}  {last_error(row['errors'])}"
-        )
+    click.echo()
+    table(
+        ["id", "worker", "queue", "state", "attempt", "last error"],
+        [
+            [
+                row["id"],
+                row["worker"],
+                row["queue"],
+                row["state"],
+                f"{row['attempt']}/{row['max_attempts']}",
+                last_error(row["errors"]),
+            ]
+            for row in rows
+        ],
+    )
     click.echo(
         "\nThe BadgeForge.PrintCenter job waits in queue 'printing' for an Elixir node, "
         "exactly as if Elixir had inserted it."

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, time
 from typing import Any, NoReturn
 from uuid import UUID
@@ -185,6 +186,26 @@ def _lenient_default(value: Any) -> Any:
 def echo_json(value: Any, *, lenient: bool = False) -> None:
     """Print ``value`` as one JSON document (what every ``--json`` option prints)."""
     click.echo(json_text(value, lenient=lenient))
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def progress(message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with the elapsed time on stderr while a long command works, on a terminal only
+    (piped or redirected, nothing is written). Yields ``update(text)`` to change its line."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda _text: None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(message, total=None)
+        yield lambda text: bar.update(task, description=text)
 
 
 # -- tables --------------------------------------------------------------------------------------

@@ -12,8 +12,7 @@ an Elixir-owned one is driven by its own app. ``repair`` heals stuck instances o
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +24,7 @@ from bridge.cli.output import (
     bad_parameter,
     echo_json,
     failure,
+    progress,
     table,
     usage_error,
 )
@@ -297,23 +297,6 @@ def workflows_cancel(
         )
 
 
-@contextmanager
-def _progress(message: str) -> Iterator[None]:
-    """A spinner with the elapsed time on stderr while a long command works, on a terminal
-    only (piped or redirected, nothing is written)."""
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        yield
-        return
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        progress.add_task(message, total=None)
-        yield
-
-
 @workflows_group.command("repair")
 @click.option("--dry-run", is_flag=True, help="Report what would be enqueued; write nothing.")
 @click.option(
@@ -357,7 +340,7 @@ def workflows_repair(
             ctx, modules, config_path, queue, config_key, app_dirs, required=False
         ) as definitions,
         connect(ctx) as conn,
-        _progress("repair: looking for stuck workflow instances and enqueueing their advances"),
+        progress("repair: looking for stuck workflow instances and enqueueing their advances"),
     ):
         done = repair(
             conn,
