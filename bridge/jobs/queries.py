@@ -70,7 +70,11 @@ FROM STDIN
 """
 
 # Oban's fetch: the CTE is an optimisation fence so the planner cannot turn the LIMIT into a
-# nested loop that updates more rows than asked for.
+# nested loop that updates more rows than asked for. The claimed rows come back with their jsonb
+# as text (errors element by element) and their timestamps as to_jsonb prints them ("infinity",
+# "10000-01-01T00:00:00" and "... BC" included), so no value can fail in the driver after the
+# claim has committed: Job.from_text_row decodes each row on its own, and a row that cannot be
+# decoded is that row's failure alone.
 FETCH_JOBS = """
 WITH subset AS (
     SELECT id FROM {prefix}.oban_jobs
@@ -86,7 +90,15 @@ SET state = 'executing',
     attempt = j.attempt + 1
 FROM subset
 WHERE j.id = subset.id AND j.attempt < j.max_attempts
-RETURNING j.*
+RETURNING j.id, j.state::text AS state, j.queue, j.worker, j.args::text AS args,
+          j.errors::text[] AS errors, j.attempt, j.max_attempts, j.attempted_by, j.priority,
+          j.tags, j.meta::text AS meta,
+          to_jsonb(j.inserted_at) #>> '{{}}' AS inserted_at,
+          to_jsonb(j.scheduled_at) #>> '{{}}' AS scheduled_at,
+          to_jsonb(j.attempted_at) #>> '{{}}' AS attempted_at,
+          to_jsonb(j.completed_at) #>> '{{}}' AS completed_at,
+          to_jsonb(j.discarded_at) #>> '{{}}' AS discarded_at,
+          to_jsonb(j.cancelled_at) #>> '{{}}' AS cancelled_at
 """
 
 # Every outcome of a batch in one statement. Per row it does what Oban's complete_job,

@@ -19,11 +19,12 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.jobs import queries
-from bridge.jobs.client.job import Job
+from bridge.jobs.client.job import Job, UndecodableRowError
 from bridge.jobs.runtime import telemetry
 from bridge.jobs.runtime.acker import Acker
 from bridge.jobs.runtime.executor import Ack, JobExecutor
 from bridge.jobs.runtime.tasks import cancel_and_wait
+from bridge.wire import errors as wire_errors
 from bridge.wire.timefmt import utc_now
 
 log = logging.getLogger("bridge.producer")
@@ -160,7 +161,43 @@ class Producer:
             await cur.execute(queries.render(queries.FETCH_JOBS, self.prefix), params)
             rows = await cur.fetchall()
         self.claimed += len(rows)
-        return [Job.from_row(row) for row in rows]
+        jobs = []
+        for row in rows:
+            try:
+                jobs.append(Job.from_text_row(row))
+            except UndecodableRowError as exc:
+                self._end_undecodable(exc)
+        return jobs
+
+    def _end_undecodable(self, error: UndecodableRowError) -> None:
+        """End a claimed row holding a value Python cannot (see ``Job.from_text_row``):
+        discarded at once, since no retry could decode it, with an entry naming the column and
+        why, through the acker and the ack listeners like any outcome."""
+        job = error.job
+        now = utc_now()
+        text = f"** ({wire_errors.exception_kind(error)}) {error}"
+        ack = Ack(
+            job.id or 0,
+            "discarded",
+            discarded_at=now,
+            error=wire_errors.entry(job.attempt, now, text),
+            attempt=job.attempt,
+            attempted_by=job.attempted_by,
+            worker=job.worker,
+            kind="discard",
+        )
+        log.warning(
+            "queue %s: job %s (%s) discarded: its row cannot be decoded: %s",
+            self.queue,
+            job.id,
+            job.worker,
+            error,
+        )
+        if telemetry.has_handlers():
+            telemetry.emit("job:start", {"system_time": time.time_ns()}, telemetry.job_details(job))
+        self.acker.push(ack)
+        if self.on_ack is not None:
+            self.on_ack(job, ack)
 
     def _start_job(self, job: Job) -> None:
         assert job.id is not None
