@@ -117,23 +117,35 @@ def loads(text: str | bytes, *, max_depth: int | None = None, max_digits: int | 
     return value
 
 
+class _DigitLimit(Exception):
+    """int() refused an integer past the process's digit limit (json's C fast path)."""
+
+
 def _parse(text: str, max_digits: int | None) -> Any:
     decoder = _DECODER if max_digits is None else _decoder(_bounded_int(max_digits))
     try:
         try:
-            return decoder.decode(text)
-        except JSONDecodeError:
-            raise
-        except json.JSONDecodeError as exc:
-            raise JSONDecodeError(f"not JSON: {exc.msg} at character {exc.pos}") from None
-        except ValueError as exc:
-            if decoder is not _DECODER:
-                raise JSONDecodeError(str(exc)) from None
-            # An integer past int()'s digit limit: read again, converting those piecewise.
-            return _LONG_INT_DECODER.decode(text)
+            return _decode(decoder, text)
+        except _DigitLimit:
+            # Read again, converting the integers piecewise (any length).
+            return _decode(_LONG_INT_DECODER, text)
     except RecursionError:
         parse_int = _any_int if max_digits is None else _bounded_int(max_digits)
         return _Parser(text, parse_int).parse()
+
+
+def _decode(decoder: json.JSONDecoder, text: str) -> Any:
+    """``decoder.decode``, its errors as ours (RecursionError left to the caller)."""
+    try:
+        return decoder.decode(text)
+    except JSONDecodeError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise JSONDecodeError(f"not JSON: {exc.msg} at character {exc.pos}") from None
+    except ValueError as exc:
+        if decoder is _DECODER:
+            raise _DigitLimit from None
+        raise JSONDecodeError(str(exc)) from None
 
 
 def _decoder(parse_int: Callable[[str], int]) -> json.JSONDecoder:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import decimal
 import gzip
 import json
 import math
+import re
 import sys
 from typing import Any
 
@@ -46,11 +48,6 @@ json_values = st.recursive(
 # Characters a mutation inserts: JSON's own punctuation and words, escapes, and a few that are
 # not JSON (a raw surrogate, NaN's letters, non-ASCII digits).
 MUTATION_ALPHABET = '{}[],:"\\ \t\n0123456789.eE+-ntrufalsNIiy\u00e9\u0661\ud800'
-
-
-def canonical(value: Any) -> str:
-    """Tells 1 / 1.0 / true and -0.0 / 0.0 apart, unlike ``==``."""
-    return json.dumps(value, sort_keys=True)
 
 
 def nested(depth: int, inner: str = "1") -> str:
@@ -105,6 +102,15 @@ def mutated(draw: st.DrawFn, source: st.SearchStrategy[str]) -> str:
 dumped = json_values.map(json.dumps) | json_values.map(
     lambda v: json.dumps(v, ensure_ascii=False, indent=1)
 )
+# JSON holding integers past int()'s 4,300-digit limit: markers in the value, digits in the text.
+LONG_INT_MARKER = re.compile(r'"@@long(\d+)@@"')
+with_long_ints = st.recursive(
+    scalars | st.integers(4_290, 5_500).map(lambda n: f"@@long{n}@@"),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+).map(lambda v: LONG_INT_MARKER.sub(lambda m: "7" * int(m.group(1)), json.dumps(v)))
 
 
 # -- jsonfmt.loads against the standard library ----------------------------------------------------
@@ -114,29 +120,64 @@ dumped = json_values.map(json.dumps) | json_values.map(
 @given(json_values)
 def test_loads_reads_ordinary_json_as_the_standard_library(value: Any) -> None:
     for text in (json.dumps(value), json.dumps(value, ensure_ascii=False, indent=2)):
-        assert canonical(jsonfmt.loads(text)) == canonical(json.loads(text))
-        assert canonical(jsonfmt.loads(text.encode())) == canonical(json.loads(text))
+        assert same(jsonfmt.loads(text), json.loads(text))
+        assert same(jsonfmt.loads(text.encode()), json.loads(text))
+
+
+def unlimited_int(digits: str) -> int:
+    """The reference for integers past int()'s digit limit (Decimal has none)."""
+    return int(decimal.Decimal(digits))
 
 
 def agree_with_stdlib(text: str, decode: Any) -> None:
     """``decode`` accepts what json.loads accepts (when Jason would too), with the same value,
-    and refuses the rest with JSONDecodeError."""
+    and refuses the rest with JSONDecodeError. Integers of any length count as JSON."""
     try:
-        expected = json.loads(text)
+        expected = json.loads(text, parse_int=unlimited_int)
     except (ValueError, RecursionError):
         accepted = False
     else:
         accepted = clean(expected) and all(not 0xD800 <= ord(c) <= 0xDFFF for c in text)
     if accepted:
-        assert canonical(decode(text)) == canonical(expected)
+        assert same(decode(text), expected)
     else:
         with pytest.raises(jsonfmt.JSONDecodeError):
             decode(text)
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal values of equal types (1 / 1.0 / true and -0.0 / 0.0 told apart), at any depth and
+    for integers of any length."""
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, dict):
+            if list(x) != list(y):
+                return False
+            stack.extend((x[key], y[key]) for key in x)
+        elif isinstance(x, list):
+            if len(x) != len(y):
+                return False
+            stack.extend(zip(x, y, strict=True))
+        elif isinstance(x, float):
+            if x != y or math.copysign(1, x) != math.copysign(1, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
 @FUZZ
 @given(mutated(dumped))
 def test_loads_agrees_with_the_standard_library_on_mutated_json(text: str) -> None:
+    agree_with_stdlib(text, jsonfmt.loads)
+
+
+@FUZZ
+@given(with_long_ints | mutated(with_long_ints))
+def test_loads_reads_long_integers_anywhere_and_still_refuses_what_follows(text: str) -> None:
     agree_with_stdlib(text, jsonfmt.loads)
 
 
@@ -213,6 +254,8 @@ def test_integers_of_any_length_decode_without_changing_the_process_limit() -> N
         ('"\ud800"', "a lone UTF-16 surrogate, which UTF-8 cannot carry"),
         ("", "not JSON: Expecting value at character 0"),
         ("[1,]", "not JSON: Expecting value at character 3"),
+        ("[" + "1" * 5_000 + ", ]", "not JSON: Expecting value at character 5003"),
+        ("[" + "1" * 5_000 + ", NaN]", "NaN is not JSON"),
         ('{"a" 1}', "not JSON: Expecting ':' delimiter at character 5"),
         (nested(3_000) + "]", "not JSON: Extra data"),
         ("[" * 3_000, "not JSON: Expecting value"),
