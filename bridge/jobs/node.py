@@ -30,9 +30,10 @@ from bridge.jobs.plugins.sonar import Sonar
 from bridge.jobs.plugins.stager import Stager
 from bridge.jobs.runtime import telemetry
 from bridge.jobs.runtime.acker import Acker
-from bridge.jobs.runtime.executor import Ack, JobExecutor, JobThreads
+from bridge.jobs.runtime.executor import Ack, JobExecutor
 from bridge.jobs.runtime.notifier import Notifier
 from bridge.jobs.runtime.producer import Producer
+from bridge.jobs.runtime.threads import JobThreads
 
 log = logging.getLogger("bridge.node")
 

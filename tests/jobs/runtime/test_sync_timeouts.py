@@ -25,7 +25,7 @@ from psycopg import sql
 
 from bridge import Job, Registry, insert_all, worker
 from bridge.jobs.runtime import telemetry
-from bridge.jobs.runtime.executor import JobThreads
+from bridge.jobs.runtime.threads import JobThreads
 from tests.jobs.support import job_row, running_node, wait_for_state
 
 Conn = psycopg.Connection[tuple[object, ...]]
