@@ -116,8 +116,16 @@ def _id_params(prefix: str, n: int) -> dict[str, Any]:
     return {"table": f"{quote_ident(prefix)}.oban_jobs", "n": n}
 
 
+def _validated_copies(jobs: Sequence[Job]) -> list[Job]:
+    """Each job checked before any SQL (so a bad one takes no ids and leaves the caller's
+    transaction usable), copied so that filling in ids never touches the caller's objects."""
+    for job in jobs:
+        job.validate()
+    return [replace(job) for job in jobs]
+
+
 def _copy_all(conn: psycopg.Connection[Any], jobs: Sequence[Job], prefix: str) -> list[Job]:
-    fresh = [replace(job) for job in jobs]
+    fresh = _validated_copies(jobs)
     with atomic(conn), conn.cursor() as cur:
         next_ids = queries.render(queries.NEXT_JOB_IDS, prefix)
         cur.execute(next_ids, _id_params(prefix, len(fresh)))
@@ -134,7 +142,7 @@ def _copy_all(conn: psycopg.Connection[Any], jobs: Sequence[Job], prefix: str) -
 async def _copy_all_async(
     conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], prefix: str
 ) -> list[Job]:
-    fresh = [replace(job) for job in jobs]
+    fresh = _validated_copies(jobs)
     async with atomic_async(conn), conn.cursor() as cur:
         await cur.execute(
             queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, len(fresh))

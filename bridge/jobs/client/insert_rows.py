@@ -53,10 +53,10 @@ def insert_params(jobs: Sequence[Job], now: datetime) -> dict[str, list[Any]]:
 
 
 def copy_rows(jobs: Sequence[Job], ids: Sequence[int], now: datetime) -> list[tuple[Any, ...]]:
-    """Rows for COPY_JOBS, and fill in each Job as the database now holds it; pure."""
+    """Rows for COPY_JOBS, and fill in each Job as the database now holds it; pure. The jobs
+    are validated by the caller, before it takes their ids."""
     rows = []
     for job, job_id in zip(jobs, ids, strict=True):
-        job.validate()
         job.id = job_id
         job.inserted_at = now
         job.scheduled_at = job.scheduled_at or now

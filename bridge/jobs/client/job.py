@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -153,6 +155,9 @@ class Job:
         return job
 
     def validate(self) -> None:
+        """Refuse, before any SQL, what Oban's changeset or the table would refuse, and what
+        would be stored other than as given (NaN as ``null``, ``True`` as ``1``): the message
+        names the field and the path to the value, e.g. ``args["a"][3]``."""
         if not isinstance(self.worker, str) or not 0 < len(self.worker) < 128:
             raise JobValidationError(f"worker must be 1..127 characters, got {self.worker!r}")
         if not isinstance(self.queue, str) or not 0 < len(self.queue) < 128:
@@ -161,10 +166,27 @@ class Job:
             raise JobValidationError(f"args must be a JSON object, got {type(self.args).__name__}")
         if not isinstance(self.meta, dict):
             raise JobValidationError(f"meta must be a JSON object, got {type(self.meta).__name__}")
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
-            raise JobValidationError(f"max_attempts must be > 0, got {self.max_attempts!r}")
-        if not isinstance(self.priority, int) or not 0 <= self.priority <= 9:
-            raise JobValidationError(f"priority must be 0..9, got {self.priority!r}")
+        if not _is_int(self.max_attempts) or not 0 < self.max_attempts <= _INT4_MAX:
+            raise JobValidationError(
+                f"max_attempts must be > 0 (an integer up to {_INT4_MAX}), "
+                f"got {self.max_attempts!r}"
+            )
+        if not _is_int(self.priority) or not 0 <= self.priority <= 9:
+            raise JobValidationError(f"priority must be 0..9 (an integer), got {self.priority!r}")
+        if self.scheduled_at is not None and not isinstance(self.scheduled_at, datetime):
+            raise JobValidationError(
+                f"scheduled_at must be a datetime, got {type(self.scheduled_at).__name__}"
+            )
+        if not isinstance(self.tags, list):
+            raise JobValidationError(f"tags must be a list, got {type(self.tags).__name__}")
+        _check_text(self.worker, "worker")
+        _check_text(self.queue, "queue")
+        for index, tag in enumerate(self.tags):
+            if not isinstance(tag, str):
+                raise JobValidationError(f"tags[{index}] is a {type(tag).__name__}, not a str")
+            _check_text(tag, f"tags[{index}]")
+        check_json_value(self.args, "args")
+        check_json_value(self.meta, "meta")
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -239,6 +261,103 @@ def _timestamp_column(text: str, name: str, problems: list[str]) -> datetime | N
             pass  # a date PostgreSQL would not print; reported below all the same
     problems.append(f"{name} is {text}, outside the years 1 to 9999 a Python datetime can hold")
     return None
+
+
+# The largest value of PostgreSQL's integer, the type of max_attempts and priority.
+_INT4_MAX = 2**31 - 1
+
+# The deepest JSON value an insert takes, counting the args or meta object itself as level 1.
+# PostgreSQL's jsonb parser recurses once per level and stops at max_stack_depth: about 15,000
+# levels at the default 2MB, but only about 650 at the smallest setting (100kB), and Python's
+# json encoder (which writes what orjson cannot, past 255 levels) stops near 1,000 at the
+# default recursion limit. 512 is below both, whatever the server's settings.
+MAX_JSON_DEPTH = 512
+
+_NUL_OR_SURROGATE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _is_int(value: Any) -> bool:
+    # bool is an int to Python, but Oban's changeset refuses true for an integer field, and
+    # COPY would write the text "True".
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text_problem(text: str) -> str | None:
+    """What in ``text`` a jsonb or text column cannot store, or None."""
+    if text.isascii() and "\x00" not in text:
+        return None
+    found = _NUL_OR_SURROGATE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "holds a NUL character (\\u0000), which PostgreSQL cannot store in text or jsonb"
+    return (
+        f"holds a surrogate (\\u{ord(found.group()):04x}), which is not a Unicode character "
+        "and cannot be encoded as UTF-8"
+    )
+
+
+def _check_text(text: str, where: str) -> None:
+    problem = _text_problem(text)
+    if problem is not None:
+        raise JobValidationError(f"{where} {problem}")
+
+
+def _abridged(path: str, keep: int = 60) -> str:
+    return path if len(path) <= 2 * keep else f"{path[:keep]}…{path[-keep:]}"
+
+
+def _segment(key: Any) -> str:
+    # ASCII-only JSON text, so a NUL or a surrogate in a key prints as an escape.
+    return "[" + json.dumps(key) + "]"
+
+
+def check_json_value(value: Any, name: str) -> None:
+    """Raise :class:`JobValidationError` unless ``value`` is stored as JSON exactly as given:
+    dicts with str keys, lists and tuples, str, int, finite float, bool and None, no text
+    PostgreSQL refuses (NUL, lone surrogates) and at most :data:`MAX_JSON_DEPTH` levels.
+    Iterative, so any depth is reported rather than overflowing the stack."""
+    stack: list[tuple[Any, str, int]] = [(value, name, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, path)
+        elif item is None or isinstance(item, bool | int):
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise JobValidationError(
+                    f"{path} is {item!r}, which JSON cannot represent; use null or a string"
+                )
+        elif isinstance(item, dict | list | tuple):
+            if depth >= MAX_JSON_DEPTH:
+                raise JobValidationError(
+                    f"{_abridged(path)} is nested deeper than {MAX_JSON_DEPTH} levels, more "
+                    "than PostgreSQL's jsonb accepts at every max_stack_depth setting"
+                )
+            children: list[tuple[Any, str, int]] = []
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        raise JobValidationError(
+                            f"{path} has a key of type {type(key).__name__} ({key!r}): JSON "
+                            "object keys are strings"
+                        )
+                    where = path + _segment(key)
+                    problem = _text_problem(key)
+                    if problem is not None:
+                        raise JobValidationError(f"{where}: the key {problem}")
+                    children.append((child, where, depth + 1))
+            else:
+                children = [
+                    (child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item)
+                ]
+            stack.extend(reversed(children))  # popped in document order: the first problem
+        else:
+            raise JobValidationError(
+                f"{path} is of type {type(item).__name__}, which is not a JSON value (use "
+                "dict, list, str, int, float, bool or None)"
+            )
 
 
 def _naive_utc(moment: datetime) -> datetime:
