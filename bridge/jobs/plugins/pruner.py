@@ -29,6 +29,7 @@ RETURNING j.id
 
 class Pruner(Plugin):
     name = "pruner"
+    leader_only = True
 
     def __init__(self, max_age: float = 60.0, interval: float = 30.0, limit: int = 10_000) -> None:
         super().__init__(interval)

@@ -117,6 +117,7 @@ class DelegationLifeline(Plugin):
     seconds on the leader node."""
 
     name = "delegation_lifeline"
+    leader_only = True
 
     def __init__(
         self,

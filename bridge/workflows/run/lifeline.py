@@ -22,6 +22,7 @@ log = logging.getLogger("bridge.workflows.lifeline")
 
 class WorkflowLifeline(Plugin):
     name = "workflow_lifeline"
+    leader_only = True
 
     def __init__(
         self,
