@@ -106,9 +106,20 @@ def outcome_to_ack(job: Job, spec: WorkerSpec, result: Any, now: datetime) -> Ac
         entry = wire_errors.result_entry(job.worker, "error", result.reason, job.attempt, now)
         return _error_ack(job, spec, entry, now)
     meta = None
-    if spec.recorded:
+    if spec.recorded and isinstance(job.meta, dict):
         value = result.value if isinstance(result, Ok) else result
         meta = encode_recorded(value)
+    elif spec.recorded:
+        # A row written by hand with meta that is not an object (Oban's changeset casts meta to
+        # a map, and an Elixir node cannot load such a row): there is nowhere to put the keys.
+        # Merged with ||, jsonb would make the array [..., {"recorded": ...}], so the meta is
+        # left as written and nothing is recorded.
+        log.warning(
+            "job %s (%s): output not recorded: its meta is a JSON %s, not an object",
+            job_id,
+            job.worker,
+            _json_kind(job.meta),
+        )
     return Ack(job_id, "completed", completed_at=now, meta=meta, kind="success", detail=result)
 
 
@@ -234,6 +245,16 @@ class JobExecutor:
         finally:
             if not done.done() and not handle.cancel():
                 self._lingering[id(job)] = done
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, int | float) else type(value).__name__
 
 
 def _claimed_by(ack: Ack, job: Job) -> Ack:
