@@ -10,6 +10,7 @@ Example::
     node = "worker-1"
     grace = 15
     rescue_after = 3600      # enable the lifeline (seconds); off by default
+    rescue_interval = 60     # how often the leader looks (default: rescue_after / 10, 1 to 60)
     prune_after = 86400      # enable the pruner (seconds); off by default
     workflows = ["myapp.flows"]          # Python workflows this node runs (module names)
     workflow_queue = "bridge_workflows"  # their orchestration queue (default)
@@ -56,6 +57,7 @@ class WorkerSettings:
     grace: float | None = None
     poll_interval: float | None = None
     rescue_after: float | None = None
+    rescue_interval: float | None = None
     prune_after: float | None = None
     workflows: list[str] = field(default_factory=list)
     workflow_queue: str | None = None
@@ -98,6 +100,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("grace", "--grace", "BRIDGE_GRACE", "15", "seconds running jobs get to finish"),
     Setting("poll_interval", "--poll-interval", "BRIDGE_POLL_INTERVAL", "1", "seconds"),
     Setting("rescue_after", "--rescue-after", "BRIDGE_RESCUE_AFTER", "off", "lifeline, seconds"),
+    Setting(
+        "rescue_interval",
+        "--rescue-interval",
+        "BRIDGE_RESCUE_INTERVAL",
+        "rescue_after/10, 1-60",
+        "seconds between the lifeline's looks",
+    ),
     Setting("prune_after", "--prune-after", "BRIDGE_PRUNE_AFTER", "off", "pruner, seconds"),
     Setting("cron", "--cron", "BRIDGE_CRON", "none", "cron entries (variable: one per line)"),
     Setting("cron_timezone", "--cron-timezone", "BRIDGE_CRON_TIMEZONE", "Etc/UTC", "cron zone"),
@@ -186,7 +195,14 @@ def split_list(text: str, separator: str = ",") -> list[str]:
     return [part.strip() for part in text.split(separator) if part.strip()]
 
 
-_POSITIVE = ("grace", "poll_interval", "rescue_after", "prune_after", "workflow_repair_after")
+_POSITIVE = (
+    "grace",
+    "poll_interval",
+    "rescue_after",
+    "rescue_interval",
+    "prune_after",
+    "workflow_repair_after",
+)
 _STRINGS = ("prefix", "node", "name", "cron_timezone", "workflow_queue", "workflow_config_key")
 _LISTS = ("workers", "workflows", "app_dir", "cron")
 

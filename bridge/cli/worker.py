@@ -216,7 +216,17 @@ def _root_context() -> click.Context:
     "--rescue-after",
     type=float,
     default=None,
-    help="Run the lifeline: rescue jobs executing longer than this many seconds.",
+    help="Run the lifeline: rescue jobs executing longer than this many seconds. A job left "
+    "executing by a dead node is available again within rescue-after + rescue-interval "
+    "seconds, plus up to 30 s (the leader's lease) when the leader itself was killed.",
+)
+@click.option(
+    "--rescue-interval",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="How often the leader's lifeline looks, from the moment it leads "
+    "(rescue-after / 10, between 1 and 60).",
 )
 @click.option(
     "--prune-after",
@@ -264,6 +274,7 @@ def worker_command(
     grace: float | None,
     poll_interval: float | None,
     rescue_after: float | None,
+    rescue_interval: float | None,
     prune_after: float | None,
     cron_entries: tuple[str, ...],
     cron_timezone: str | None,
@@ -299,6 +310,7 @@ def worker_command(
         "grace": grace,
         "poll_interval": poll_interval,
         "rescue_after": rescue_after,
+        "rescue_interval": rescue_interval,
         "prune_after": prune_after,
         "cron": cron_entries,
         "cron_timezone": cron_timezone,
@@ -408,7 +420,14 @@ def _plugins(settings: WorkerSettings) -> list[Any]:
 
     plugins: list[Any] = [Stager(), Peer(), Sonar(), Gossip()]
     if settings.rescue_after:
-        plugins.append(Lifeline(rescue_after=settings.rescue_after))
+        plugins.append(
+            Lifeline(rescue_after=settings.rescue_after, interval=settings.rescue_interval)
+        )
+    elif settings.rescue_interval:
+        raise bad_parameter(
+            "the lifeline is off: give --rescue-after too, or drop --rescue-interval",
+            "--rescue-interval",
+        )
     if settings.prune_after:
         plugins.append(Pruner(max_age=settings.prune_after))
     if settings.cron:

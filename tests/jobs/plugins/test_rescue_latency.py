@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -26,7 +27,7 @@ from bridge.jobs.node import Node, NodeConfig
 from bridge.jobs.plugins.lifeline import Lifeline, default_interval
 from bridge.jobs.plugins.peer import Peer
 from tests.jobs.support import job_row, running_node, wait_for_state
-from tests.support.cli import ROOT, bridge_script
+from tests.support.cli import ROOT, bridge_script, run_bridge
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -163,27 +164,110 @@ async def test_a_graceful_leader_stop_hands_over_at_once_and_the_new_leader_resc
             await a.stop()
 
 
-@pytest.fixture
-def killed_leader(oban_prefix: str, database_url: str, tmp_path: Path) -> Iterator[int]:
-    """A `bridge worker` subprocess leading ``Bridge``: yields its pid; killed afterwards."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    assert ROOT not in scratch.resolve().parents
+def worker_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATABASE_URL")}
     env["BRIDGE_DATABASE_URL"] = database_url
+    return env
+
+
+@contextmanager
+def bridge_worker(
+    database_url: str, prefix: str, scratch: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``bridge --prefix P worker ARGS`` run as a user runs it (from outside the repository);
+    killed afterwards if it still runs."""
+    scratch.mkdir(exist_ok=True)
+    assert ROOT not in scratch.resolve().parents
     process = subprocess.Popen(
-        [bridge_script(), "--prefix", oban_prefix, "worker", "-q", "q:1", "--node", "py-doomed"],
+        [bridge_script(), "--prefix", prefix, "worker", *args],
         cwd=scratch,
-        env=env,
+        env={**worker_env(database_url), **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        yield process.pid
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
         process.wait(10)
+
+
+@pytest.fixture
+def killed_leader(oban_prefix: str, database_url: str, tmp_path: Path) -> Iterator[int]:
+    """A `bridge worker` subprocess leading ``Bridge``: yields its pid; killed afterwards."""
+    with bridge_worker(
+        database_url, oban_prefix, tmp_path / "scratch", "-q", "q:1", "--node", "py-doomed"
+    ) as process:
+        yield process.pid
+
+
+async def test_bridge_worker_started_after_the_orphan_rescues_it_in_rescue_after_plus_interval(
+    conn: Conn, oban_prefix: str, database_url: str, tmp_path: Path
+) -> None:
+    # --rescue-after 2 gives a 1 s interval: rescued about 3 s after the claim (plus start-up).
+    job = orphan(conn, oban_prefix)
+    created = time.monotonic()
+    args = ("-q", "elsewhere:1", "--node", "py-new", "--rescue-after", "2")
+    with bridge_worker(database_url, oban_prefix, tmp_path / "scratch", *args):
+        await wait_for_state(database_url, oban_prefix, job, {"available"}, timeout=30)
+    assert time.monotonic() - created < 2 + 1 + 6  # rescue_after + interval + start-up slack
+
+
+async def test_rescue_interval_from_the_environment_is_the_lifelines(
+    conn: Conn, oban_prefix: str, database_url: str, tmp_path: Path
+) -> None:
+    # rescue_after 100 would look every 10 s by default; BRIDGE_RESCUE_INTERVAL=1 looks each
+    # second, so a job that becomes rescuable after start-up is rescued within about a second.
+    job = orphan(conn, oban_prefix, age=95)
+    created = time.monotonic()
+    args = ("-q", "elsewhere:1", "--node", "py-new", "--rescue-after", "100")
+    env = {"BRIDGE_RESCUE_INTERVAL": "1"}
+    with bridge_worker(database_url, oban_prefix, tmp_path / "scratch", *args, env=env):
+        await wait_for_state(database_url, oban_prefix, job, {"available"}, timeout=30)
+    assert time.monotonic() - created < 5 + 1 + 3
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ("--rescue-interval", "5"),
+            {},
+            "Invalid value for --rescue-interval: the lifeline is off: give --rescue-after too, "
+            "or drop --rescue-interval",
+        ),
+        (
+            ("--rescue-after", "5"),
+            {"BRIDGE_RESCUE_INTERVAL": "0"},
+            "environment variable BRIDGE_RESCUE_INTERVAL='0': must be a positive number",
+        ),
+    ],
+)
+def test_rescue_interval_refused_with_one_line(
+    tmp_path: Path, database_url: str, args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    result = run_bridge(
+        "worker",
+        "-q",
+        "a",
+        *args,
+        cwd=tmp_path,
+        env={"BRIDGE_DATABASE_URL": database_url, **env},
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"Error: {message}"
+
+
+def test_help_states_the_rescue_bound(tmp_path: Path) -> None:
+    result = run_bridge("worker", "--help", cwd=tmp_path, env={"COLUMNS": "200"})
+    text = " ".join(result.stdout.split())
+    assert (
+        "A job left executing by a dead node is available again within rescue-after + "
+        "rescue-interval seconds, plus up to 30 s (the leader's lease) when the leader itself "
+        "was killed." in text
+    )
+    assert "BRIDGE_RESCUE_INTERVAL rescue_interval rescue_after/10, 1-60" in text
 
 
 async def test_a_killed_leader_is_replaced_when_its_lease_expires(
