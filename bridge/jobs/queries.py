@@ -12,13 +12,16 @@ from functools import lru_cache
 from psycopg import sql
 
 # Insert many jobs in one statement: arrays in, one row per element out. Tags travel as a
-# jsonb array per job because PostgreSQL arrays of arrays must be rectangular.
+# jsonb array per job because PostgreSQL arrays of arrays must be rectangular. A NULL
+# inserted_at or scheduled_at is the database's clock, as Oban leaves both to the columns'
+# default (timezone('UTC', now())): the same instant for every row of the transaction.
 INSERT_JOBS = """
 INSERT INTO {prefix}.oban_jobs
     (state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at, scheduled_at)
 SELECT x.state::{prefix}.oban_job_state, x.queue, x.worker, x.args, x.meta,
        ARRAY(SELECT jsonb_array_elements_text(x.tags)), x.max_attempts, x.priority,
-       x.inserted_at, x.scheduled_at
+       COALESCE(x.inserted_at, timezone('UTC', now())),
+       COALESCE(x.scheduled_at, timezone('UTC', now()))
 FROM unnest(%(state)b::text[], %(queue)b::text[], %(worker)b::text[], %(args)b::jsonb[],
             %(meta)b::jsonb[], %(tags)b::jsonb[], %(max_attempts)b::int[], %(priority)b::int[],
             %(inserted_at)b::timestamp[], %(scheduled_at)b::timestamp[])
@@ -40,7 +43,8 @@ INSERT INTO {prefix}.oban_jobs
 SELECT %(state)s::text::{prefix}.oban_job_state, %(queue)s::text, %(worker)s::text,
        %(args)s::jsonb, %(meta)s::jsonb,
        ARRAY(SELECT jsonb_array_elements_text(%(tags)s::jsonb)), %(max_attempts)s::int,
-       %(priority)s::int, %(inserted_at)s::timestamp, %(scheduled_at)s::timestamp
+       %(priority)s::int, COALESCE(%(inserted_at)s::timestamp, timezone('UTC', now())),
+       COALESCE(%(scheduled_at)s::timestamp, timezone('UTC', now()))
 WHERE {condition}
 RETURNING *
 """
@@ -57,9 +61,10 @@ FROM job
 )
 
 # Bulk path: ids come from the table's own sequence first, so COPY (which cannot RETURN) still
-# tells us every job's id; the rows are the same as INSERT_JOBS writes.
+# tells us every job's id, with the database's clock (the transaction's now(), as INSERT_JOBS
+# and the columns' defaults use) for the timestamps; the rows are the same as INSERT_JOBS writes.
 NEXT_JOB_IDS = """
-SELECT nextval(pg_get_serial_sequence(%(table)s, 'id'))
+SELECT nextval(pg_get_serial_sequence(%(table)s, 'id')), timezone('UTC', now())
 FROM generate_series(1, %(n)s)
 """
 

@@ -27,7 +27,6 @@ from bridge.jobs.client.insert_rows import (
 )
 from bridge.jobs.client.job import Job
 from bridge.jobs.client.unique_insert import insert_unique, insert_unique_async
-from bridge.wire.timefmt import utc_now
 
 # Above this many jobs, insert_all uses COPY with pre-allocated ids (about 3x the rows/s of one
 # INSERT ... SELECT FROM unnest here: 63,000 vs 23,000 jobs/s in batches of 1,000).
@@ -49,10 +48,10 @@ def insert_all(
         with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 queries.render_insert_job(prefix),
-                insert_one_params(prefix, jobs[0], utc_now()),
+                insert_one_params(prefix, jobs[0]),
             )
             return [Job.from_row(row) for row in cur.fetchall()]
-    params = insert_params(jobs, utc_now())
+    params = insert_params(jobs)
     with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
         rows = cur.fetchall()
@@ -73,10 +72,10 @@ async def insert_all_async(
         async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
                 queries.render_insert_job(prefix),
-                insert_one_params(prefix, jobs[0], utc_now()),
+                insert_one_params(prefix, jobs[0]),
             )
             return [Job.from_row(row) for row in await cur.fetchall()]
-    params = insert_params(jobs, utc_now())
+    params = insert_params(jobs)
     async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
         rows = await cur.fetchall()
@@ -100,7 +99,7 @@ def insert_one_unless(
     writes; None when the guard held it back. Like insert_all, no uniqueness check: the guard
     sees only committed rows (and the caller's own), so callers serialise on a lock of theirs.
     """
-    values = insert_one_params(prefix, job, utc_now())
+    values = insert_one_params(prefix, job)
     clash = set(values) & set(params)
     if clash:
         raise ValueError(f"guard parameters clash with the job's: {sorted(clash)}")
@@ -129,8 +128,8 @@ def _copy_all(conn: psycopg.Connection[Any], jobs: Sequence[Job], prefix: str) -
     with atomic(conn), conn.cursor() as cur:
         next_ids = queries.render(queries.NEXT_JOB_IDS, prefix)
         cur.execute(next_ids, _id_params(prefix, len(fresh)))
-        ids = [row[0] for row in cur.fetchall()]
-        rows = copy_rows(fresh, ids, utc_now())
+        taken = cur.fetchall()
+        rows = copy_rows(fresh, [row[0] for row in taken], taken[0][1])
         with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
             for row in rows:
                 copy.write_row(row)
@@ -147,8 +146,8 @@ async def _copy_all_async(
         await cur.execute(
             queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, len(fresh))
         )
-        ids = [row[0] for row in await cur.fetchall()]
-        rows = copy_rows(fresh, ids, utc_now())
+        taken = await cur.fetchall()
+        rows = copy_rows(fresh, [row[0] for row in taken], taken[0][1])
         async with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
             for row in rows:
                 await copy.write_row(row)

@@ -18,8 +18,13 @@ from bridge.wire import jsonfmt, notify
 from bridge.wire.timefmt import to_naive_utc
 
 
-def insert_params(jobs: Sequence[Job], now: datetime) -> dict[str, list[Any]]:
-    """Column arrays for INSERT_JOBS; pure, so the sync and async paths share it."""
+def insert_params(jobs: Sequence[Job], now: datetime | None = None) -> dict[str, list[Any]]:
+    """Column arrays for INSERT_JOBS; pure, so the sync and async paths share it.
+
+    ``now=None`` (what ``insert`` and ``insert_all`` pass) leaves ``inserted_at`` and an
+    unscheduled job's ``scheduled_at`` NULL, which the statement turns into the database's
+    ``timezone('UTC', now())``, as Oban leaves them to the columns' default; a caller whose own
+    check relies on its clock (cron's slot) passes that clock instead."""
     params: dict[str, list[Any]] = {
         key: []
         for key in (
@@ -54,7 +59,8 @@ def insert_params(jobs: Sequence[Job], now: datetime) -> dict[str, list[Any]]:
 
 def copy_rows(jobs: Sequence[Job], ids: Sequence[int], now: datetime) -> list[tuple[Any, ...]]:
     """Rows for COPY_JOBS, and fill in each Job as the database now holds it; pure. The jobs
-    are validated by the caller, before it takes their ids."""
+    are validated by the caller, before it takes their ids; ``now`` is the database's clock,
+    read with the ids (NEXT_JOB_IDS)."""
     rows = []
     for job, job_id in zip(jobs, ids, strict=True):
         job.id = job_id
@@ -78,7 +84,7 @@ def copy_rows(jobs: Sequence[Job], ids: Sequence[int], now: datetime) -> list[tu
     return rows
 
 
-def insert_one_params(prefix: str, job: Job, now: datetime) -> dict[str, Any]:
+def insert_one_params(prefix: str, job: Job, now: datetime | None = None) -> dict[str, Any]:
     """Parameters for INSERT_JOB: one row's values and the notification it sends if available."""
     params = {key: values[0] for key, values in insert_params([job], now).items()}
     params["channel"] = notify.channel(prefix, "insert")

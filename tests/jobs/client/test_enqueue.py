@@ -161,6 +161,61 @@ def test_scheduled_job_row(conn: Conn, oban_prefix: str, database_url: str) -> N
     assert set(ours) == set(golden)
 
 
+def database_now(conn: Conn) -> object:
+    row = conn.execute("SELECT timezone('UTC', now())").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_inserted_at_is_the_databases_clock_on_every_path(conn: Conn, oban_prefix: str) -> None:
+    """As Oban leaves inserted_at (and an unscheduled job's scheduled_at) to the columns'
+    default, every insert path stamps the transaction's ``timezone('UTC', now())``, whatever
+    the host's clock and the session's time zone say: 10 ms after the transaction began, the
+    rows still carry its start."""
+    from bridge.jobs.client.enqueue import COPY_THRESHOLD, insert_one_unless
+
+    later = utc_now() + timedelta(days=2)
+    with conn.transaction():
+        conn.execute("SET LOCAL TIME ZONE 'Asia/Kathmandu'")
+        now = database_now(conn)
+        conn.execute("SELECT pg_sleep(0.01)")
+        inserted = [
+            insert(conn, Job.new("W"), prefix=oban_prefix),
+            *insert_all(conn, [Job.new("W")] * 2, prefix=oban_prefix),
+            *insert_all(conn, [Job.new("W")] * COPY_THRESHOLD, prefix=oban_prefix),
+            insert_one_unless(conn, Job.new("W"), "SELECT WHERE false", {}, prefix=oban_prefix),
+            insert(conn, Job.new("W", scheduled_at=later), prefix=oban_prefix),
+        ]
+        query = sql.SQL("SELECT id, inserted_at, scheduled_at FROM {}.oban_jobs").format(
+            sql.Identifier(oban_prefix)
+        )
+        rows = {row[0]: row[1:] for row in conn.execute(query)}
+    assert len(rows) == 3 + COPY_THRESHOLD + 2
+    for job in inserted[:-1]:
+        assert job is not None and job.id is not None
+        assert (job.inserted_at, job.scheduled_at) == (now, now)
+        assert rows[job.id] == (now, now)
+    scheduled = inserted[-1]
+    assert scheduled is not None and scheduled.id is not None
+    assert rows[scheduled.id] == (now, later)
+
+
+async def test_async_inserts_use_the_databases_clock(oban_prefix: str, database_url: str) -> None:
+    from bridge.jobs.client.enqueue import COPY_THRESHOLD
+
+    async with await psycopg.AsyncConnection.connect(database_url) as aconn:
+        cur = await aconn.execute("SELECT timezone('UTC', now()), pg_sleep(0.01)")
+        row = await cur.fetchone()
+        assert row is not None
+        jobs = [
+            await insert_async(aconn, Job.new("W"), prefix=oban_prefix),
+            *await insert_all_async(aconn, [Job.new("W")] * 2, prefix=oban_prefix),
+            *await insert_all_async(aconn, [Job.new("W")] * COPY_THRESHOLD, prefix=oban_prefix),
+        ]
+        await aconn.commit()
+    assert {(job.inserted_at, job.scheduled_at) for job in jobs} == {(row[0], row[0])}
+
+
 def test_insert_all_keeps_order_and_notifies_each_queue_once(
     conn: Conn, oban_prefix: str, database_url: str
 ) -> None:
