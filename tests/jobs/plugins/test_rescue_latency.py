@@ -274,6 +274,10 @@ async def test_a_killed_leader_is_replaced_when_its_lease_expires(
     conn: Conn, oban_prefix: str, database_url: str, killed_leader: int
 ) -> None:
     await until(lambda: leader_of(conn, oban_prefix) == "py-doomed", 30)
+    # Start the follower a third into the lease, so that its periodic elections (every 30 s
+    # from its start) fall well after the lease's end: only an election timed to the expiry
+    # takes over within the slack below.
+    await asyncio.sleep(10)
     follower = Peer()
     async with running_node(
         database_url,
