@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import time
@@ -305,3 +306,54 @@ async def test_a_killed_leader_is_replaced_when_its_lease_expires(
         assert takeover < max(lease_left, 0) + 2.5
         await wait_for_state(database_url, oban_prefix, job, {"available"}, timeout=3)
     assert leader_of(conn, oban_prefix) is None  # the survivor stepped down on its way out
+
+
+async def test_orphans_are_rescued_while_nodes_are_killed_every_few_seconds(
+    conn: Conn, oban_prefix: str, database_url: str, tmp_path: Path
+) -> None:
+    # Two `bridge worker`s at a time; every 2-5 s the oldest is SIGKILLed (leader or not) and a
+    # new one starts. Each node lives far less than the old 60 s first interval. The bound:
+    # rescue_after + interval + one lease (30 s) if a killed leader held it, plus start-up.
+    rescue_after = 3
+    jobs = [orphan(conn, oban_prefix) for _ in range(3)]
+    created = time.monotonic()
+    pick = random.Random(7)
+    env = worker_env(database_url)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    alive: list[subprocess.Popen[bytes]] = []
+    started = 0
+
+    def spawn() -> None:
+        nonlocal started
+        started += 1
+        args = ["-q", "elsewhere:1", "--node", f"py-churn-{started}"]
+        alive.append(
+            subprocess.Popen(
+                [bridge_script(), "--prefix", oban_prefix, "worker", *args],
+                cwd=scratch,
+                env={**env, "BRIDGE_RESCUE_AFTER": str(rescue_after)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def rescued() -> bool:
+        return all(job_row(database_url, oban_prefix, j)["state"] == "available" for j in jobs)
+
+    try:
+        spawn()
+        spawn()
+        next_kill = time.monotonic() + pick.uniform(2, 5)
+        while not rescued():
+            assert time.monotonic() - created < rescue_after + 1 + 30 + 8, "not rescued"
+            if time.monotonic() >= next_kill:
+                alive.pop(0).kill()
+                spawn()
+                next_kill = time.monotonic() + pick.uniform(2, 5)
+            await asyncio.sleep(0.1)
+    finally:
+        for process in alive:
+            process.kill()
+            process.wait(10)
+    assert started > 2  # nodes were killed while the orphans waited
