@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -165,3 +166,56 @@ async def test_pruner_deletes_what_obans_pruner_deletes(
     ]
     # Finished jobs older than max_age go, each aged by its own timestamp; nothing else does.
     assert left == ["new-completed", "old-available", "old-retryable"]
+
+
+async def test_a_follower_elects_again_when_the_leaders_lease_ends(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    # Another Python node holds "Bridge" for 4 more seconds, then is gone without a word.
+    ident = sql.Identifier(oban_prefix)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.oban_peers VALUES ('Bridge', 'py-other', now() at time zone 'utc', "
+            "now() at time zone 'utc' + interval '4 seconds')"
+        ).format(ident)
+    )
+    peer = Peer()
+    async with running_node(
+        database_url, oban_prefix, {"q": 1}, Registry(), node="py-1", plugins=[peer]
+    ) as node:
+        assert await peer.tick() is False
+        assert 3 < peer.next_interval() < 4.5  # the lease's end, not the 30 s interval
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while not node.is_leader():
+            assert loop.time() - start < 8, "no election at the lease's end"
+            await asyncio.sleep(0.05)
+        assert loop.time() - start < 4 + 2
+
+
+async def test_the_pruner_prunes_as_soon_as_its_node_leads(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    from bridge.jobs.plugins.pruner import Pruner
+
+    old = "now() at time zone 'utc' - interval '2 minutes'"
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.oban_jobs (worker, state, scheduled_at, completed_at) "
+            f"VALUES ('old-completed', 'completed', {old}, {old})"
+        ).format(sql.Identifier(oban_prefix))
+    )
+    # Its interval is 30 s: only a first look at the moment of leadership prunes in time.
+    async with running_node(
+        database_url,
+        oban_prefix,
+        {"q": 1},
+        Registry(),
+        plugins=[Peer(), Pruner(max_age=60, interval=30)],
+    ):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        count = sql.SQL("SELECT count(*) FROM {}.oban_jobs").format(sql.Identifier(oban_prefix))
+        while conn.execute(count).fetchone() != (0,):
+            assert loop.time() - start < 5, "not pruned"
+            await asyncio.sleep(0.05)
