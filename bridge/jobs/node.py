@@ -60,6 +60,13 @@ class NodeConfig:
     switch_interval: float | None = 0.0005
 
 
+def default_plugins() -> list[Plugin]:
+    """The plugins every node runs unless told otherwise: staging, leadership, presence pings
+    and queue check-ins. Code that adds a plugin to a config without any starts from these, so
+    adding one never silently drops leadership."""
+    return [Stager(), Peer(), Sonar(), Gossip()]
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -80,9 +87,7 @@ class Node:
         self.acker = Acker(self.pool, self.prefix, async_commit=config.async_commit)
         self.producers: dict[str, Producer] = {}
         self.notifier = Notifier(config.url, self.prefix, ["insert", "signal"])
-        self.plugins = (
-            config.plugins if config.plugins is not None else [Stager(), Peer(), Sonar(), Gossip()]
-        )
+        self.plugins = config.plugins if config.plugins is not None else default_plugins()
         self.listeners: list[Any] = []  # callables (job, ack) for instrumentation
         self._stopped = asyncio.Event()
 

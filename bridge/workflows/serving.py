@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
-from bridge.jobs.node import NodeConfig
+from bridge.jobs.node import NodeConfig, default_plugins
 from bridge.workflows.delegation.host import DelegatedStep, DelegationHost
 from bridge.workflows.delegation.lifeline import DelegationLifeline
 from bridge.workflows.model.definition import Workflow, WorkflowError, registry
@@ -100,12 +100,7 @@ def serve_workflows(
     config.queues[serving.queue] = serving.concurrency
     if serving.repair_grace is not None:
         if config.plugins is None:
-            from bridge.jobs.plugins.gossip import Gossip
-            from bridge.jobs.plugins.peer import Peer
-            from bridge.jobs.plugins.sonar import Sonar
-            from bridge.jobs.plugins.stager import Stager
-
-            config.plugins = [Stager(), Peer(), Sonar(), Gossip()]
+            config.plugins = default_plugins()
         config.plugins.append(
             WorkflowLifeline(
                 grace=serving.repair_grace, interval=serving.repair_interval, runners=[runner]
@@ -162,8 +157,8 @@ def serve_delegated(
         for item in steps:
             config.queues.setdefault(item.queue, concurrency)
     if host is not None or runner is not None:
-        if config.plugins is None:
-            config.plugins = []
+        if config.plugins is None:  # [] here dropped the Peer: the node led alone, always
+            config.plugins = default_plugins()
         runners = [runner] if runner is not None else []
         config.plugins.append(DelegationLifeline(host, interval=sweep_interval, runners=runners))
     return host

@@ -49,6 +49,10 @@ def test_serve_delegated_registers_serves_the_queue_and_sweeps() -> None:
     busy = NodeConfig(url="postgresql://unused", queues={"python": 3}, registry=Registry())
     serve_delegated(busy, steps)
     assert busy.queues == {"python": 3}  # the operator's limit is kept
+    # A config without plugins keeps the defaults beside the lifeline: no Peer meant a node
+    # that counted itself leader whatever other nodes did.
+    kinds = [type(plugin).__name__ for plugin in busy.plugins or []]
+    assert kinds == ["Stager", "Peer", "Sonar", "Gossip", "DelegationLifeline"]
     assert serve_delegated(NodeConfig(url="x", queues={}, registry=Registry()), []) is None
 
     wired = NodeConfig(url="postgresql://unused", queues={}, registry=Registry())
