@@ -166,13 +166,15 @@ class Job:
             raise JobValidationError(f"args must be a JSON object, got {type(self.args).__name__}")
         if not isinstance(self.meta, dict):
             raise JobValidationError(f"meta must be a JSON object, got {type(self.meta).__name__}")
-        if not _is_int(self.max_attempts) or not 0 < self.max_attempts <= _INT4_MAX:
+        if not _is_int(self.max_attempts) or self.max_attempts < 1:
+            raise JobValidationError(f"max_attempts must be > 0, got {self.max_attempts!r}")
+        if self.max_attempts > _INT4_MAX:
             raise JobValidationError(
-                f"max_attempts must be > 0 (an integer up to {_INT4_MAX}), "
+                f"max_attempts must be at most {_INT4_MAX} (PostgreSQL's integer), "
                 f"got {self.max_attempts!r}"
             )
         if not _is_int(self.priority) or not 0 <= self.priority <= 9:
-            raise JobValidationError(f"priority must be 0..9 (an integer), got {self.priority!r}")
+            raise JobValidationError(f"priority must be 0..9, got {self.priority!r}")
         if self.scheduled_at is not None and not isinstance(self.scheduled_at, datetime):
             raise JobValidationError(
                 f"scheduled_at must be a datetime, got {type(self.scheduled_at).__name__}"
