@@ -125,7 +125,10 @@ SET state = x.state::{prefix}.oban_job_state,
     scheduled_at = COALESCE(x.scheduled_at, j.scheduled_at),
     max_attempts = j.max_attempts + x.max_attempts_inc,
     errors = CASE WHEN x.error IS NULL THEN j.errors ELSE j.errors || x.error END,
-    meta = CASE WHEN x.meta IS NULL THEN j.meta ELSE j.meta || x.meta END
+    -- recorded output merges into an object meta only: || on a JSON array, null or scalar would
+    -- build an array holding the recorded object; such a meta stays as written
+    meta = CASE WHEN x.meta IS NULL OR jsonb_typeof(j.meta) IS DISTINCT FROM 'object' THEN j.meta
+                ELSE j.meta || x.meta END
 FROM unnest(%(id)b::bigint[], %(attempt)b::int[], %(attempted_by)b::jsonb[], %(state)b::text[],
             %(completed_at)b::timestamp[], %(discarded_at)b::timestamp[],
             %(cancelled_at)b::timestamp[], %(scheduled_at)b::timestamp[],

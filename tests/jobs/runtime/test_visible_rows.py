@@ -79,3 +79,23 @@ async def test_recorded_output_leaves_a_meta_that_is_not_an_object_as_written(
     meta: dict[str, Any] = job_row(database_url, oban_prefix, plain.id)["meta"]
     assert meta["k"] == 1 and meta["recorded"] is True
     assert decode_recorded(meta) == {"answer": 42}
+
+
+async def test_recorded_output_leaves_a_json_null_meta_as_written(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    """A JSON ``null`` meta reads like an empty one on the Python side, so the outcome's own
+    statement decides: only an object meta takes the recorded keys (``null || {…}`` would make
+    an array)."""
+    (job,) = insert_all(conn, [Job.new(RECORDER, queue="v")], prefix=oban_prefix)
+    assert job.id is not None
+    set_meta(conn, oban_prefix, job.id, "null")
+    async with running_node(database_url, oban_prefix, {"v": 1}, recording_registry()):
+        await wait_for_state(database_url, oban_prefix, job.id, {"completed"})
+    row = conn.execute(
+        sql.SQL("SELECT meta::text FROM {}.oban_jobs WHERE id = %s").format(
+            sql.Identifier(oban_prefix)
+        ),
+        (job.id,),
+    ).fetchone()
+    assert row is not None and row[0] == "null"
