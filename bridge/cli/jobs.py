@@ -13,22 +13,16 @@ from typing import Any
 import click
 
 from bridge.cli.context import CliContext, connect, pass_ctx
-from bridge.cli.output import echo_json, fail, json_text, table
-from bridge.jobs.client.admin import STATES, ActionOutcome, Undecodable
-
-UNDECODABLE_HELP = (
-    'A value that cannot be decoded is printed as "<undecodable: reason>" (with --json, '
-    'as {"undecodable": reason, "text": the value as PostgreSQL prints it}).'
+from bridge.cli.output import (
+    CONTROL_ESCAPES_BUT_TAB,
+    UNDECODABLE_HELP,
+    echo_json,
+    fail,
+    json_text,
+    printable,
+    table,
 )
-
-# Control characters a row may hold (in a worker name, an error text) are shown escaped, so a
-# row cannot move the cursor or change the colours of the terminal that lists it.
-_CONTROL = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
-_CONTROL_BUT_TAB = {code: text for code, text in _CONTROL.items() if code != 9}
-
-
-def _printable(text: str) -> str:
-    return text.translate(_CONTROL)
+from bridge.jobs.client.admin import STATES, ActionOutcome, Undecodable
 
 
 def _shown(value: Any) -> str:
@@ -40,8 +34,8 @@ def _shown(value: Any) -> str:
     if isinstance(value, list):  # errors may hold undecodable elements
         value = [_jsonable(element) for element in value]
     if isinstance(value, dict | list):
-        return _printable(json_text(value))
-    return _printable(str(value))
+        return printable(json_text(value))
+    return printable(str(value))
 
 
 def _jsonable(value: Any) -> Any:
@@ -61,7 +55,7 @@ def _last_error(errors: list[Any]) -> str:
     entry = errors[-1]
     if isinstance(entry, dict) and isinstance(entry.get("error"), str):
         lines = entry["error"].splitlines()
-        return _printable(lines[0]) if lines else ""
+        return printable(lines[0]) if lines else ""
     return _shown(entry)
 
 
@@ -162,13 +156,15 @@ def _error_entry(number: int, entry: Any) -> str:
     if isinstance(entry, Undecodable):
         return f"-- entry {number}: {entry}"
     if not isinstance(entry, dict):
-        return f"-- entry {number} (not an error object)\n{_printable(json_text(entry))}"
+        return f"-- entry {number} (not an error object)\n{printable(json_text(entry))}"
     attempt, at = entry.get("attempt"), entry.get("at")
     head = f"-- attempt {_known(attempt)} at {_known(at)}"
     error = entry.get("error")
     if not isinstance(error, str):
         return f"{head} (no error text)\n{_shown(entry)}"
-    return "\n".join([head, *(line.translate(_CONTROL_BUT_TAB) for line in error.splitlines())])
+    return "\n".join(
+        [head, *(line.translate(CONTROL_ESCAPES_BUT_TAB) for line in error.splitlines())]
+    )
 
 
 def _known(value: Any) -> str:

@@ -284,6 +284,24 @@ def _cell(value: Any) -> str:
     return escape(str(value))
 
 
+# -- what rows may hold ----------------------------------------------------------------------------
+
+UNDECODABLE_HELP = (
+    'A value that cannot be decoded is printed as "<undecodable: reason>" (with --json, as '
+    '{"undecodable": reason, "text": the value as PostgreSQL prints it}).'
+)
+
+# Control characters a row may hold (in a worker name, an error text) are shown escaped, so a
+# row cannot move the cursor or recolour the terminal that lists it.
+CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+CONTROL_ESCAPES_BUT_TAB = {code: text for code, text in CONTROL_ESCAPES.items() if code != 9}
+
+
+def printable(text: object) -> str:
+    """``text`` with its control characters escaped (``\\x1b``): safe to print on a terminal."""
+    return str(text).translate(CONTROL_ESCAPES)
+
+
 # -- shared formatting -----------------------------------------------------------------------------
 
 

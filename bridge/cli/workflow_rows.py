@@ -18,6 +18,7 @@ from bridge.cli.context import CliContext
 from bridge.cli.output import (
     fail,
     json_text,
+    printable,
     short_name,
 )
 from bridge.jobs.client.admin import Undecodable, decode_json
@@ -40,21 +41,6 @@ STATE_KEYS = (
     "execution_history",
     "runtime_metadata",
 )
-
-
-UNDECODABLE_HELP = (
-    'A value that cannot be decoded is printed as "<undecodable: reason>" (with --json, as '
-    '{"undecodable": reason, "text": the value as PostgreSQL prints it}).'
-)
-
-
-# Control characters a row may hold are shown escaped, so a row cannot move the cursor or
-# recolour the terminal that lists it.
-_CONTROL = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
-
-
-def printable(text: object) -> str:
-    return str(text).translate(_CONTROL)
 
 
 def render_sql(template: str, prefix: str) -> sql.Composed:

@@ -21,9 +21,11 @@ from psycopg.rows import dict_row
 
 from bridge.cli.context import CliContext, connect, pass_ctx
 from bridge.cli.output import (
+    UNDECODABLE_HELP,
     bad_parameter,
     echo_json,
     failure,
+    printable,
     progress,
     table,
     usage_error,
@@ -38,10 +40,8 @@ from bridge.cli.workflow_defs import (
 from bridge.cli.workflow_rows import (
     INSTANCE_STATUSES,
     LIST_INSTANCES,
-    UNDECODABLE_HELP,
     echo_show,
     jsonable,
-    printable,
     render_sql,
     show_data,
     show_json,
