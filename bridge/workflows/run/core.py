@@ -124,6 +124,10 @@ class RunnerCore:
         self.coalesce = coalesce
         self.step_threads = step_threads
         self._threads: ThreadPoolExecutor | None = None
+        self._open_drains()
+
+    def _open_drains(self) -> None:
+        """Create the batch drains of the job kinds the concrete runner composes (none here)."""
 
     def _connection(self) -> AbstractContextManager[Conn]:
         return self._pool.connection()

@@ -31,10 +31,9 @@ The job rows are :mod:`.jobs`; this module re-exports them with the runner, its 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from bridge.db import DEFAULT_PREFIX
 from bridge.jobs.client.enqueue import insert_all
 from bridge.jobs.client.insert_rows import atomic
 from bridge.workflows.model.definition import Workflow
@@ -111,28 +110,7 @@ class WorkflowRunner(AdvanceJobs, ExecuteStepJobs, ResumeJobs):
     :mod:`.resume` (results: :mod:`.recording`; shared paths: :mod:`.core`).
     """
 
-    def __init__(
-        self,
-        url: str,
-        workflows: Iterable[Workflow],
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        queue: str = DEFAULT_QUEUE,
-        config_key: str = DEFAULT_CONFIG_KEY,
-        pool_size: int = 10,
-        coalesce: bool = True,
-        step_threads: int = 100,
-    ) -> None:
-        super().__init__(
-            url,
-            workflows,
-            prefix=prefix,
-            queue=queue,
-            config_key=config_key,
-            pool_size=pool_size,
-            coalesce=coalesce,
-            step_threads=step_threads,
-        )
+    def _open_drains(self) -> None:
         # One drain per kind, each on its own connection (RunnerCore._aopen).
         self._async_prechecks = self._coalescer(self._precheck_batch, "bridge-precheck")
         self._async_recorders = self._coalescer(self._record_batch, "bridge-record")
