@@ -31,7 +31,7 @@ from bridge.jobs.plugins.stager import Stager
 from bridge.jobs.runtime import telemetry
 from bridge.jobs.runtime.acker import Acker
 from bridge.jobs.runtime.executor import Ack, JobExecutor
-from bridge.jobs.runtime.notifier import Notifier
+from bridge.jobs.runtime.notifier import Handler, Notifier
 from bridge.jobs.runtime.producer import Producer
 from bridge.jobs.runtime.threads import JobThreads
 
@@ -86,7 +86,8 @@ class Node:
         self.executor = JobExecutor(config.registry, self.threads)
         self.acker = Acker(self.pool, self.prefix, async_commit=config.async_commit)
         self.producers: dict[str, Producer] = {}
-        self.notifier = Notifier(config.url, self.prefix, ["insert", "signal"])
+        # `leader` is for the Peer plugin (a leader stepping down): one LISTEN connection a node.
+        self.notifier = Notifier(config.url, self.prefix, ["insert", "signal", "leader"])
         self.plugins = config.plugins if config.plugins is not None else default_plugins()
         self.listeners: list[Any] = []  # callables (job, ack) for instrumentation
         self._stopped = asyncio.Event()
@@ -159,6 +160,10 @@ class Node:
         """Leader of this node's peer name; with no Peer plugin a node is alone, so it leads."""
         peers = [p for p in self.plugins if isinstance(p, Peer)]
         return all(p.leader for p in peers)
+
+    def listen(self, handler: Handler) -> None:
+        """Hand ``handler`` every notification the node hears (for plugins)."""
+        self.notifier.subscribe(handler)
 
     def wake(self, queue: str) -> None:
         producer = self.producers.get(queue)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.jobs.client.registry import Registry
+from bridge.jobs.runtime.notifier import Handler
 from bridge.jobs.runtime.producer import Producer
 from bridge.jobs.runtime.tasks import cancel_and_wait
 
@@ -50,6 +51,8 @@ class NodeView(Protocol):
     def plugins(self) -> Sequence[Plugin]: ...
     def is_leader(self) -> bool: ...
     def wake(self, queue: str) -> None: ...
+    def listen(self, handler: Handler) -> None:
+        """Also hand ``handler`` what the node's one LISTEN connection hears."""
 
 
 # How often a leader-only plugin re-reads ``is_leader()`` while it waits to lead, in case the

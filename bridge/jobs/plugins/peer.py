@@ -22,7 +22,6 @@ from typing import Any
 
 from bridge.jobs import queries
 from bridge.jobs.plugins import NodeView, Plugin
-from bridge.jobs.runtime.notifier import Notifier
 from bridge.wire import notify
 from bridge.wire.timefmt import utc_now
 
@@ -55,18 +54,14 @@ class Peer(Plugin):
         self.peer_name = peer_name
         self.leader = False
         self.holder_expires_at: datetime | None = None  # the other leader's, when following
-        self.listener: Notifier | None = None
 
     def start(self, node: NodeView) -> None:
-        # Its own LISTEN connection: the node's notifier does not hear `leader`.
-        self.listener = Notifier(node.config.url, node.prefix, ["leader"])
-        self.listener.subscribe(self._on_leader)
-        self.listener.start()
+        node.listen(self._on_leader)  # through the node's own LISTEN connection
         super().start(node)
 
     def _on_leader(self, channel: str, payload: dict[str, Any]) -> None:
         """A leader of our name stepped down: elect now, not at the next interval."""
-        if payload.get("down") == self.peer_name and not self.leader:
+        if channel == "leader" and payload.get("down") == self.peer_name and not self.leader:
             self.wake_up()
 
     async def tick(self) -> bool:
@@ -120,9 +115,6 @@ class Peer(Plugin):
 
     async def stop(self) -> None:
         await super().stop()
-        if self.listener is not None:
-            await self.listener.stop()
-            self.listener = None
         node = self.node
         if node is None or not self.leader:
             return

@@ -148,8 +148,8 @@ async def test_a_graceful_leader_stop_hands_over_at_once_and_the_new_leader_resc
             plugins=[follower, Lifeline(rescue_after=1, interval=30)],
         ) as b:
             await until(lambda: follower.holder_expires_at is not None, 10)
-            assert follower.listener is not None
-            await asyncio.wait_for(follower.listener.connected.wait(), 10)
+            # the node's LISTEN connection, which hears `leader` for its Peer
+            await asyncio.wait_for(b.notifier.connected.wait(), 10)
             assert not b.is_leader()
             job = orphan(conn, oban_prefix, age=5)
             await asyncio.sleep(0.5)
