@@ -56,9 +56,6 @@ class Registry:
 
     def __init__(self) -> None:
         self._workers: dict[str, WorkerSpec] = {}
-        # module -> error, for worker modules the operator named that did not import; shown in
-        # "unknown worker" entries so the job's errors say why.
-        self.import_failures: dict[str, str] = {}
 
     def register(self, spec: WorkerSpec) -> WorkerSpec:
         if not spec.name or len(spec.name) >= 128:

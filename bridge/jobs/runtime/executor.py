@@ -150,14 +150,6 @@ class JobExecutor:
         try:
             if spec is None:
                 entry = wire_errors.unknown_worker_entry(job.worker, job.attempt, utc_now())
-                if self.registry.import_failures:
-                    failed = "; ".join(
-                        f"{m} ({e})" for m, e in self.registry.import_failures.items()
-                    )
-                    entry["error"] = (
-                        entry["error"].rstrip("\n")
-                        + f"\n    (bridge) worker modules that failed to import: {failed}\n"
-                    )
                 ack = _error_ack(job, None, entry, utc_now())
                 ack.kind = "unknown_worker" if ack.state == "retryable" else ack.kind
                 return ack
