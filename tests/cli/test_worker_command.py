@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -318,7 +319,8 @@ def test_no_wait_fails_at_once_and_the_variable_sets_the_wait(app: Path) -> None
 
 
 def test_a_refusal_waiting_cannot_fix_is_not_retried(app: Path, database_url: str) -> None:
-    url = database_url.rsplit("/", 1)[0] + "/no_such_database_here"
+    # The path is the database name; a query (an embedded server's socket) stays as it is.
+    url = urlunsplit(urlsplit(database_url)._replace(path="/no_such_database_here"))
     result = bridge("--database-url", url, "worker", "-q", "a", cwd=app)
     assert result.returncode == 4
     assert result.stderr.endswith(
@@ -378,7 +380,6 @@ def test_a_role_that_may_not_run_verify_still_gets_the_table_check(
     """verify builds the expected schema in a scratch schema; a worker role without CREATE on
     the database cannot, so start-up checks only that oban_jobs exists, and says so."""
     import uuid
-    from urllib.parse import urlsplit, urlunsplit
 
     role = f"bridge_worker_{uuid.uuid4().hex[:8]}"
     absent = f"absent_{uuid.uuid4().hex[:8]}"
