@@ -18,10 +18,93 @@ import orjson
 
 
 def dumps(value: Any, *, sort_keys: bool = False) -> str:
+    """Python -> compact JSON text, for any value :func:`loads` returns.
+
+    orjson first; what it refuses (integers beyond 64 bits, nesting past 254 levels) goes to the
+    standard library, and what that cannot write either (nesting past ~1,000 levels: it
+    recurses; integers past ``int``'s 4,300-digit ``str`` limit) to :func:`_dumps_iterative`, so
+    a value read from a row (Jason writes any depth and any integer) can be written back. Other
+    errors (a type JSON has no form for) are the standard library's ``TypeError``/``ValueError``.
+    """
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
     except TypeError:
+        pass
+    try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+    except RecursionError:
+        return _dumps_iterative(value, sort_keys)
+    except ValueError as exc:
+        if "digits" not in str(exc):  # only int()'s digit limit; a circular value stays an error
+            raise
+        return _dumps_iterative(value, sort_keys)
+
+
+def _int_text(number: int) -> str:
+    """``str(number)`` for any length without touching the process-wide digit limit: split by
+    a power of ten into halves below the limit (the inverse of :func:`_any_int`)."""
+    if number < 0:
+        return "-" + _int_text(-number)
+    if number < _power_of_ten(_INT_CHUNK):
+        return str(number)
+    low = max(_INT_CHUNK, (len(format(number, "b")) * 3 // 10) // 2)  # ~ half the digits
+    high, rest = divmod(number, _power_of_ten(low))
+    return _int_text(high) + _int_text(rest).rjust(low, "0")
+
+
+def _key_text(key: Any) -> str:
+    """A member name as ``json.dumps`` writes it: str as is, int/float/bool/None converted."""
+    if isinstance(key, str):
+        return key
+    if key is True or key is False or key is None:
+        return json.dumps(key)
+    if isinstance(key, int):
+        return _int_text(key)
+    if isinstance(key, float):
+        return json.dumps(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, str):
+        return _encode_string(value)
+    if value is None or value is True or value is False or isinstance(value, float):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return _int_text(int(value))
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _dumps_iterative(value: Any, sort_keys: bool) -> str:
+    """What ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` writes, with an
+    explicit stack instead of recursion and integers of any length."""
+    out: list[str] = []
+    # A stack of pending work: a value to write, or a literal piece of text.
+    stack: list[tuple[bool, Any]] = [(True, value)]
+    while stack:
+        is_value, item = stack.pop()
+        if not is_value:
+            out.append(item)
+        elif isinstance(item, dict):
+            pairs = [(_key_text(k), v) for k, v in item.items()]
+            if sort_keys:
+                pairs.sort(key=lambda pair: pair[0])
+            out.append("{")
+            stack.append((False, "}"))
+            for index in range(len(pairs) - 1, -1, -1):
+                name, member = pairs[index]
+                stack.append((True, member))
+                stack.append((False, ("," if index else "") + _encode_string(name) + ":"))
+        elif isinstance(item, list | tuple):
+            out.append("[")
+            stack.append((False, "]"))
+            for index in range(len(item) - 1, -1, -1):
+                stack.append((True, item[index]))
+                if index:
+                    stack.append((False, ","))
+        else:
+            out.append(_scalar_text(item))
+    return "".join(out)
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -77,6 +160,8 @@ _RAW_SURROGATE = re.compile("[\ud800-\udfff]")
 _INT_CHUNK = 4000  # below the default 4,300-digit limit of int()
 # The standard library's string scanner (C): escapes, control characters, positions as json's.
 _scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+# The standard library's string writer (C) for ensure_ascii=False, as json.dumps uses it.
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def depth(text: str) -> int:
