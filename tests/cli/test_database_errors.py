@@ -11,10 +11,7 @@ beyond terminating a backend of this test's own command.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +27,7 @@ from psycopg import sql
 from bridge.cli.root import BridgeGroup
 from bridge.db import redact_url, scrub
 from tests.support.cli import bridge_script, run_bridge
+from tests.support.cluster import Cluster, free_port
 
 NO_DATABASE = (
     "Error: no database given: pass --database-url URL or set BRIDGE_DATABASE_URL "
@@ -39,13 +37,6 @@ NO_DATABASE = (
 SCHEMA_HINT = "run `bridge schema install` or the Elixir migrations (or pass --prefix)"
 # Unset for every run here: the refusal must not depend on the developer's shell.
 NO_EMBEDDED = {"BRIDGE_EMBEDDED": "0"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -182,61 +173,18 @@ PASSWORD = "s3cret:@%"
 SOCKET_DIRS: dict[str, str] = {}  # scram_url -> its cluster's socket directory
 
 
-def _pg_bin() -> Path:
-    """initdb and pg_ctl: the system's PostgreSQL, else the one the embedded extra bundles."""
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (candidate / "initdb").exists():
-            return candidate
-    import pgserver
-
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
-
-
 @pytest.fixture(scope="module")
 def scram_url() -> Iterator[str]:
     """A URL (password included) of a cluster of this module's own that authenticates with
     scram-sha-256 over TCP on a spare port (its socket trusts); stopped and removed at the
     end."""
-    bindir = _pg_bin()
-    base = Path(tempfile.mkdtemp(prefix="bridge-scram-"))
-    user: str | None = None
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        import pwd
-
-        for name in ("postgres", "pgserver", "nobody"):
-            try:
-                entry = pwd.getpwnam(name)
-            except KeyError:
-                continue
-            user = name
-            os.chown(base, entry.pw_uid, entry.pw_gid)
-            break
-    data, pwfile, log = base / "data", base / "pwfile", base / "log"
-    pwfile.write_text(PASSWORD + "\n")
-    if user is not None:
-        shutil.chown(pwfile, user)
-    port = free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run(args, check=True, capture_output=True, user=user, timeout=120)
-
-    try:
-        run(
-            str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
-            f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
-        )  # fmt: skip
-        run(
-            str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
-            "-o", f"-p {port} -k {base} -h 127.0.0.1", "start",
-        )  # fmt: skip
-        url = f"postgresql://postgres:{_encoded(PASSWORD)}@127.0.0.1:{port}/postgres"
-        SOCKET_DIRS[url] = str(base)
-        try:
-            yield url
-        finally:
-            run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with Cluster.create(
+        initdb_args=["--pwfile={base}/pwfile", "--auth-host=scram-sha-256", "--auth-local=trust"],
+        files={"pwfile": PASSWORD + "\n"},
+    ) as cluster:
+        url = f"postgresql://postgres:{_encoded(PASSWORD)}@127.0.0.1:{cluster.port}/postgres"
+        SOCKET_DIRS[url] = str(cluster.base)
+        yield url
 
 
 def _encoded(password: str) -> str:
