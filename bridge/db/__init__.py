@@ -12,7 +12,8 @@ One module per job, imports pointing down this list only:
   kept running between commands until stopped;
 - :mod:`~bridge.db.resolve`: which database, by one rule (``--database-url``/``--embedded``,
   then ``BRIDGE_DATABASE_URL``/``BRIDGE_EMBEDDED``, then ``DATABASE_URL``, else refuse);
-- :mod:`~bridge.db.connections`: connecting, the lazy pool and the quoted schema prefix.
+- :mod:`~bridge.db.connections`: connecting (JSON read as Jason reads it), the lazy pool and
+  the quoted schema prefix.
 
 Everything public is re-exported here, so callers write ``from bridge.db import connect`` and
 ``db.scrub(...)`` without knowing which module holds it. The logger of every module is
@@ -24,10 +25,12 @@ from __future__ import annotations
 from bridge.db.connections import (
     DEFAULT_PREFIX,
     LazyPool,
+    configure_pool_connection,
     connect,
     connect_async,
     prefix_ident,
     quote_ident,
+    read_json_as_jason,
 )
 from bridge.db.embedded import (
     DEFAULT_EMBEDDED_DIR,
@@ -78,6 +81,7 @@ __all__ = [
     "LazyPool",
     "NoDatabaseError",
     "ResolvedDatabase",
+    "configure_pool_connection",
     "connect",
     "connect_async",
     "connection_failure",
@@ -90,6 +94,7 @@ __all__ = [
     "missing_schema_object",
     "prefix_ident",
     "quote_ident",
+    "read_json_as_jason",
     "redact_url",
     "resolve_database_url",
     "scrub",

@@ -3,6 +3,11 @@
 A failed connect is re-raised as one line that says what to do (:func:`connection_failure`),
 never with the password, so every caller reports it the same way. The prefix is always a
 quoted identifier, never spliced in as text.
+
+Every connection opened here reads ``json`` and ``jsonb`` as Jason does
+(:func:`read_json_as_jason`): psycopg's default loader is the standard library's ``json.loads``,
+which raises RecursionError for values nested past ~1,000 levels and ValueError for integers
+past 4,300 digits, both of which an Elixir app writes and reads without trouble.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
 from bridge.db.failures import connection_failure
+from bridge.wire import jsonfmt
 
 DEFAULT_PREFIX = "public"
 
@@ -35,22 +42,56 @@ def prefix_ident(prefix: str) -> sql.Identifier:
     return sql.Identifier(prefix)
 
 
+JsonContext = (
+    psycopg.Connection[Any]
+    | psycopg.AsyncConnection[Any]
+    | psycopg.Cursor[Any]
+    | psycopg.AsyncCursor[Any]
+)
+
+
+def read_json_as_jason(context: JsonContext) -> None:
+    """Make ``context`` decode ``json``/``jsonb`` with :func:`bridge.wire.jsonfmt.loads`: any
+    depth, integers of any length, and only :class:`~bridge.wire.jsonfmt.JSONDecodeError` for
+    what Jason refuses too (a number beyond a double, a lone surrogate in a ``json`` column).
+
+    The loader is registered on the connection rather than every row fetched as text and
+    decoded by hand, so each of the many statements that read JSON (claims excepted: they need
+    per-row failures, see ``Job.from_text_row``) is covered by this one place, for every
+    connection bridge opens (:func:`connect`, :func:`connect_async`, :class:`LazyPool`, a node's
+    pool through :func:`configure_pool_connection`). A function that takes a caller's own
+    connection registers it on its cursor instead, so that connection is never altered.
+    """
+    set_json_loads(jsonfmt.loads, context)
+
+
+async def configure_pool_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    """``configure=`` of an async pool: :func:`read_json_as_jason` on each new connection."""
+    read_json_as_jason(conn)
+
+
 def connect(url: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
-    """Open a sync connection; a failure is re-raised as one line that says what to do
-    (:func:`connection_failure`), without the password."""
+    """Open a sync connection reading JSON as Jason does (:func:`read_json_as_jason`); a failure
+    is re-raised as one line that says what to do (:func:`connection_failure`), without the
+    password."""
     try:
-        return psycopg.connect(url, autocommit=autocommit, **kwargs)
+        conn = psycopg.connect(url, autocommit=autocommit, **kwargs)
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise connection_failure(exc, url) from exc
+    read_json_as_jason(conn)
+    return conn
 
 
 async def connect_async(
     url: str, *, autocommit: bool = False, **kwargs: Any
 ) -> psycopg.AsyncConnection[Any]:
+    """The async :func:`connect`."""
     try:
-        return await psycopg.AsyncConnection.connect(url, autocommit=autocommit, **kwargs)
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=autocommit, **kwargs)
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:
         raise connection_failure(exc, url) from exc
+    read_json_as_jason(conn)
+    return conn
 
 
 class LazyPool:
@@ -74,6 +115,7 @@ class LazyPool:
                 min_size=1,
                 max_size=self.size,
                 kwargs={"autocommit": True},
+                configure=read_json_as_jason,
                 open=True,
             )
         with self._pool.connection() as conn:

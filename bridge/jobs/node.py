@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from bridge.db import DEFAULT_PREFIX, redact_url
+from bridge.db import DEFAULT_PREFIX, configure_pool_connection, redact_url
 from bridge.jobs.client.job import Job
 from bridge.jobs.client.registry import Registry, default_registry
 from bridge.jobs.plugins import Plugin
@@ -81,6 +81,7 @@ class Node:
             min_size=1,
             max_size=max(2, config.pool_size),
             kwargs={"autocommit": True},
+            configure=configure_pool_connection,  # JSON read as Jason reads it
             open=False,
         )
         self.executor = JobExecutor(config.registry, self.threads)

@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import psycopg
 from psycopg import sql
 
-from bridge.db import DEFAULT_PREFIX, LazyPool
+from bridge.db import DEFAULT_PREFIX, LazyPool, read_json_as_jason
 from bridge.jobs.client.enqueue import insert_one_unless
 from bridge.jobs.client.insert_rows import atomic
 from bridge.jobs.client.job import Job
@@ -139,9 +139,11 @@ class RunnerCore:
     async def _aopen(self) -> AConn:
         """A batch drain's own connection (autocommit: every batch sends its own BEGIN), named
         so that ``pg_stat_activity`` tells it apart."""
-        return await psycopg.AsyncConnection.connect(
+        conn = await psycopg.AsyncConnection.connect(
             self.url, autocommit=True, application_name=BATCH_APPLICATION_NAME
         )
+        read_json_as_jason(conn)  # states and results nested deep or with long integers
+        return conn
 
     def close(self) -> None:
         if self._threads is not None:

@@ -45,6 +45,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from bridge.db import read_json_as_jason
 from bridge.jobs.client.enqueue import insert_all
 from bridge.jobs.client.job import Job
 from bridge.jobs.client.unique import UniqueOptions
@@ -207,8 +208,12 @@ def find_stuck(
 
 
 def owner_of(conn: Conn, prefix: str, instance_id: str) -> Owner | None:
-    """The owner as the instance's most recent HephaestusOban job says; None without jobs."""
+    """The owner as the instance's most recent HephaestusOban job says; None without jobs.
+
+    The jobs' args and meta are read as Jason reads them (any depth, integers of any length),
+    on any connection: an Elixir-written job that Elixir can read never stops a repair."""
     with conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         cur.execute(_q(_RECENT_JOBS, prefix), {"workers": list(WORKERS), "id": instance_id})
         jobs = cur.fetchall()
     if not jobs:
