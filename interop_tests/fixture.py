@@ -20,7 +20,8 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -269,6 +270,20 @@ class ElixirFixture:
         assert self._proc is not None and self._proc.stderr is not None
         for raw in self._proc.stderr:
             self._stderr.append(raw.decode(errors="replace").rstrip())
+
+
+@contextmanager
+def cold_fixture(url: str, prefix: str, **options: Any) -> Iterator[ElixirFixture]:
+    """A VM booted for one test only (its own OS process), connected to ``url``/``prefix``.
+
+    The shared per-module VM accumulates atoms: every command it ran, every instance its engine
+    advanced, leaves atoms behind for good. A genuine Elixir node that just restarted has only
+    the atoms of its loaded code (the fixture loads every module at boot, as a release does), so
+    what such a node can load is only seen on a VM that has done nothing else yet.
+    """
+    with ElixirFixture() as fixture:
+        fixture.connect(url, prefix, **options)
+        yield fixture
 
 
 def wait_until(
