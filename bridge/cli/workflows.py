@@ -52,7 +52,7 @@ from bridge.cli.workflow_rows import (
 from bridge.jobs.client.admin import decode_json
 
 if TYPE_CHECKING:
-    pass
+    from bridge.workflows.run.repair_passes import RepairRun
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -297,24 +297,55 @@ def workflows_cancel(
         )
 
 
-@workflows_group.command("repair")
+REPAIR_EPILOG = (
+    "Stuck: an unprocessed result for an active step older than --grace with no advance job "
+    "left (a lost advance), or a step job discarded more than --grace ago with no job of the "
+    "instance left (HephaestusOban's FailureHandler never fires on Oban 2.23). Each is healed "
+    "by the advance job its owner's code would enqueue. A pass that enqueued something is "
+    "followed by another once the healed instances have settled (finished, or no job of theirs "
+    "running or available), until a pass finds nothing: a chain may lose a later advance. On a "
+    "terminal, a spinner on stderr shows it is working."
+)
+
+
+@workflows_group.command("repair", epilog=REPAIR_EPILOG)
 @click.option("--dry-run", is_flag=True, help="Report what would be enqueued; write nothing.")
 @click.option(
     "--grace",
     type=click.FloatRange(min=0),
     default=None,
     metavar="SECONDS",
-    help="Seconds an unprocessed result must have waited (default 60).",
+    help="Seconds a result (or a discarded step job) must have waited (default 60).",
 )
 @click.option(
     "--limit",
     default=1000,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Repair at most this many stuck instances.",
+    help="Repair at most this many stuck instances per pass.",
+)
+@click.option("--once", is_flag=True, help="One pass only; do not wait for the healed instances.")
+@click.option(
+    "--max-passes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Stop after this many passes.",
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print one JSON object per instance, as an array."
+    "--settle",
+    "settle_timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="How long to wait for the instances a pass healed to settle before the next pass.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print {passes, stuck, enqueued, unsettled, stopped_at_limit, repairs}.",
 )
 @definition_options
 @pass_ctx
@@ -323,6 +354,9 @@ def workflows_repair(
     dry_run: bool,
     grace: float | None,
     limit: int,
+    once: bool,
+    max_passes: int,
+    settle_timeout: float,
     as_json: bool,
     modules: tuple[str, ...],
     config_path: Path | None,
@@ -330,10 +364,9 @@ def workflows_repair(
     config_key: str | None,
     app_dirs: tuple[Path, ...],
 ) -> None:
-    """Enqueue the owner's advance job for instances stuck with unprocessed step results.
-
-    On a terminal, a spinner on stderr shows it is working."""
-    from bridge.workflows.run.repair import DEFAULT_GRACE, describe, repair
+    """Enqueue the owner's advance job for stuck workflow instances, pass after pass."""
+    from bridge.workflows.run.repair import DEFAULT_GRACE, describe
+    from bridge.workflows.run.repair_passes import repair_until_clear
 
     with (
         definitions_from(
@@ -342,17 +375,48 @@ def workflows_repair(
         connect(ctx) as conn,
         progress("repair: looking for stuck workflow instances and enqueueing their advances"),
     ):
-        done = repair(
+        run = repair_until_clear(
             conn,
             ctx.prefix,
             grace=DEFAULT_GRACE if grace is None else grace,
             dry_run=dry_run,
             runners=[definitions.runner] if definitions is not None else [],
             limit=limit,
+            max_passes=1 if once else max_passes,
+            settle_timeout=settle_timeout,
         )
     if as_json:
-        echo_json([r.to_dict() for r in done], lenient=True)
+        repairs = [{"pass": n, **r.to_dict()} for n, r in run.repairs]
+        echo_json(
+            {
+                "passes": len(run.passes),
+                "stuck": run.stuck,
+                "enqueued": run.enqueued,
+                "unsettled": list(run.unsettled),
+                "stopped_at_limit": run.stopped_at_limit and not once,
+                "repairs": repairs,
+            },
+            lenient=True,
+        )
         return
-    for line in describe(done):
-        click.echo(line)
-    click.echo(f"{len(done)} stuck instance(s){' (dry run: nothing written)' if dry_run else ''}")
+    for n, r in run.repairs:
+        click.echo(f"pass {n}: {describe([r])[0]}")
+    click.echo(_repair_summary(run, dry_run=dry_run, once=once, settle_timeout=settle_timeout))
+
+
+def _repair_summary(run: RepairRun, *, dry_run: bool, once: bool, settle_timeout: float) -> str:
+    """The last line: counts, then why the passes stopped if that was not a clean pass."""
+    line = (
+        f"{run.stuck} stuck instance(s), {run.enqueued} advance(s) enqueued"
+        f" in {len(run.passes)} pass(es)"
+    )
+    if dry_run:
+        return line + " (dry run: nothing written)"
+    if run.unsettled:
+        return (
+            f"{line}; {len(run.unsettled)} healed instance(s) still moving after"
+            f" {settle_timeout:g} s: run repair again later"
+        )
+    if run.stopped_at_limit and not once:
+        return f"{line}; stopped at --max-passes: run repair again"
+    return line

@@ -286,23 +286,56 @@ def test_elixir_instances_are_shown_as_stored_and_refused_for_writes(
         assert f"{STUCK_ID} is Elixir-owned (its jobs run in queue hephaestus)" in refused.output
 
 
-def test_repair_command(database_url: str, oban_prefix: str, conn: psycopg.Connection[Any]) -> None:
+def test_repair_command(
+    database_url: str, oban_prefix: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """Through the installed script: the dry run, then a run whose advance nobody serves (no
+    Elixir node here), so the healed instance never settles and the command says so, then a
+    single pass that finds the advance queued and nothing stuck."""
     build_stuck_s2d(conn, oban_prefix)
-    dry = ok(cli(database_url, oban_prefix, "workflows", "repair", "--dry-run"))
-    assert dry.splitlines() == [
-        f"would enqueue {STUCK_ID} [running; pending normal_slow] (elixir, queue hephaestus)",
-        "1 stuck instance(s) (dry run: nothing written)",
+
+    def bridge(*args: str) -> str:
+        status, out, err = _bridge(
+            database_url, oban_prefix, tmp_path, "workflows", "repair", *args
+        )
+        assert (status, err) == (0, ""), (status, out, err)
+        return out
+
+    assert bridge("--dry-run").splitlines() == [
+        f"pass 1: would enqueue {STUCK_ID} [running; pending normal_slow]"
+        " (elixir, queue hephaestus)",
+        "1 stuck instance(s), 0 advance(s) enqueued in 1 pass(es) (dry run: nothing written)",
     ]
     assert len(jobs_json(database_url, oban_prefix, STUCK_ID)) == LOST_JOB_ID - 1
-    done = json.loads(ok(cli(database_url, oban_prefix, "workflows", "repair", "--json")))
-    assert [(r["instance_id"], r["action"]) for r in done] == [(STUCK_ID, "enqueued")]
+    done = json.loads(bridge("--json", "--settle", "0.2"))
+    assert {k: done[k] for k in ("passes", "stuck", "enqueued", "unsettled")} == {
+        "passes": 1,
+        "stuck": 1,
+        "enqueued": 1,
+        "unsettled": [STUCK_ID],
+    }
+    assert [(r["pass"], r["instance_id"], r["kind"], r["action"]) for r in done["repairs"]] == [
+        (1, STUCK_ID, "lost advance", "enqueued")
+    ]
     golden = golden_jobs()[LOST_JOB_ID - 1]
-    job = done[0]["job"]
+    job = done["repairs"][0]["job"]
     assert {k: job[k] for k in ("worker", "queue", "args", "meta", "tags", "max_attempts")} == {
         k: golden[k] for k in ("worker", "queue", "args", "meta", "tags", "max_attempts")
     }
-    assert (
-        ok(cli(database_url, oban_prefix, "workflows", "repair")).strip() == "0 stuck instance(s)"
+    assert bridge("--once").splitlines() == [
+        "0 stuck instance(s), 0 advance(s) enqueued in 1 pass(es)"
+    ]
+    # The advance ends without applying the result (as the lost one did): stuck again.
+    conn.execute(
+        f"UPDATE {oban_prefix}.oban_jobs SET state = 'completed' WHERE id = %s", (job["id"],)
+    )
+    again = bridge("--settle", "0").splitlines()
+    assert again[0].startswith("pass 1: enqueued job ") and again[0].endswith(
+        f" {STUCK_ID} [running; pending normal_slow] (elixir, queue hephaestus)"
+    )
+    assert again[1] == (
+        "1 stuck instance(s), 1 advance(s) enqueued in 1 pass(es); 1 healed instance(s) still"
+        " moving after 0 s: run repair again later"
     )
 
 
@@ -745,5 +778,7 @@ def test_repair_shows_progress_on_a_terminal_only(
     finally:
         os.close(main_fd)
     assert proc.returncode == 0
-    assert proc.stdout.decode().splitlines()[-1] == "1 stuck instance(s) (dry run: nothing written)"
+    assert proc.stdout.decode().splitlines()[-1] == (
+        "1 stuck instance(s), 0 advance(s) enqueued in 1 pass(es) (dry run: nothing written)"
+    )
     assert b"repair: looking for stuck workflow instances" in shown

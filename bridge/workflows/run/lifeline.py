@@ -1,9 +1,14 @@
 """The workflow lifeline: a node plugin that runs :func:`bridge.workflows.run.repair.repair`.
 
-Opt-in, like the job lifeline: the upstream defect it heals leaves instances stuck without any
-error, so only a periodic look finds them. Only the leader looks; every insert is also safe
-against a second repairer (instance lock or unique-insert protocol), so a CLI ``repair`` run at
-the same moment cannot double an advance.
+Opt-in, like the job lifeline: the upstream defects it heals (a lost advance, a failed step that
+never failed its instance) leave instances stuck without any error, so only a periodic look finds
+them. Only the leader looks; every insert is also safe against a second repairer (instance lock
+or unique-insert protocol), so a CLI ``repair`` run at the same moment cannot double an advance.
+
+Each tick is one pass, so a chain that loses a second advance after being healed is healed again
+by a later tick. The instances a tick healed are remembered: once none of their jobs is moving,
+the next tick looks at them without the grace (nothing can be committing a result for them), so
+a second loss is healed one interval after the instance settles rather than grace + interval.
 """
 
 from __future__ import annotations
@@ -15,9 +20,14 @@ from collections.abc import Sequence
 from bridge.db import connect
 from bridge.jobs.plugins import Plugin
 from bridge.workflows.run.repair import DEFAULT_GRACE, Repair, describe, repair
+from bridge.workflows.run.repair_passes import moving
 from bridge.workflows.run.runner import WorkflowRunner
 
 log = logging.getLogger("bridge.workflows.lifeline")
+
+# At most this many healed instances are remembered between ticks (the oldest are forgotten:
+# they are then looked at with the grace again, as any instance).
+REMEMBERED = 10_000
 
 
 class WorkflowLifeline(Plugin):
@@ -33,6 +43,7 @@ class WorkflowLifeline(Plugin):
         super().__init__(interval)
         self.grace = grace
         self.runners = list(runners)
+        self._healed: list[str] = []  # instances enqueued for, still moving at the last look
 
     async def tick(self) -> list[Repair]:
         node = self.node
@@ -49,4 +60,10 @@ class WorkflowLifeline(Plugin):
 
     def _repair(self, url: str, prefix: str) -> list[Repair]:
         with connect(url, autocommit=True) as conn:
-            return repair(conn, prefix, grace=self.grace, runners=self.runners)
+            still = set(moving(conn, prefix, self._healed)) if self._healed else set()
+            settled = [i for i in self._healed if i not in still]
+            done = repair(conn, prefix, grace=self.grace, runners=self.runners, settled=settled)
+        enqueued = [r.instance_id for r in done if r.action == "enqueued"]
+        kept = [i for i in self._healed if i in still and i not in enqueued]
+        self._healed = (kept + enqueued)[-REMEMBERED:]
+        return done

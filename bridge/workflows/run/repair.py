@@ -1,41 +1,53 @@
-"""Heal workflow instances left with step results that no advance job will ever apply.
+"""Heal workflow instances that HephaestusOban leaves stuck, by enqueuing the owner's own job.
 
-HephaestusOban inserts a step result together with an ``AdvanceWorker`` job in one transaction,
-but that insert is deduplicated against an advance that is already *executing*; if that advance
-read its pending results before the new one was committed, the result stays unprocessed and the
-instance stays ``running`` for ever (golden ``async-step-in-fanout`` s2d, ``golden/README.md``:
-27 of 3,000 workflows at concurrency 50). This module finds such instances — Elixir-owned and
-Python-owned alike — and enqueues the advance job their own runner would have enqueued.
+Two shapes are stuck, each recognised from the rows alone:
 
-Stuck means, all at once:
+- **Lost advance.** HephaestusOban inserts a step result together with an ``AdvanceWorker`` job
+  in one transaction, but that insert is deduplicated against an advance that is already
+  *executing*; if that advance read its pending results before the new one was committed, the
+  result stays unprocessed and the instance stays ``running`` for ever (golden
+  ``async-step-in-fanout`` s2d: 27 of 3,000 workflows at concurrency 50). Stuck when the instance
+  is ``pending``/``running``/``waiting``, has an unprocessed result for a step that is still
+  active, written more than ``grace`` seconds ago, and no ``AdvanceWorker`` of the instance is
+  ``available``, ``scheduled``, ``executing`` or ``retryable`` (nor being inserted by a bridge
+  process). Results for steps no longer active are left alone: an Elixir advance would apply them
+  again and re-run the steps after them.
+- **Failed step never failed the instance.** An ``ExecuteStepWorker`` that errors on its last
+  attempt (or that a lifeline discards because its node died on it) ends ``discarded``.
+  HephaestusOban's ``FailureHandler`` would then insert an ``AdvanceWorker``, whose
+  ``detect_discarded_steps`` fails the instance; but it listens for ``[:oban, :job, :stop]`` and
+  Oban 2.23 reports an exhausted job as ``[:oban, :job, :exception]``, so it never fires (golden
+  ``failing-step`` s1a): the instance stays ``running`` with no live job and nothing pending.
+  Stuck when the instance is unfinished, one of its ``ExecuteStepWorker`` jobs was discarded more
+  than ``grace`` seconds ago, and *no* job of any worker naming the instance is live (a live one
+  will still run an advance, which notices the discard itself). The bridge runner fails its own
+  instances on a step's last failing attempt, but not when its node is killed during it; the
+  same look heals that.
 
-- the instance is ``pending``, ``running`` or ``waiting``;
-- it has an unprocessed result for a step that is still active, written more than ``grace``
-  seconds ago (a result and its advance commit together, so a result that old whose advance is
-  missing will not get one);
-- no ``HephaestusOban.AdvanceWorker`` for it is ``available``, ``scheduled``, ``executing`` or
-  ``retryable`` (nor one being inserted by another bridge process).
-
-Results for steps that are no longer active (an async step's duplicate run, s2d's last row) are
-left alone: an Elixir advance would apply them again and re-run the steps after them.
+A chain may lose a second advance later (after the first is healed): :mod:`.repair_passes`
+repeats passes until one finds nothing; the lifeline does by ticking.
 
 The owner is read from the instance's own jobs, never guessed from the workflow name: the queue
 of its most recent HephaestusOban job. ``hephaestus`` (the only queue HephaestusOban uses) means
 Elixir-owned; any other queue means a Python runner on that queue. The ``config_key`` comes from
 the same job's args, and meta and tags from its most recent advance or resume job (their meta is
-``JobMetadata.build`` without runtime metadata), with ``step`` set to the newest pending result's
-step — what the lost insert carried. An instance with no such job left (pruned) is reported and
-skipped unless a Python runner given to :func:`repair` has its workflow on that queue.
+``JobMetadata.build`` without runtime metadata), with ``step`` set to the step concerned. An
+instance with no such job left (pruned) is reported and skipped unless a Python runner given to
+:func:`repair` has its workflow on that queue.
 
-The insert is exactly the owner's: for Elixir, an AdvanceWorker row in ``hephaestus`` inserted
-with the worker's unique options through bridge's unique-insert protocol, so a concurrent Elixir
-insert and ours never both stay; for Python, the runner's own advance job, inserted under the
-instance's advisory lock after checking again, as the runner does.
+The job written is the one the owner's own code would have written: for a lost advance, the
+advance the lost insert carried (args ``instance_id``, ``config_key``, ``workflow``,
+``workflow_version``); for an Elixir step that failed, the one ``FailureHandler.handle_event/4``
+builds (the same without ``workflow_version``: golden ``failing-step`` job 3); for a Python
+instance, the runner's own ``advance_job``. Elixir-owned jobs are inserted with AdvanceWorker's
+unique options through bridge's unique-insert protocol, so a concurrent Elixir insert and ours
+never both stay; Python-owned ones under the instance's advisory lock after checking again, as
+the runner does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -56,6 +68,7 @@ from bridge.workflows.model.instance import Instance
 from bridge.workflows.run.runner import (
     ADVANCE_MAX_ATTEMPTS,
     ADVANCE_WORKER,
+    EXECUTE_STEP_WORKER,
     RESUME_WORKER,
     WORKERS,
     WorkflowRunner,
@@ -72,6 +85,11 @@ LIVE_STATES = ("available", "scheduled", "executing", "retryable")
 ADVANCE_UNIQUE = UniqueOptions(keys=("instance_id",), period=None, states=LIVE_STATES)
 
 Action = Literal["enqueued", "would enqueue", "already queued", "skipped"]
+# What makes an instance stuck (module docstring): a result no advance will apply, or a step job
+# discarded with nothing left to notice it.
+Kind = Literal["lost advance", "failed step"]
+LOST_ADVANCE: Kind = "lost advance"
+FAILED_STEP: Kind = "failed step"
 
 _LIVE_ADVANCE = """
 SELECT 1 FROM {prefix}.oban_jobs j
@@ -80,6 +98,16 @@ WHERE j.worker = %(advance)s
   AND j.args @> jsonb_build_object('instance_id', {instance}::text)
 """
 
+# Any job naming the instance, of any worker (upstream's cancel_pending_jobs has no worker filter
+# either): while one is live, an advance will still run and notice a discarded step job itself.
+_LIVE_JOB = """
+SELECT 1 FROM {prefix}.oban_jobs j
+WHERE (j.state::text = ANY(%(live)s) OR (j.state = 'suspended' AND j.meta ? %(pending)s))
+  AND j.args @> jsonb_build_object('instance_id', {instance}::text)
+"""
+
+# ``settled``: instances a repair loop saw settle after healing them (no job of theirs live), for
+# which the grace is waived: nothing can be committing a result for them.
 _STUCK = (
     """
 SELECT i.id, i.workflow, i.status, i.workflow_version,
@@ -88,7 +116,8 @@ SELECT i.id, i.workflow, i.status, i.workflow_version,
 FROM {prefix}.workflow_instances i
 JOIN {prefix}.hephaestus_step_results r ON r.instance_id = i.id AND NOT r.processed
 WHERE i.status IN ('pending', 'running', 'waiting')
-  AND r.inserted_at < localtimestamp - make_interval(secs => %(grace)s)
+  AND (r.inserted_at < localtimestamp - make_interval(secs => %(grace)s)
+       OR i.id = ANY(%(settled)s))
   AND coalesce(i.state->'active_steps', '[]'::jsonb) ? r.step_ref
   AND (%(only)s::text IS NULL OR i.id = %(only)s::text)
   AND NOT EXISTS ("""
@@ -96,6 +125,31 @@ WHERE i.status IN ('pending', 'running', 'waiting')
     + """)
 GROUP BY i.id
 ORDER BY min(r.inserted_at), i.id
+LIMIT %(limit)s
+"""
+)
+
+# AdvanceWorker's ``detect_discarded_steps``: discarded ExecuteStepWorker jobs whose
+# ``args->>'instance_id'`` is the instance; the newest one names the step (FailureHandler fires per
+# discard). Oban writes ``discarded_at`` in UTC.
+_FAILED_STEP = (
+    """
+SELECT i.id, i.workflow, i.status, i.workflow_version,
+       (array_agg(d.args->>'step_ref' ORDER BY d.id DESC))[1] AS step,
+       min(coalesce(d.discarded_at, d.attempted_at, d.inserted_at)) AS oldest
+FROM {prefix}.oban_jobs d
+JOIN {prefix}.workflow_instances i ON i.id = d.args->>'instance_id'
+WHERE d.worker = %(execute)s AND d.state = 'discarded'
+  AND i.status IN ('pending', 'running', 'waiting')
+  AND (coalesce(d.discarded_at, d.attempted_at, d.inserted_at)
+         < timezone('UTC', now()) - make_interval(secs => %(grace)s)
+       OR i.id = ANY(%(settled)s))
+  AND (%(only)s::text IS NULL OR i.id = %(only)s::text)
+  AND NOT EXISTS ("""
+    + _LIVE_JOB.format(prefix="{prefix}", instance="i.id")
+    + """)
+GROUP BY i.id
+ORDER BY min(coalesce(d.discarded_at, d.attempted_at, d.inserted_at)), i.id
 LIMIT %(limit)s
 """
 )
@@ -131,7 +185,15 @@ class Stuck:
     status: str
     workflow_version: int
     pending_steps: tuple[str, ...]  # steps of the unprocessed results, oldest first
-    oldest: datetime
+    oldest: datetime  # the oldest such result, or the oldest discard
+    kind: Kind = LOST_ADVANCE
+    failed_step: str | None = None  # FAILED_STEP: the newest discarded step job's step
+
+    @property
+    def step(self) -> str:
+        """The step the owner's job names in ``meta.step``: the failed one, else the newest
+        pending result's."""
+        return self.failed_step if self.failed_step is not None else self.pending_steps[-1]
 
 
 @dataclass(frozen=True)
@@ -147,6 +209,8 @@ class Repair:
     queue: str | None = None
     job: Job | None = None
     reason: str = ""
+    kind: Kind = LOST_ADVANCE
+    failed_step: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         job = self.job
@@ -154,7 +218,9 @@ class Repair:
             "instance_id": self.instance_id,
             "workflow": self.workflow,
             "status": self.status,
+            "kind": self.kind,
             "pending_steps": list(self.pending_steps),
+            "failed_step": self.failed_step,
             "action": self.action,
             "owner": self.owner,
             "queue": self.queue,
@@ -181,21 +247,28 @@ def find_stuck(
     grace: float = DEFAULT_GRACE,
     instance_id: str | None = None,
     limit: int = 1000,
+    settled: Collection[str] = (),
 ) -> list[Stuck]:
-    """Instances matching the three conditions of the module docstring, oldest result first."""
+    """Instances stuck in either shape of the module docstring, oldest evidence first; one that
+    is both is a failed step (its advance fails it whatever is pending). ``settled``: ids whose
+    grace is waived (:mod:`.repair_passes`)."""
     params = {
         "grace": float(grace),
         "advance": ADVANCE_WORKER,
+        "execute": EXECUTE_STEP_WORKER,
         "live": list(LIVE_STATES),
         "pending": PENDING,
         "only": instance_id,
         "limit": limit,
+        "settled": list(settled),
     }
     with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_q(_FAILED_STEP, prefix), params)
+        failed = cur.fetchall()
         cur.execute(_q(_STUCK, prefix), params)
-        rows = cur.fetchall()
-    return [
-        Stuck(
+        lost = cur.fetchall()
+    found = {
+        r["id"]: Stuck(
             id=r["id"],
             workflow=r["workflow"],
             status=r["status"],
@@ -203,8 +276,21 @@ def find_stuck(
             pending_steps=tuple(r["steps"]),
             oldest=r["oldest"],
         )
-        for r in rows
-    ]
+        for r in lost
+    }
+    for r in failed:
+        pending = found[r["id"]].pending_steps if r["id"] in found else ()
+        found[r["id"]] = Stuck(
+            id=r["id"],
+            workflow=r["workflow"],
+            status=r["status"],
+            workflow_version=r["workflow_version"],
+            pending_steps=pending,
+            oldest=r["oldest"],
+            kind=FAILED_STEP,
+            failed_step=r["step"],
+        )
+    return sorted(found.values(), key=lambda s: (s.oldest, s.id))[:limit]
 
 
 def owner_of(conn: Conn, prefix: str, instance_id: str) -> Owner | None:
@@ -233,18 +319,20 @@ def owner_of(conn: Conn, prefix: str, instance_id: str) -> Owner | None:
 
 
 def advance_from_rows(stuck: Stuck, owner: Owner) -> Job | None:
-    """The advance job the lost insert would have written, built from the instance's jobs."""
+    """The advance job the owner's code would have written, built from the instance's jobs:
+    the lost insert's, or for an Elixir step that failed ``FailureHandler.handle_event/4``'s
+    (no ``workflow_version`` in its args)."""
     if owner.meta is None or owner.tags is None:
         return None
-    step = stuck.pending_steps[-1]
     meta = {k: v for k, v in owner.meta.items() if k not in ("step", PENDING)}
-    meta["step"] = short_name(step)
-    args = {
+    meta["step"] = short_name(stuck.step)
+    args: dict[str, Any] = {
         "instance_id": stuck.id,
         "config_key": owner.config_key,
         "workflow": stuck.workflow,
-        "workflow_version": stuck.workflow_version,
     }
+    if not (stuck.kind == FAILED_STEP and owner.kind == "elixir"):
+        args["workflow_version"] = stuck.workflow_version
     return Job.new(
         ADVANCE_WORKER,
         args,
@@ -260,7 +348,7 @@ def _python_advance(stuck: Stuck, owner: Owner, runners: Iterable[WorkflowRunner
         if runner.queue != owner.queue or runner.config_key != owner.config_key:
             continue
         workflow = runner.workflows.get(stuck.workflow)
-        if workflow is None:
+        if workflow is None or stuck.step not in workflow.steps:
             continue
         instance = Instance(
             id=stuck.id, workflow=stuck.workflow, workflow_version=stuck.workflow_version
@@ -270,7 +358,7 @@ def _python_advance(stuck: Stuck, owner: Owner, runners: Iterable[WorkflowRunner
             instance,
             queue=runner.queue,
             config_key=runner.config_key,
-            step_ref=stuck.pending_steps[-1],
+            step_ref=stuck.step,
         )
     return None
 
@@ -327,17 +415,27 @@ def repair(
     dry_run: bool = False,
     runners: Sequence[WorkflowRunner] = (),
     limit: int = 1000,
+    settled: Collection[str] = (),
 ) -> list[Repair]:
-    """Enqueue the owner's advance job for every stuck instance (nothing in a dry run).
+    """One pass: enqueue the owner's advance job for every stuck instance (nothing in a dry run).
 
     ``conn`` must be an idle autocommit connection: the Elixir-owned inserts run the
-    unique-insert protocol, which needs transactions of its own.
+    unique-insert protocol, which needs transactions of its own. ``settled``: ids whose grace is
+    waived (:func:`find_stuck`).
     """
     if not conn.autocommit:
         raise ValueError("repair needs an autocommit connection")
     done: list[Repair] = []
-    for stuck in find_stuck(conn, prefix, grace=grace, limit=limit):
-        report = Repair(stuck.id, stuck.workflow, stuck.status, stuck.pending_steps, "skipped")
+    for stuck in find_stuck(conn, prefix, grace=grace, limit=limit, settled=settled):
+        report = Repair(
+            stuck.id,
+            stuck.workflow,
+            stuck.status,
+            stuck.pending_steps,
+            "skipped",
+            kind=stuck.kind,
+            failed_step=stuck.failed_step,
+        )
         owner = owner_of(conn, prefix, stuck.id)
         if owner is None:
             done.append(replace(report, reason="no HephaestusOban jobs left"))
@@ -372,8 +470,11 @@ def describe(repairs: Sequence[Repair]) -> list[str]:
         job = f" job {r.job.id}" if r.job is not None and r.job.id is not None else ""
         where = f" ({r.owner}, queue {r.queue})" if r.owner else ""
         why = f": {r.reason}" if r.reason else ""
-        steps = ", ".join(short_name(s) for s in r.pending_steps)
-        lines.append(f"{r.action}{job} {r.instance_id} [{r.status}; pending {steps}]{where}{why}")
+        if r.failed_step is not None:
+            what = f"step {short_name(r.failed_step)} discarded"
+        else:
+            what = "pending " + ", ".join(short_name(s) for s in r.pending_steps)
+        lines.append(f"{r.action}{job} {r.instance_id} [{r.status}; {what}]{where}{why}")
     return lines
 
 
@@ -381,6 +482,10 @@ __all__ = [
     "ADVANCE_UNIQUE",
     "DEFAULT_GRACE",
     "ELIXIR_QUEUE",
+    "FAILED_STEP",
+    "LIVE_STATES",
+    "LOST_ADVANCE",
+    "Kind",
     "Owner",
     "Repair",
     "Stuck",
