@@ -8,7 +8,6 @@ The functions that build errors return them, to be raised where the failure is f
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +17,8 @@ from uuid import UUID
 
 import click
 import orjson
+
+from bridge.wire import jsonfmt
 
 # -- errors ----------------------------------------------------------------------------------------
 
@@ -159,13 +160,9 @@ def json_text(value: Any, *, lenient: bool = False) -> str:
         return orjson.dumps(value, default=str if lenient else None).decode()
     except TypeError:
         # orjson refuses integers beyond 64 bits and nesting past 254 levels, both of which a
-        # jsonb column (and an Elixir app) holds happily: the standard library writes them.
-        return json.dumps(
-            value,
-            default=_lenient_default if lenient else _strict_default,
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        # jsonb column (and an Elixir app) holds happily; jsonfmt writes them at any depth and
+        # length, as the standard library would.
+        return jsonfmt.dumps(value, default=_lenient_default if lenient else _strict_default)
 
 
 def _strict_default(value: Any) -> Any:

@@ -15,14 +15,15 @@ import pytest
 from psycopg import sql
 
 from bridge.cli import main
+from bridge.wire import jsonfmt
 from tests.support.cli import run_bridge
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
 BIG = 2**70
 DEEP_OK = 300  # beyond orjson's 254 levels, within what Python reads
-DEEP_BAD = 2000  # beyond what Python's json module reads (RecursionError near 1,000)
-LONG_NUMBER = "1" + "0" * 5000  # beyond Python's 4,300-digit int conversion limit
+DEEP = 2000  # beyond what Python's json module reads (RecursionError near 1,000); Jason reads it
+LONG_NUMBER = "1" + "0" * 5000  # beyond Python's 4,300-digit int conversion limit; Jason reads it
 
 
 def nested(depth: int) -> str:
@@ -52,8 +53,8 @@ def odd(conn: Conn, oban_prefix: str) -> dict[str, int]:
             "args, meta", "%s::jsonb, %s::jsonb", (json.dumps({"n": BIG}), json.dumps({"m": -BIG}))
         ),
         "deep_ok": rows.insert("args", "jsonb_build_object('d', %s::jsonb)", (nested(DEEP_OK),)),
-        "deep_bad": rows.insert(
-            "args, state", "jsonb_build_object('d', %s::jsonb), 'retryable'", (nested(DEEP_BAD),)
+        "deep": rows.insert(
+            "args, state", "jsonb_build_object('d', %s::jsonb), 'retryable'", (nested(DEEP),)
         ),
         "long_number": rows.insert("meta", "jsonb_build_object('x', %s::numeric)", (LONG_NUMBER,)),
         "odd_errors": rows.insert(
@@ -65,7 +66,7 @@ def odd(conn: Conn, oban_prefix: str) -> dict[str, int]:
             'ARRAY[%s::jsonb, \'{"attempt": 1, "at": "2026-01-01T00:00:00", '
             '"error": "** (RuntimeError) boom\\n    (app) lib/a.ex:1"}\'::jsonb], 2, '
             "'retryable'",
-            (nested(DEEP_BAD),),
+            (nested(DEEP),),
         ),
         "infinity": rows.insert("scheduled_at, state", "'infinity', 'scheduled'"),
         "year_10000": rows.insert("scheduled_at, state", "'10000-01-01 00:00:00', 'scheduled'"),
@@ -109,31 +110,21 @@ def test_list_shows_every_odd_row(
     assert by_id[odd["deep_error"]].endswith("** (RuntimeError) boom")
 
 
-def test_list_json_keeps_values_and_marks_what_it_cannot_decode(
-    conn: Conn, database_url: str, oban_prefix: str, odd: dict[str, int], tmp_path: Path
+def test_list_json_keeps_every_value_jason_reads(
+    database_url: str, oban_prefix: str, odd: dict[str, int], tmp_path: Path
 ) -> None:
+    """Nesting of 2,000 levels and a 5,000-digit integer are values, as an Elixir node reads
+    them (they used to be marked undecodable); the output is JSON at any depth and length."""
     out = ok(bridge(database_url, oban_prefix, tmp_path, "jobs", "list", "--json"))
-    rows = {row["id"]: row for row in json.loads(out)}
+    rows = {row["id"]: row for row in jsonfmt.loads(out)}
     assert set(rows) == set(odd.values())
     assert rows[odd["big"]]["args"] == {"n": BIG} and rows[odd["big"]]["meta"] == {"m": -BIG}
     assert rows[odd["deep_ok"]]["args"] == {"d": json.loads(nested(DEEP_OK))}
-
-    marked = rows[odd["deep_bad"]]["args"]
-    stored = conn.execute(
-        sql.SQL("SELECT args::text FROM {}.oban_jobs WHERE id = %s").format(
-            sql.Identifier(oban_prefix)
-        ),
-        (odd["deep_bad"],),
-    ).fetchone()
-    assert stored is not None
-    assert marked == {
-        "undecodable": f"JSON nested {DEEP_BAD + 1} levels deep (read up to 500)",
-        "text": stored[0],
-    }
-    assert rows[odd["long_number"]]["meta"]["undecodable"] == "a number longer than 4300 digits"
+    assert jsonfmt.dumps(rows[odd["deep"]]["args"]) == '{"d":' + nested(DEEP) + "}"
+    assert rows[odd["long_number"]]["meta"] == {"x": 10**5000}
     assert rows[odd["odd_errors"]]["errors"] == [1, "x", {"no_error_key": 1}]
     first, second = rows[odd["deep_error"]]["errors"]
-    assert first["undecodable"].startswith("JSON nested") and second["attempt"] == 1
+    assert jsonfmt.dumps(first) == nested(DEEP) and second["attempt"] == 1
     assert rows[odd["infinity"]]["scheduled_at"] == "infinity"
     assert rows[odd["year_10000"]]["scheduled_at"] == "10000-01-01T00:00:00"
     assert rows[odd["bc"]]["inserted_at"] == "0044-03-15T12:00:00 BC"
@@ -148,13 +139,10 @@ def test_show_prints_each_odd_row_with_its_markers(
 
     assert f'         args: {{"n":{BIG}}}' in show("big").splitlines()
     assert f'         args: {{"d":{nested(DEEP_OK)}}}' in show("deep_ok").splitlines()
-    deep = show("deep_bad").splitlines()
-    assert (
-        f"         args: <undecodable: JSON nested {DEEP_BAD + 1} levels deep (read up to 500)>"
-        in deep
-    )
-    assert "        state: retryable" in deep  # the rest of the row is there
-    assert "         meta: <undecodable: a number longer than 4300 digits>" in show("long_number")
+    deep = show("deep").splitlines()
+    assert f'         args: {{"d":{nested(DEEP)}}}' in deep
+    assert "        state: retryable" in deep
+    assert f'         meta: {{"x":{LONG_NUMBER}}}' in show("long_number").splitlines()
     assert show("odd_errors").splitlines()[-9:] == [
         "",
         "-- entry 1 (not an error object)",
@@ -166,8 +154,10 @@ def test_show_prints_each_odd_row_with_its_markers(
         "-- attempt ? at ? (no error text)",
         '{"no_error_key":1}',
     ]
-    assert show("deep_error").splitlines()[-5:] == [
-        f"-- entry 1: <undecodable: JSON nested {DEEP_BAD} levels deep (read up to 500)>",
+    assert show("deep_error").splitlines()[-7:] == [
+        "",
+        "-- entry 1 (not an error object)",
+        nested(DEEP),
         "",
         "-- attempt 1 at 2026-01-01T00:00:00",
         "** (RuntimeError) boom",
@@ -178,18 +168,17 @@ def test_show_prints_each_odd_row_with_its_markers(
     assert "  inserted_at: 0044-03-15T12:00:00 BC" in show("bc").splitlines()
 
 
-def test_show_json_of_an_undecodable_row(
+def test_show_json_of_a_deep_and_a_long_row(
     database_url: str, oban_prefix: str, odd: dict[str, int], tmp_path: Path
 ) -> None:
-    out = ok(
-        bridge(database_url, oban_prefix, tmp_path, "jobs", "show", str(odd["deep_bad"]), "--json")
-    )
-    row = json.loads(out)
-    assert row["id"] == odd["deep_bad"] and row["state"] == "retryable"
-    assert row["args"] == {
-        "undecodable": f"JSON nested {DEEP_BAD + 1} levels deep (read up to 500)",
-        "text": '{"d": ' + nested(DEEP_BAD) + "}",
-    }
+    def show(name: str) -> Any:
+        args = ("jobs", "show", str(odd[name]), "--json")
+        return jsonfmt.loads(ok(bridge(database_url, oban_prefix, tmp_path, *args)))
+
+    row = show("deep")
+    assert row["id"] == odd["deep"] and row["state"] == "retryable"
+    assert jsonfmt.dumps(row["args"]) == '{"d":' + nested(DEEP) + "}"
+    assert show("long_number")["meta"] == {"x": 10**5000}
 
 
 def test_control_characters_in_a_row_are_shown_escaped(

@@ -7,12 +7,14 @@ are NOTIFYs in Oban's payload shape, so Elixir nodes obey them exactly as they o
 Reading for people (``list_job_rows``, ``get_job_row``) never fails on a row the database holds:
 an Elixir app may store integers beyond 64 bits, JSON nested thousands of levels deep, odd
 ``errors`` elements or ``infinity`` timestamps, and a read command must still show every row.
+Reading for programs (``list_jobs``, ``get_job``) decodes JSON as Jason does (any depth, any
+integer) and raises :class:`UndecodableJobError`, naming the job, for a value no Python object
+holds (a timestamp outside the years 1 to 9999).
 Who is running is :mod:`bridge.jobs.client.cluster`'s.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bridge.jobs import queries
-from bridge.jobs.client.job import JOB_COLUMNS, Job
+from bridge.jobs.client.job import JOB_COLUMNS, Job, UndecodableRowError
 from bridge.wire import jsonfmt, notify
 from bridge.wire.timefmt import utc_now
 
@@ -83,33 +85,51 @@ def _where(flt: JobFilter) -> tuple[sql.Composable, dict[str, Any]]:
     return (sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("TRUE")), params
 
 
+class UndecodableJobError(UndecodableRowError):
+    """``list_jobs``/``get_job``: a row holding a value no Python object can (see
+    :class:`~bridge.jobs.client.job.UndecodableRowError`), its message naming the job."""
+
+    def __init__(self, error: UndecodableRowError) -> None:
+        super().__init__(error.job, error.problems)
+        self.args = (f"job {error.job.id}: {error}",)
+
+
+def _job(row: dict[str, Any]) -> Job:
+    try:
+        return Job.from_text_row(row)
+    except UndecodableRowError as exc:
+        raise UndecodableJobError(exc) from None
+
+
 def list_jobs(conn: psycopg.Connection[Any], prefix: str, flt: JobFilter) -> list[Job]:
-    """Jobs as :class:`Job` objects, newest first (for programs; see ``list_job_rows``)."""
+    """Jobs as :class:`Job` objects, newest first (for programs; see ``list_job_rows``).
+
+    The row comes as text and is decoded by ``Job.from_text_row`` (JSON as Jason reads it, on
+    the caller's connection too), so a value that cannot be held raises
+    :class:`UndecodableJobError` naming its job rather than the driver's error."""
     where, params = _where(flt)
     query = sql.SQL(
-        "SELECT *, state::text AS state FROM {}.oban_jobs WHERE {} ORDER BY id DESC LIMIT %(limit)s"
-    ).format(sql.Identifier(prefix), where)
+        "SELECT {} FROM {}.oban_jobs AS j WHERE {} ORDER BY j.id DESC LIMIT %(limit)s"
+    ).format(_SELECT_TEXT, sql.Identifier(prefix), where)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
-        return [Job.from_row(row) for row in cur.fetchall()]
+        return [_job(row) for row in cur.fetchall()]
 
 
 def get_job(conn: psycopg.Connection[Any], prefix: str, job_id: int) -> Job | None:
-    query = sql.SQL("SELECT *, state::text AS state FROM {}.oban_jobs WHERE id = %s").format(
-        sql.Identifier(prefix)
+    """One job as :func:`list_jobs` reads it, or ``None``."""
+    if not _is_bigint(job_id):
+        return None
+    query = sql.SQL("SELECT {} FROM {}.oban_jobs AS j WHERE j.id = %s").format(
+        _SELECT_TEXT, sql.Identifier(prefix)
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, (job_id,))
         row = cur.fetchone()
-    return Job.from_row(row) if row else None
+    return _job(row) if row else None
 
 
 # -- reading rows for people, whatever they hold ---------------------------------------------------
-
-# JSON nested deeper than this is not decoded: Python's json module recurses once per level and
-# stops near 1,000, and printing the value again recurses as deep (the stack of the command that
-# prints it included). PostgreSQL itself stores far deeper documents.
-MAX_JSON_DEPTH = 500
 
 # The columns as text, so no value can fail in the driver: jsonb as PostgreSQL prints it (decoded
 # here, with a fallback), each errors element likewise, timestamps as row_to_json prints them
@@ -163,15 +183,13 @@ def json_depth(text: str) -> int:
 def decode_json(text: str | None) -> Any:
     """jsonb text -> Python, or an :class:`Undecodable` saying why not (never raises).
 
-    Read as Jason reads it (:func:`bridge.wire.jsonfmt.loads`), within what a command can print
-    again: nesting up to ``MAX_JSON_DEPTH`` and integers up to the interpreter's digit limit."""
+    Read as Jason reads it (:func:`bridge.wire.jsonfmt.loads`: any depth, integers of any
+    length), so a command shows what an Elixir node would read; ``jsonfmt.dumps`` prints it
+    again at any depth and length."""
     if text is None:
         return None
-    limit = sys.get_int_max_str_digits()
     try:
-        return jsonfmt.loads(text, max_depth=MAX_JSON_DEPTH, max_digits=limit or None)
-    except jsonfmt.NumberTooLongError as exc:
-        return Undecodable(f"a number longer than {exc.limit} digits", text)
+        return jsonfmt.loads(text)
     except jsonfmt.JSONDecodeError as exc:
         return Undecodable(str(exc), text)
 

@@ -3,7 +3,9 @@
 Inserts run on the caller's connection and inside the caller's transaction when there is one,
 so a job commits or rolls back with the caller's own rows; the ``oban_insert`` notification is
 sent in the same transaction, so PostgreSQL delivers it only on commit and an idle Elixir queue
-wakes exactly when the job becomes visible.
+wakes exactly when the job becomes visible. The rows come back with their JSON read as Jason
+reads it (:func:`bridge.db.read_json_as_jason` on the cursor, leaving the caller's connection as
+it is): an args value with an integer of 5,000 digits is stored and read back whole.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from bridge.db import DEFAULT_PREFIX, quote_ident
+from bridge.db import DEFAULT_PREFIX, quote_ident, read_json_as_jason
 from bridge.jobs import queries
 from bridge.jobs.client.insert_rows import (
     atomic,
@@ -46,6 +48,7 @@ def insert_all(
         return _copy_all(conn, jobs, prefix)
     if len(jobs) == 1:
         with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+            read_json_as_jason(cur)
             cur.execute(
                 queries.render_insert_job(prefix),
                 insert_one_params(prefix, jobs[0]),
@@ -53,6 +56,7 @@ def insert_all(
             return [Job.from_row(row) for row in cur.fetchall()]
     params = insert_params(jobs)
     with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
         rows = cur.fetchall()
         for note in insert_notifications(prefix, rows):
@@ -70,6 +74,7 @@ async def insert_all_async(
         return await _copy_all_async(conn, jobs, prefix)
     if len(jobs) == 1:
         async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
+            read_json_as_jason(cur)
             await cur.execute(
                 queries.render_insert_job(prefix),
                 insert_one_params(prefix, jobs[0]),
@@ -77,6 +82,7 @@ async def insert_all_async(
             return [Job.from_row(row) for row in await cur.fetchall()]
     params = insert_params(jobs)
     async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         await cur.execute(queries.render(queries.INSERT_JOBS, prefix), params)
         rows = await cur.fetchall()
         for note in insert_notifications(prefix, rows):
@@ -105,6 +111,7 @@ def insert_one_unless(
         raise ValueError(f"guard parameters clash with the job's: {sorted(clash)}")
     query = queries.render_insert_job(prefix, f"NOT EXISTS ({unless})")
     with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         cur.execute(query, {**values, **params})
         row = cur.fetchone()
     return None if row is None else Job.from_row(row)

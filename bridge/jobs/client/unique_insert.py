@@ -20,6 +20,12 @@ instead it makes sure that, of any duplicates inserted at the same moment, exact
    bridge inserters exist, the lowest id wins. Otherwise release ours to its state, drop the
    pending mark and send the insert notification.
 
+The row's ``inserted_at`` and an unscheduled job's ``scheduled_at`` come from the database's
+clock, as Oban leaves them to the columns' defaults; the uniqueness period is counted back from
+the inserting host's clock, as Oban's ``since_period`` does. Rows are read on the caller's
+connection with JSON decoded as Jason does (an Elixir-written duplicate may nest thousands of
+levels deep or hold integers of any length).
+
 A node that dies between steps 1 and 3 leaves a pending row; the stager finishes step 3 for
 pending rows older than a minute, so nothing is lost. ``docs/uniqueness.md`` states the
 guarantees.
@@ -37,7 +43,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from bridge.db import quote_ident
+from bridge.db import quote_ident, read_json_as_jason
 from bridge.jobs import queries
 from bridge.jobs.client.insert_rows import (
     atomic,
@@ -125,13 +131,14 @@ def insert_unique(
 ) -> Job:
     own_tx = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with atomic(conn), conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(prefix, options, job),))
         now = utc_now()
         found = _sync_find(cur, prefix, options, job, now)
         if found is not None:
             return found
         to_insert = _pending_copy(job) if own_tx else job
-        cur.execute(queries.render(queries.INSERT_JOBS, prefix), insert_params([to_insert], now))
+        cur.execute(queries.render(queries.INSERT_JOBS, prefix), insert_params([to_insert]))
         row = cur.fetchone()
         assert row is not None
         if not own_tx:
@@ -179,6 +186,7 @@ def settle(conn: psycopg.Connection[Any], prefix: str, options: UniqueOptions, o
     assert own.id is not None
     clean = replace(own, meta={k: v for k, v in own.meta.items() if k != PENDING})
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         cur.execute(queries.render(LOCK_OWN, prefix), {"id": own.id})
         query, params = conflict_query(
             prefix, options, clean, utc_now(), exclude_id=own.id, limit=50
@@ -212,6 +220,7 @@ async def insert_unique_async(
 ) -> Job:
     own_tx = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     async with atomic_async(conn), conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         await cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(prefix, options, job),))
         now = utc_now()
         await cur.execute(*conflict_query(prefix, options, job, now))
@@ -223,9 +232,7 @@ async def insert_unique_async(
                 existing = await cur.fetchone() or existing
             return _conflict(existing)
         to_insert = _pending_copy(job) if own_tx else job
-        await cur.execute(
-            queries.render(queries.INSERT_JOBS, prefix), insert_params([to_insert], now)
-        )
+        await cur.execute(queries.render(queries.INSERT_JOBS, prefix), insert_params([to_insert]))
         row = await cur.fetchone()
         assert row is not None
         if not own_tx:
@@ -254,6 +261,7 @@ async def settle_async(
     assert own.id is not None
     clean = replace(own, meta={k: v for k, v in own.meta.items() if k != PENDING})
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         await cur.execute(queries.render(LOCK_OWN, prefix), {"id": own.id})
         query, params = conflict_query(
             prefix, options, clean, utc_now(), exclude_id=own.id, limit=50
