@@ -10,6 +10,7 @@ from __future__ import annotations
 from bridge.cli.demo import demo
 from bridge.cli.embedded import embedded_group
 from bridge.cli.enqueue import enqueue_command
+from bridge.cli.export_elixir import export_elixir_command
 from bridge.cli.jobs import jobs_group
 from bridge.cli.nodes import nodes_command
 from bridge.cli.queues import queues_group
@@ -30,5 +31,7 @@ for _command in (
     embedded_group,
 ):
     main.add_command(_command)
+
+workflows_group.add_command(export_elixir_command)
 
 __all__ = ["main"]
