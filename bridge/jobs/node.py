@@ -1,4 +1,5 @@
-"""A running Python node: pool, notifier, one producer per queue, acker, plugins, signals.
+"""A running Python node: pool, notifier, one producer per queue (storing outcomes through the
+acker), plugins, signals.
 
 It is to the database what an Elixir node running Oban is: it claims jobs in the queues it is
 configured for, writes their outcomes as Oban does, and obeys the same signals. Stopping is
@@ -106,7 +107,6 @@ class Node:
         if self.config.switch_interval is not None:
             sys.setswitchinterval(self.config.switch_interval)
         await self.pool.open(wait=True)
-        self.acker.start()
         self.notifier.subscribe(self._on_notification)
         self.notifier.start()
         for queue, limit in self.config.queues.items():
@@ -135,8 +135,8 @@ class Node:
         grace = self.config.shutdown_grace
         for plugin in self.plugins:
             await plugin.stop()
+        # Each producer stores its outcomes before its stop returns.
         await asyncio.gather(*(p.stop(grace) for p in self.producers.values()))
-        await self.acker.stop()
         await self.notifier.stop()
         await self.pool.close()
         self.threads.shutdown(wait=False, cancel_futures=True)
@@ -250,14 +250,13 @@ class Node:
             listener(job, ack)
 
     async def drain(self, timeout: float = 30.0) -> None:
-        """Wait until no producer has running jobs and all outcomes are written (for tests)."""
+        """Wait until no producer has running jobs and all outcomes are stored (for tests)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while any(p.running for p in self.producers.values()):
+        while not all(p.idle for p in self.producers.values()):
             if loop.time() > deadline:
-                raise TimeoutError("jobs still running")
+                raise TimeoutError("jobs still running or outcomes not stored")
             await asyncio.sleep(0.01)
-        await self.acker.flush()
 
 
 def describe_signal(payload: dict[str, Any]) -> str:

@@ -1,11 +1,15 @@
-"""Group commit of job outcomes.
+"""Storing job outcomes, in the same round trip as the claim that refills their slots.
 
-Only a job's final row matters to the Elixir side, so the outcomes of many jobs can be written by
-one UPDATE in one transaction: a commit costs 1-2.5 ms of fsync here, which caps one-row
-transactions near 400 jobs/s per connection, while a batch of 100 costs about the same. An
-outcome waits at most ``max_delay`` for company. If the database is unreachable the batch is
-kept and retried; if the process dies first, the job is still ``executing`` and the lifeline
-rescues it (at-least-once, as with Oban).
+A job keeps its queue's slot until its outcome is stored, as in Oban (a reader of ``oban_jobs``
+never sees more ``executing`` rows in a queue than its limit). So that freeing and refilling a
+slot costs one round trip, not two in a row, each producer hands :meth:`Acker.write` everything
+that finished since its last write together with how many jobs to claim in their place: the
+outcomes' UPDATE and the claim go out pipelined, before one Sync, and PostgreSQL runs them as one
+implicit transaction (a commit costs 1-2.5 ms of fsync here, so one commit for both halves the
+commits of a drain). Outcomes that finish while a write is in flight go in the next one, sent as
+soon as it returns (group commit with no timer). If the database is unreachable the outcomes are
+kept and retried and nothing is claimed; if the process dies first, the jobs are still
+``executing`` and the lifeline rescues them (at-least-once, as with Oban).
 
 An outcome applies only to the attempt that produced it (``ACK_JOBS``): one that arrives after its
 job was rescued, claimed again or finished elsewhere is dropped, and logged at INFO with the job
@@ -14,16 +18,17 @@ and why.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.jobs import queries
 from bridge.jobs.runtime.executor import Ack
-from bridge.jobs.runtime.tasks import cancel_and_wait
 from bridge.wire import jsonfmt
+from bridge.wire.timefmt import utc_now
 
 log = logging.getLogger("bridge.acker")
 
@@ -69,89 +74,67 @@ def drop_reason(ack: Ack, row: tuple[str, int, list[str] | None] | None) -> str:
     return "the row changed while the outcome was being written"
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What a producer claims in the write that stores its outcomes: ``FETCH_JOBS``'s params."""
+
+    queue: str
+    demand: int
+    attempted_by: list[str]
+
+
 class Acker:
-    def __init__(
-        self,
-        pool: AsyncConnectionPool[Any],
-        prefix: str,
-        *,
-        max_batch: int = 1000,
-        max_delay: float = 0.002,
-        async_commit: bool = False,
-    ) -> None:
+    """Writes outcomes (and the claim sent with them) for every producer of a node; counts."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], prefix: str, *, async_commit: bool = False):
         self.pool = pool
         self.prefix = prefix
-        self.max_batch = max_batch
-        self.max_delay = max_delay
         self.async_commit = async_commit
-        self._pending: list[Ack] = []
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._task: asyncio.Task[None] | None = None
         self.written = 0  # outcomes processed: applied or dropped
         self.dropped = 0  # outcomes left alone because their attempt was over (ACK_JOBS)
+        self.writes = 0  # round trips made
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="bridge-acker")
-
-    def push(self, ack: Ack) -> None:
-        self._pending.append(ack)
-        self._idle.clear()
-        self._wake.set()
-
-    async def flush(self) -> None:
-        """Wait until everything pushed so far is written."""
-        await self._idle.wait()
-
-    async def stop(self) -> None:
-        await self.flush()
-        await cancel_and_wait(self._task)
-
-    async def _run(self) -> None:
-        retry_delay = 0.05
-        while True:
-            await self._wake.wait()
-            if len(self._pending) < self.max_batch and self.max_delay > 0:
-                await asyncio.sleep(self.max_delay)
-            batch = self._pending[: self.max_batch]
-            try:
-                await self._write(batch)
-            except Exception as exc:
-                log.warning(
-                    "could not write %d job outcomes (%s: %s); retrying in %.2fs",
-                    len(batch),
-                    type(exc).__name__,
-                    str(exc).splitlines()[0] if str(exc) else "",
-                    retry_delay,
-                )
-                await asyncio.sleep(retry_delay)
-                retry_delay = min(retry_delay * 2, 2.0)
-                continue
-            retry_delay = 0.05
-            del self._pending[: len(batch)]
-            self.written += len(batch)
-            if not self._pending:
-                self._wake.clear()
-                self._idle.set()
-
-    async def _write(self, batch: list[Ack]) -> None:
-        query = queries.render(queries.ACK_JOBS, self.prefix)
+    async def write(self, acks: list[Ack], claim: Claim | None = None) -> list[dict[str, Any]]:
+        """Store ``acks`` and claim ``claim.demand`` jobs in one round trip and one transaction;
+        the claimed rows, as ``FETCH_JOBS`` returns them. Raises (nothing stored, nothing
+        claimed) if the database fails."""
+        if claim is not None and claim.demand < 1:
+            claim = None
+        if not acks and claim is None:
+            return []
         async with self.pool.connection() as conn:
-            if not self.async_commit:
-                # One UPDATE is atomic on its own: no BEGIN/COMMIT round trips around it.
-                cursor = await conn.execute(query, ack_params(batch))
-                applied = await cursor.fetchall()
-            else:
-                async with conn.transaction():
-                    await conn.execute("SET LOCAL synchronous_commit = off")
-                    cursor = await conn.execute(query, ack_params(batch))
-                    applied = await cursor.fetchall()
-        if len(applied) < len(batch):
+            # Pipelined: the statements go out together before one Sync, which makes them one
+            # implicit transaction (an error in either rolls back both).
+            async with conn.pipeline():
+                if self.async_commit:
+                    await conn.execute("SELECT set_config('synchronous_commit', 'off', true)")
+                acked = None
+                if acks:
+                    acked = await conn.execute(
+                        queries.render(queries.ACK_JOBS, self.prefix), ack_params(acks)
+                    )
+                claimed = None
+                if claim is not None:
+                    claimed = conn.cursor(row_factory=dict_row)
+                    await claimed.execute(
+                        queries.render(queries.FETCH_JOBS, self.prefix),
+                        {
+                            "queue": claim.queue,
+                            "demand": claim.demand,
+                            "now": utc_now(),
+                            "attempted_by": claim.attempted_by,
+                        },
+                    )
+            applied = await acked.fetchall() if acked is not None else []
+            rows = await claimed.fetchall() if claimed is not None else []
+        self.writes += 1
+        self.written += len(acks)
+        if len(applied) < len(acks):
             done = {(job_id, attempt) for job_id, attempt in applied}
-            dropped = [ack for ack in batch if (ack.id, ack.attempt) not in done]
+            dropped = [ack for ack in acks if (ack.id, ack.attempt) not in done]
             self.dropped += len(dropped)
             await self._log_dropped(dropped)
+        return rows
 
     async def _log_dropped(self, dropped: list[Ack]) -> None:
         """One INFO line per outcome left alone, naming the job and why. The batch is written

@@ -1,7 +1,12 @@
-"""One producer per queue: claim as many jobs as there are free slots, run them, hand the
-outcomes to the acker.
+"""One producer per queue: claim as many jobs as there are free slots, run them, store their
+outcomes.
 
-It wakes on the queue's ``oban_insert`` notification, when a slot frees up, on a signal, and on a
+A job holds its slot until its outcome is stored, as in Oban, so the table never shows more
+``executing`` rows in a queue than its limit. Storing the outcomes that finished and claiming
+jobs for their slots is one round trip and one transaction (:meth:`Acker.write`); outcomes that
+finish while it is in flight go in the next one, sent as soon as it returns.
+
+It wakes on the queue's ``oban_insert`` notification, when a job finishes, on a signal, and on a
 poll timer as the fallback for lost notifications (Oban polls at 1 s too). Pause, resume, scale
 and pkill follow Oban's producer (``lib/oban/queue/producer.ex``).
 """
@@ -15,19 +20,19 @@ import time
 import uuid
 from typing import Any
 
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from bridge.jobs import queries
 from bridge.jobs.client.job import Job, UndecodableRowError
 from bridge.jobs.runtime import telemetry
-from bridge.jobs.runtime.acker import Acker
+from bridge.jobs.runtime.acker import Acker, Claim
 from bridge.jobs.runtime.executor import Ack, JobExecutor
-from bridge.jobs.runtime.tasks import cancel_and_wait
 from bridge.wire import errors as wire_errors
 from bridge.wire.timefmt import utc_now
 
 log = logging.getLogger("bridge.producer")
+
+# Outcomes stored per round trip at most (a queue with a larger limit stores the rest next).
+MAX_BATCH = 1000
 
 
 class Producer:
@@ -62,10 +67,15 @@ class Producer:
         # Sync bodies whose outcome is written (timed out, killed) but whose thread has not
         # returned: each keeps its slot until it does (see free_slots).
         self.lingering: dict[asyncio.Future[Any], Job] = {}
+        # Outcomes decided but not yet stored: their jobs are still `executing` in the table, so
+        # their slots stay taken until the write that stores them (which may claim into them).
+        self.outcomes: list[Ack] = []
         self._killed: set[int] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stopping = False  # no more claims
+        self._claims_over = asyncio.Event()  # set by the loop once no claim can be in flight
+        self._final = False  # running jobs are done or abandoned: store what is left and end
         self.claimed = 0
         self.started_at = utc_now()
         self.updated_at = self.started_at
@@ -113,15 +123,20 @@ class Producer:
         }
 
     async def stop(self, grace: float) -> None:
-        """Stop claiming; give running jobs ``grace`` seconds; leave the rest for the lifeline."""
+        """Stop claiming; give running jobs ``grace`` seconds; store every outcome decided; leave
+        the jobs still running as ``executing`` for the lifeline to rescue."""
         self._stopping = True
-        await cancel_and_wait(self._task)
+        self._wake.set()
+        if self._task is None:
+            return
+        await self._claims_over.wait()  # a claim in flight has started its jobs by now
         tasks = [task for _, task in self.running.values()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
+                await asyncio.wait(pending, timeout=1.0)
                 log.warning(
                     "queue %s: %d jobs still running after %.1fs grace; they stay executing "
                     "for the lifeline to rescue",
@@ -129,38 +144,59 @@ class Producer:
                     len(pending),
                     grace,
                 )
+        self._final = True
+        self._wake.set()
+        await self._task
 
     # loop ----------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        while not self._stopping:
-            demand = self.free_slots()
-            if not self.paused and demand > 0:
+        retry_delay = 0.05
+        while True:
+            self._wake.clear()  # whatever happens from here on wakes the wait below
+            if self._stopping:
+                self._claims_over.set()
+            batch = self.outcomes[:MAX_BATCH]
+            demand = self._demand(len(batch))
+            if batch or demand > 0:
+                claim = Claim(self.queue, demand, [self.node, self.uuid]) if demand > 0 else None
                 try:
-                    jobs = await self._fetch(demand)
+                    rows = await self.acker.write(batch, claim)
                 except Exception as exc:
-                    log.warning("queue %s: fetch failed (%s); retrying", self.queue, exc)
-                    jobs = []
-                    await asyncio.sleep(min(self.poll_interval, 0.5))
-                for job in jobs:
+                    log.warning(
+                        "queue %s: could not store %d job outcomes%s (%s: %s); retrying in %.2fs",
+                        self.queue,
+                        len(batch),
+                        f" and claim up to {demand} jobs" if demand > 0 else "",
+                        type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "",
+                        retry_delay,
+                    )
+                    await asyncio.sleep(retry_delay)
+                    retry_delay = min(retry_delay * 2, 2.0)
+                    continue
+                retry_delay = 0.05
+                del self.outcomes[: len(batch)]
+                self.claimed += len(rows)
+                for job in self._decode(rows):
                     self._start_job(job)
-                if len(jobs) == demand:
-                    continue  # more may be waiting: claim again without sleeping
-            self._wake.clear()
+                if self.outcomes or (demand > 0 and len(rows) == demand):
+                    continue  # more to store, or more may be waiting: at once, no sleep
+            elif self._final:
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
-    async def _fetch(self, demand: int) -> list[Job]:
-        params = {
-            "queue": self.queue,
-            "demand": demand,
-            "now": utc_now(),
-            "attempted_by": [self.node, self.uuid],
-        }
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.render(queries.FETCH_JOBS, self.prefix), params)
-            rows = await cur.fetchall()
-        self.claimed += len(rows)
+    def _demand(self, storing: int) -> int:
+        """Jobs to claim in the write that stores the first ``storing`` outcomes: the limit less
+        the jobs running, the sync bodies running on after their outcome, and the outcomes that
+        stay unstored after this write (their rows are still `executing`)."""
+        if self.paused or self._stopping:
+            return 0
+        unstored = len(self.outcomes) - storing
+        return max(0, self.limit - len(self.running) - len(self.lingering) - unstored)
+
+    def _decode(self, rows: list[dict[str, Any]]) -> list[Job]:
         jobs = []
         for row in rows:
             try:
@@ -172,7 +208,7 @@ class Producer:
     def _end_undecodable(self, error: UndecodableRowError) -> None:
         """End a claimed row holding a value Python cannot (see ``Job.from_text_row``):
         discarded at once, since no retry could decode it, with an entry naming the column and
-        why, through the acker and the ack listeners like any outcome."""
+        why, stored like any outcome and handed to the ack listeners."""
         job = error.job
         now = utc_now()
         text = f"** ({wire_errors.exception_kind(error)}) {error}"
@@ -195,7 +231,7 @@ class Producer:
         )
         if telemetry.has_handlers():
             telemetry.emit("job:start", {"system_time": time.time_ns()}, telemetry.job_details(job))
-        self.acker.push(ack)
+        self.outcomes.append(ack)
         if self.on_ack is not None:
             self.on_ack(job, ack)
 
@@ -215,7 +251,7 @@ class Producer:
                 if job.id not in self._killed:
                     raise
                 ack = self.executor.killed_ack(job)
-            self.acker.push(ack)
+            self.outcomes.append(ack)
             if self.on_ack is not None:
                 self.on_ack(job, ack)
             return ack
@@ -234,10 +270,16 @@ class Producer:
     # slots ---------------------------------------------------------------------------------
 
     def free_slots(self) -> int:
-        """Jobs this queue may claim now: its limit less the jobs running and the sync bodies
-        still running after their outcome (a thread cannot be stopped). A slot is released only
-        when its thread is, so the node never claims a job it cannot start at once."""
-        return self.limit - len(self.running) - len(self.lingering)
+        """Slots free now: the limit less the jobs running, the sync bodies still running after
+        their outcome (a thread cannot be stopped; a slot is released only when its thread is,
+        so the node never claims a job it cannot start at once), and the outcomes not yet
+        stored (their rows are still `executing`)."""
+        return self.limit - len(self.running) - len(self.lingering) - len(self.outcomes)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing running and every outcome stored."""
+        return not self.running and not self.outcomes
 
     def _hold_slot(self, job: Job, body: asyncio.Future[Any]) -> None:
         """Keep ``job``'s slot until its sync body returns; its outcome is already decided."""
