@@ -22,7 +22,8 @@ import psycopg
 from psycopg import sql
 
 from bridge.jobs.client.registry import Registry
-from bridge.workflows import Workflow
+from bridge.workflows import KnownNames, Workflow, unloadable_names
+from bridge.workflows.delegation.declaration import declared_names
 from bridge.workflows.run.runner import WorkflowRunner
 from bridge.workflows.run.workers import register
 from interop_tests.cold_flows import DECLARED, MODES, UNDECLARED
@@ -114,6 +115,12 @@ async def test_declared_python_workflow_loads_at_every_stage_on_a_cold_vm(
             assert loaded["instance"]["status"] == EXPECTED_STATUS[mode]
             row = instance_row(conn, schema, instance_id)
             assert row is not None and loaded["instance"]["state"] == row["state"], mode
+            # bridge's check agrees: loadable with the declaration's names, and without them
+            # (the names an Elixir module of that name would hold) the step keys are missing
+            where = {"workflow": row["workflow"], "status": row["status"]}
+            assert unloadable_names(row["state"], declared_names(DECLARED), **where) == []
+            missing = unloadable_names(row["state"], KnownNames.for_workflow(DECLARED), **where)
+            assert "state.context.steps.pick_zq" in {p.path for p in missing}
         listed = fx.call("workflow.query", filters={"workflow_family": DECLARED.name})
         assert listed["loaded"] is True, listed
         assert listed["ids"] == sorted(ids.values())

@@ -28,6 +28,7 @@ from bridge.workflows.model.engine import (
 from bridge.workflows.model.serializer import (
     KnownNames,
     UnloadableStateError,
+    engine_context_keys,
     from_row,
     to_row,
     to_state,
@@ -336,7 +337,8 @@ def test_unknown_key_bricks_the_elixir_instance_and_python_refuses_to_write_it(
 
     # Python still reads the row, and names exactly the key the VM cannot load.
     row = db_instance_row(conn, schema, instance_id)
-    problems = unloadable_names(row["state"], KnownNames.for_workflow(ASYNC_FANOUT))
+    known = KnownNames.for_workflow(ASYNC_FANOUT).with_atoms(engine_context_keys(ASYNC_FANOUT))
+    problems = unloadable_names(row["state"], known)
     assert [(p.path, p.name) for p in problems] == [
         (f"state.context.steps.async_wait.{UNKNOWN_KEY}", UNKNOWN_KEY)
     ]

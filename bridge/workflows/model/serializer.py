@@ -397,20 +397,41 @@ def parse_entry_timestamp(value: object, where: str = "timestamp") -> tuple[date
 
 @dataclass(frozen=True)
 class KnownNames:
-    """Module names and atoms that exist in the Elixir VM owning an instance."""
+    """Module names and atoms that exist in the Elixir VM reading an instance.
+
+    Only names the Elixir side *declares* count: literals of its code, which exist as soon as
+    that code is loaded. A step's context key derived from its module name is not one: the
+    Elixir engine creates it (``String.to_atom``) only when it completes that step itself, so a
+    freshly booted node lacks it, and for a Python-owned workflow no Elixir node ever makes it.
+    """
 
     modules: frozenset[str]
     atoms: frozenset[str]
 
     @classmethod
     def for_workflow(cls, workflow: Workflow, extra_atoms: Iterable[str] = ()) -> KnownNames:
-        """What a workflow's declaration guarantees: its modules, events, context keys, and
-        the atoms it lists (``Workflow(atoms=...)``), plus any ``extra_atoms``."""
+        """What an Elixir workflow module and its step modules declare: the modules, their
+        events, explicit ``step_key/0`` literals and the atoms the definition lists
+        (``Workflow(atoms=...)``, the names the app's code holds), plus ``extra_atoms``.
+
+        Context keys derived from module names are left out (see the class); a Python-owned
+        workflow's names are those of its generated declaration
+        (:func:`bridge.workflows.delegation.declaration.declared_names`)."""
         steps = workflow.steps.values()
         atoms = {*workflow.atoms, *extra_atoms, *STATUSES}
         atoms.update(e for s in steps for e in s.events)
-        atoms.update(s.context_key for s in steps)
+        atoms.update(s.step_key for s in steps if s.step_key is not None)
         return cls(frozenset({workflow.name, *workflow.steps}), frozenset(atoms))
+
+    def with_atoms(self, names: Iterable[str]) -> KnownNames:
+        """These names plus ``names`` (e.g. context keys this node's engine has made)."""
+        return KnownNames(self.modules, self.atoms | frozenset(names))
+
+
+def engine_context_keys(workflow: Workflow) -> frozenset[str]:
+    """The context keys only the Elixir engine creates, on completing the step: every step's
+    key that no ``step_key/0`` literal declares."""
+    return frozenset(s.context_key for s in workflow.steps.values() if s.step_key is None)
 
 
 @dataclass(frozen=True)
@@ -467,7 +488,11 @@ def unloadable_names(
         steps = context.get("steps")
         if isinstance(steps, Mapping):
             for key, value in steps.items():
-                atom(f"state.context.steps.{key}", key)
+                reason = _atom_problem(key, known)
+                if reason == _UNKNOWN_ATOM:
+                    reason = _UNDECLARED_STEP_KEY
+                if reason is not None:
+                    problems.append(LoadProblem(f"state.context.steps.{key}", str(key), reason))
                 problems.extend(_key_problems(value, f"state.context.steps.{key}", known))
     history = state.get("execution_history") or []
     for index, entry in enumerate(history if isinstance(history, list) else []):
@@ -491,16 +516,16 @@ def unloadable_update(
     """Names in a step result that would make the instance unloadable once applied.
 
     The updates land under ``context.steps.<context key>`` and every key in them, at any
-    depth, becomes an atom when the Elixir side next loads the instance.
+    depth, becomes an atom when the Elixir side next loads the instance. The context key
+    itself is not checked: the engine applying the result creates it (``complete_step/5``).
     """
     problems: list[LoadProblem] = []
     key = workflow.step(step_name).context_key
     if step_name not in known.modules:
         problems.append(LoadProblem("step_ref", step_name, "not a module known to the Elixir side"))
-    for path, name in (("event", event), (f"state.context.steps.{key}", key)):
-        reason = _atom_problem(name, known)
-        if reason is not None:
-            problems.append(LoadProblem(path, name, reason))
+    reason = _atom_problem(event, known)
+    if reason is not None:
+        problems.append(LoadProblem("event", event, reason))
     problems.extend(_key_problems(context_updates, f"state.context.steps.{key}", known))
     return problems
 
@@ -533,11 +558,19 @@ def _key_problems(
     return problems
 
 
+_UNKNOWN_ATOM = "not an atom known to the Elixir side"
+_UNDECLARED_STEP_KEY = (
+    "a step's context key the Elixir side does not declare: it exists there only once its "
+    "engine has completed that step since boot (never, for a Python-owned workflow without "
+    "its ObanBridge.PythonWorkflow declaration)"
+)
+
+
 def _atom_problem(name: object, known: KnownNames) -> str | None:
     if not isinstance(name, str):
         return "not a string"
     if len(name) > MAX_ATOM_LENGTH:
         return "longer than 255 characters: never an atom"
     if name not in known.atoms:
-        return "not an atom known to the Elixir side"
+        return _UNKNOWN_ATOM
     return None
