@@ -26,6 +26,7 @@ from bridge.workflows.delegation.elixir import elixir_step
 from bridge.workflows.delegation.host import (
     DelegatedCall,
     DelegationHost,
+    UndeclaredResumeError,
     delegated,
     resume_elixir_step,
 )
@@ -374,6 +375,12 @@ async def test_undeclared_key_is_refused_and_the_instance_stays_loadable(
     assert "zz_python_only_key_q7" not in str(atoms.get("existing", atoms.get("atoms", [])))
 
 
+AWAIT_STEP = elixir_step(
+    name="Elixir.Delegation.Steps.Await", events=["arrived"], context_keys=["pages"]
+)
+UNDECLARED_RESUME_KEY = "zz_resume_only_key_r4"
+
+
 async def test_elixir_async_step_resumed_from_python(
     both: ElixirFixture, conn: psycopg.Connection[Any], database_url: str, schema: str
 ) -> None:
@@ -381,30 +388,50 @@ async def test_elixir_async_step_resumed_from_python(
     assert await elixir_status(both, instance_id, "waiting") == "waiting"
     await settled(conn, schema, instance_id)
     result = resume_elixir_step(
-        conn,
-        schema,
-        instance_id,
-        "Elixir.Delegation.Steps.Await",
-        "arrived",
-        {"pages": 2},
-        events=["arrived"],
-        context_keys=["pages"],
-        config_key=CONFIG_KEY,
+        conn, schema, instance_id, AWAIT_STEP, "arrived", {"pages": 2}, config_key=CONFIG_KEY
     )
     assert result.verdict == "completed", result
     assert await elixir_status(both, instance_id, "completed", "failed") == "completed"
     row = elixir_instance_row(both, instance_id)
     assert row is not None and row["state"]["context"]["steps"]["await"] == {"pages": 2}
     again = resume_elixir_step(
-        conn,
-        schema,
-        instance_id,
-        "Elixir.Delegation.Steps.Await",
-        "arrived",
-        events=["arrived"],
-        config_key=CONFIG_KEY,
+        conn, schema, instance_id, AWAIT_STEP, "arrived", config_key=CONFIG_KEY
     )
     assert again.verdict == "finished"  # a duplicate resume is a no-op
+
+
+async def test_resume_from_python_refuses_keys_the_elixir_step_does_not_declare(
+    both: ElixirFixture, conn: psycopg.Connection[Any], database_url: str, schema: str
+) -> None:
+    """Issue 15, item 4: a key that is not an atom in the VM used to be accepted (the caller
+    listed it), and every later ExecuteStepWorker of the instance crashed. Now the keys are
+    the step declaration's: an undeclared one (or event) is refused and nothing is written."""
+    instance_id = start(both, AWAIT, "delegawait::r2", {})
+    assert await elixir_status(both, instance_id, "waiting") == "waiting"
+    await settled(conn, schema, instance_id)
+    before = rows(conn, schema, "hephaestus_step_results", instance_id)
+    jobs_before = rows(conn, schema, "oban_jobs", instance_id)
+    updates = {"pages": 1, "nested": [{UNDECLARED_RESUME_KEY: True}]}
+    with pytest.raises(UndeclaredResumeError) as refused:
+        resume_elixir_step(
+            conn, schema, instance_id, AWAIT_STEP, "arrived", updates, config_key=CONFIG_KEY
+        )
+    assert str(refused.value).startswith(
+        f"context update keys ['nested', '{UNDECLARED_RESUME_KEY}'] are not declared by "
+        "Elixir.Delegation.Steps.Await (context_keys: ['pages'])"
+    )
+    with pytest.raises(UndeclaredResumeError, match="does not declare the event 'left'"):
+        resume_elixir_step(conn, schema, instance_id, AWAIT_STEP, "left", config_key=CONFIG_KEY)
+    assert rows(conn, schema, "hephaestus_step_results", instance_id) == before
+    assert rows(conn, schema, "oban_jobs", instance_id) == jobs_before
+    assert both.call("workflow.atoms", names=[UNDECLARED_RESUME_KEY])["existing"] == []
+    assert load_in_vm(both, instance_id)["loaded"] is True
+    done = resume_elixir_step(
+        conn, schema, instance_id, AWAIT_STEP, "arrived", {"pages": 1}, config_key=CONFIG_KEY
+    )
+    assert done.verdict == "completed", done
+    assert await elixir_status(both, instance_id, "completed", "failed") == "completed"
+    assert load_in_vm(both, instance_id)["loaded"] is True
 
 
 async def test_python_async_step_resumed_from_elixir(

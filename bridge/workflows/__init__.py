@@ -12,6 +12,7 @@ from bridge.workflows.delegation.host import (
     DelegatedCall,
     DelegatedStep,
     DelegationHost,
+    UndeclaredResumeError,
     delegated,
     resume_elixir_step,
 )
@@ -150,6 +151,7 @@ __all__ = [
     "Transition",
     "TransitionError",
     "UndeclaredEventError",
+    "UndeclaredResumeError",
     "UnhandledEventError",
     "Unique",
     "UnknownContextKeyError",

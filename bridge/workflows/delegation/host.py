@@ -42,6 +42,7 @@ from bridge.workflows.delegation.door import (
     judge,
     step_state,
 )
+from bridge.workflows.delegation.elixir import ElixirStepRun
 from bridge.workflows.delegation.protocol import (
     ELIXIR_ADVANCE_QUEUE,
     DelegationArgs,
@@ -52,8 +53,9 @@ from bridge.workflows.delegation.protocol import (
     check_remote_outcome,
     job_args,
 )
-from bridge.workflows.model.definition import StepError, StepOk, short_name
+from bridge.workflows.model.definition import Step, StepError, StepOk, short_name
 from bridge.workflows.model.instance import Context
+from bridge.workflows.model.serializer import KnownNames, unloadable_names
 from bridge.workflows.store.instances import Conn
 
 log = logging.getLogger("bridge.workflows.delegation")
@@ -307,29 +309,38 @@ async def _await(value: Any) -> Any:
     return await value
 
 
+class UndeclaredResumeError(DelegationViolation):
+    """A resume of an Elixir step from Python with an event or context-update key that the
+    step's declaration does not list. Nothing was written: an undeclared key is not an atom in
+    the Elixir VM, and one such key in a row makes every later job of the instance crash."""
+
+
 def resume_elixir_step(
     conn: Conn,
     prefix: str,
     instance_id: str,
-    step_ref: str,
+    step: Step,
     event: str,
     context_updates: Mapping[str, Any] | None = None,
     *,
-    events: Iterable[str],
-    context_keys: Iterable[str] = (),
     config_key: str,
-    context_key: str | None = None,
     workflow_tags: Iterable[str] = (),
     workflow_metadata: Mapping[str, Any] | None = None,
     advance_queue: str = ELIXIR_ADVANCE_QUEUE,
 ) -> DoorResult:
     """Complete a waiting async step of an Elixir-owned instance from Python, with updates.
 
-    ``events`` and ``context_keys`` are what the Elixir step declares (its ``events/0`` and the
-    keys its module names, hence atoms there); ``config_key`` is the HephaestusOban runner's.
-    One transaction on ``conn`` (which must not be inside one): ``not_ready`` writes nothing and
+    ``step`` is the step's declaration, ``elixir_step(name=..., events=[...],
+    context_keys=[...])``: its events and context keys are the only ones accepted, so the
+    names are checked against the same declaration the Elixir side holds as literals, never
+    against lists the caller makes up at the call (an undeclared key bricks the instance:
+    :class:`UndeclaredResumeError`). ``config_key`` is the HephaestusOban runner's. One
+    transaction on ``conn`` (which must not be inside one): ``not_ready`` writes nothing and
     may be retried once the instance is waiting.
     """
+    declared = _resume_declaration(step)
+    updates = dict(context_updates or {})
+    _check_resume(step, declared, event, updates)
     row = conn.execute(
         sql.SQL(
             "SELECT workflow, workflow_version FROM {}.workflow_instances WHERE id = %s"
@@ -342,27 +353,58 @@ def resume_elixir_step(
     args = DelegationArgs.parse(
         job_args(
             instance_id=instance_id,
-            step_ref=step_ref,
+            step_ref=step.name,
             workflow=workflow,
             workflow_version=version,
             config_key=config_key,
             advance_queue=advance_queue,
-            context_key=context_key or short_name(step_ref),
-            events=list(events),
-            context_keys=context_keys,
+            context_key=step.context_key,
+            events=list(step.events),
+            context_keys=declared,
             failure_event=None,
             context=Context(),
             config=None,
         )
     )
-    outcome = check_remote_outcome(args, event, context_updates or {})
+    outcome = check_remote_outcome(args, event, updates)
     meta = {
         **(workflow_metadata or {}),
         "heph_workflow": short_name(workflow),
         "instance_id": instance_id,
         "workflow_version": version,
-        "step": short_name(step_ref),
+        "step": short_name(step.name),
     }
     tags = list(dict.fromkeys([short_name(workflow), *workflow_tags]))
     with conn.transaction():
         return complete_elixir_step(conn, prefix, args, outcome, meta=meta, tags=tags)
+
+
+def _resume_declaration(step: object) -> frozenset[str]:
+    if not isinstance(step, Step) or not isinstance(step.run, ElixirStepRun):
+        raise DelegationError(
+            f"resume_elixir_step needs the step's declaration, elixir_step(name=..., "
+            f"events=[...], context_keys=[...]), got {step!r}"
+        )
+    return step.run.context_keys
+
+
+def _check_resume(
+    step: Step, declared: frozenset[str], event: str, updates: Mapping[str, Any]
+) -> None:
+    if event not in step.events:
+        raise UndeclaredResumeError(
+            f"{step.name} does not declare the event {event!r} (events: {list(step.events)}); "
+            "nothing was written"
+        )
+    only_declared = KnownNames(frozenset(), declared)
+    problems = unloadable_names({"context": {"steps": {step.context_key: updates}}}, only_declared)
+    undeclared = sorted(
+        {p.name for p in problems if p.path != f"state.context.steps.{step.context_key}"}
+    )
+    if undeclared:
+        raise UndeclaredResumeError(
+            f"context update keys {undeclared} are not declared by {step.name} (context_keys: "
+            f"{sorted(declared)}): they are not atoms on the Elixir side and would make the "
+            "instance unloadable; declare them in its elixir_step(context_keys=...) and as "
+            "literals of the Elixir app. Nothing was written"
+        )
