@@ -53,9 +53,7 @@ class CommandFailed(ElixirFixtureError):
 def _executable(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise ElixirFixtureError(
-            f"`{name}` is not installed: apt-get install elixir erlang-jiffy"
-        )
+        raise ElixirFixtureError(f"`{name}` is not installed: apt-get install elixir erlang-jiffy")
     return path
 
 
