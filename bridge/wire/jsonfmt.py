@@ -17,7 +17,9 @@ from typing import Any
 import orjson
 
 
-def dumps(value: Any, *, sort_keys: bool = False) -> str:
+def dumps(
+    value: Any, *, sort_keys: bool = False, default: Callable[[Any], Any] | None = None
+) -> str:
     """Python -> compact JSON text, for any value :func:`loads` returns.
 
     orjson first; what it refuses (integers beyond 64 bits, nesting past 254 levels) goes to the
@@ -25,19 +27,27 @@ def dumps(value: Any, *, sort_keys: bool = False) -> str:
     recurses; integers past ``int``'s 4,300-digit ``str`` limit) to :func:`_dumps_iterative`, so
     a value read from a row (Jason writes any depth and any integer) can be written back. Other
     errors (a type JSON has no form for) are the standard library's ``TypeError``/``ValueError``.
+    ``default`` is ``json.dumps``'s: what to write for a value of another type.
     """
     try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0).decode()
+        option = orjson.OPT_SORT_KEYS if sort_keys else 0
+        return orjson.dumps(value, option=option, default=default).decode()
     except TypeError:
         pass
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
+        return json.dumps(
+            value,
+            ensure_ascii=False,
+            separators=(",", ":"),
+            sort_keys=sort_keys,
+            default=default,
+        )
     except RecursionError:
-        return _dumps_iterative(value, sort_keys)
+        return _dumps_iterative(value, sort_keys, default)
     except ValueError as exc:
         if "digits" not in str(exc):  # only int()'s digit limit; a circular value stays an error
             raise
-        return _dumps_iterative(value, sort_keys)
+        return _dumps_iterative(value, sort_keys, default)
 
 
 def _int_text(number: int) -> str:
@@ -70,14 +80,12 @@ def _scalar_text(value: Any) -> str:
         return _encode_string(value)
     if value is None or value is True or value is False or isinstance(value, float):
         return json.dumps(value)
-    if isinstance(value, int):
-        return _int_text(int(value))
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return _int_text(int(value))
 
 
-def _dumps_iterative(value: Any, sort_keys: bool) -> str:
-    """What ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` writes, with an
-    explicit stack instead of recursion and integers of any length."""
+def _dumps_iterative(value: Any, sort_keys: bool, default: Callable[[Any], Any] | None) -> str:
+    """What ``json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=default)``
+    writes, with an explicit stack instead of recursion and integers of any length."""
     out: list[str] = []
     # A stack of pending work: a value to write, or a literal piece of text.
     stack: list[tuple[bool, Any]] = [(True, value)]
@@ -85,6 +93,10 @@ def _dumps_iterative(value: Any, sort_keys: bool) -> str:
         is_value, item = stack.pop()
         if not is_value:
             out.append(item)
+        elif not isinstance(item, str | int | float | dict | list | tuple) and item is not None:
+            if default is None:
+                raise TypeError(f"Object of type {type(item).__name__} is not JSON serializable")
+            stack.append((True, default(item)))
         elif isinstance(item, dict):
             pairs = [(_key_text(k), v) for k, v in item.items()]
             if sort_keys:
