@@ -23,7 +23,6 @@ from bridge.jobs.client.insert_rows import insert_params
 from bridge.jobs.client.job import Job
 from bridge.wire import jsonfmt, notify
 from bridge.wire.phash2 import phash2
-from bridge.wire.timefmt import utc_now
 from bridge.workflows.model.definition import Workflow
 from bridge.workflows.model.engine import StepResult
 from bridge.workflows.model.instance import Instance
@@ -33,12 +32,14 @@ from bridge.workflows.store.instances import (
     ACTIVITY_COLUMNS,
     TAKEN_AS_JSON,
     StoredResult,
+    UndecodableRowError,
     _q,
     _result,
     locked_begin,
     require_idle_autocommit,
     taken_results,
 )
+from bridge.workflows.store.stamps import instance_stamp_async
 
 AConn = psycopg.AsyncConnection[Any]
 
@@ -196,7 +197,7 @@ _RECORD = (
 def _job_params(jobs: Sequence[Job], prefix: str) -> dict[str, Any]:
     """INSERT_JOBS's column arrays and the ``oban_insert`` notification of every queue they
     could make available (sent only for queues that did get an available job)."""
-    params: dict[str, Any] = dict(insert_params(jobs, utc_now()))
+    params: dict[str, Any] = dict(insert_params(jobs))  # the database's clock, as Oban
     queues = sorted({job.queue for job in jobs})
     params["n_queues"] = queues
     params["n_channels"] = [notify.channel(prefix, "insert")] * len(queues)
@@ -291,8 +292,12 @@ async def begin_and_take_pending(
         raise
     answer: dict[str, Taken] = {}
     for row in rows:
-        pending = taken_results(row["pending"])
-        answer[row["id"]] = Taken(_decode(row, workflows), bool(row["flag"]), pending)
+        try:
+            pending = taken_results(row["pending"], row["id"])
+            instance = _decode(row, workflows)
+        except UndecodableRowError as exc:  # this instance's job fails with it
+            pending, instance = [], exc
+        answer[row["id"]] = Taken(instance, bool(row["flag"]), pending)
     return answer
 
 
@@ -321,10 +326,10 @@ _SAVE = (
     "WITH saved AS ("
     " UPDATE {prefix}.workflow_instances AS w"
     " SET workflow = u.workflow, status = u.status, state = u.state::jsonb,"
-    "  updated_at = u.updated_at"
+    "  updated_at = <stamp>"
     " FROM unnest(%(s_ids)b::text[], %(s_workflows)b::text[], %(s_statuses)b::text[],"
-    "  %(s_states)b::text[], %(s_updated_at)b::timestamp[])"
-    "  AS u(id, workflow, status, state, updated_at)"
+    "  %(s_states)b::text[])"
+    "  AS u(id, workflow, status, state)"
     " WHERE w.id = u.id RETURNING 1),"
     " jobs AS (" + _JOB_ROWS + " ORDER BY x.n RETURNING queue, state)"
     " SELECT (SELECT count(*) FROM saved) AS saved,"
@@ -348,11 +353,12 @@ async def save_and_commit(
         "s_workflows": [row.workflow for row in rows],
         "s_statuses": [row.status for row in rows],
         "s_states": [jsonfmt.dumps(row.state) for row in rows],
-        "s_updated_at": [row.updated_at for row in rows],
         **_job_params(jobs, prefix),
     }
     try:
-        cur = await conn.execute(_q(conn, _SAVE, prefix), params)
+        # updated_at: the database's clock, as save_instance (bridge.workflows.store.stamps)
+        template = _SAVE.replace("<stamp>", await instance_stamp_async(conn, prefix))
+        cur = await conn.execute(_q(conn, template, prefix), params)
         await cur.fetchall()
         await conn.commit()
     except BaseException:

@@ -4,6 +4,14 @@ HephaestusEcto and HephaestusOban do, on the caller's connection and transaction
 Everything here is one statement (or a short fixed sequence) so the runner can compose them
 inside a single transaction: a step result and the job that applies it commit together, or
 neither does.
+
+Rows are read with JSON decoded as Jason does (any depth, integers of any length) on any
+connection, the caller's own included; a value no Python object holds (a result's timestamp
+outside the years 1 to 9999) raises :class:`UndecodableRowError` naming the instance.
+
+Timestamps: an instance's ``inserted_at``/``updated_at`` are the database's clock truncated to
+the second (:mod:`bridge.workflows.store.stamps`), in whichever column type the Elixir migration
+produced; a result's ``inserted_at`` is the column default, as HephaestusOban leaves it.
 """
 
 from __future__ import annotations
@@ -19,16 +27,17 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from bridge.db import read_json_as_jason
 from bridge.jobs import queries
 from bridge.jobs.client.insert_rows import insert_one_params
 from bridge.jobs.client.job import Job
 from bridge.wire import jsonfmt
 from bridge.wire.phash2 import phash2
-from bridge.wire.timefmt import utc_now
 from bridge.workflows.model.definition import ASYNC_EVENT, Workflow, WorkflowError
 from bridge.workflows.model.engine import StepResult
 from bridge.workflows.model.instance import Instance
 from bridge.workflows.model.serializer import InstanceRow, from_row, to_row
+from bridge.workflows.store.stamps import instance_stamp
 
 Conn = psycopg.Connection[Any]
 
@@ -43,6 +52,15 @@ class InstanceNotFoundError(StorageError):
 
 class DuplicateInstanceError(StorageError):
     """An instance with that id already exists (HephaestusEcto would silently overwrite it)."""
+
+
+class UndecodableRowError(StorageError):
+    """A row of an instance (its own or one of its results) holding a value no Python object
+    can: the message names the instance and what could not be read."""
+
+    def __init__(self, instance_id: str, what: str, reason: object) -> None:
+        self.instance_id = instance_id
+        super().__init__(f"workflow instance {instance_id!r}: {what} cannot be read: {reason}")
 
 
 @dataclass(frozen=True)
@@ -117,13 +135,16 @@ def locked_begin(keys: Iterable[int], *, shared: bool) -> str:
 
 
 def insert_instance(conn: Conn, prefix: str, row: InstanceRow) -> None:
-    """Insert a new instance; an existing id is refused rather than overwritten."""
+    """Insert a new instance; an existing id is refused rather than overwritten.
+
+    ``inserted_at`` and ``updated_at`` are the database's clock (``row``'s are not used)."""
+    stamp = instance_stamp(conn, prefix)
     cur = conn.execute(
         _q(
             conn,
             "INSERT INTO {prefix}.workflow_instances"
             " (id, workflow, status, state, workflow_version, inserted_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+            f" VALUES (%s, %s, %s, %s, %s, {stamp}, {stamp}) ON CONFLICT (id) DO NOTHING",
             prefix,
         ),
         (
@@ -132,8 +153,6 @@ def insert_instance(conn: Conn, prefix: str, row: InstanceRow) -> None:
             row.status,
             Jsonb(row.state, dumps=jsonfmt.dumps),
             row.workflow_version,
-            row.inserted_at,
-            row.updated_at,
         ),
     )
     if cur.rowcount != 1:
@@ -162,10 +181,15 @@ def load_instance(
 def _instance_row(
     conn: Conn, query: bytes, params: Mapping[str, Any], instance_id: str
 ) -> dict[str, Any]:
-    """Run a statement reading one instance row by ``%(id)s``; a missing instance is an error."""
+    """Run a statement reading one instance row by ``%(id)s``; a missing instance is an error,
+    and so (typed, naming it) is one holding a value no Python object can."""
     with conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         cur.execute(query, {**params, "id": instance_id})
-        row = cur.fetchone()
+        try:
+            row = cur.fetchone()
+        except (jsonfmt.JSONDecodeError, psycopg.DataError) as exc:
+            raise UndecodableRowError(instance_id, "its row", exc) from None
     if row is None:
         raise InstanceNotFoundError(f"no workflow instance with id {instance_id!r}")
     return row
@@ -259,12 +283,17 @@ def load_and_take_pending(
         prefix,
     )
     row = _instance_row(conn, query, params, instance_id)
-    return from_row(row, workflows), bool(row["flag"]), taken_results(row["pending"])
+    return (
+        from_row(row, workflows),
+        bool(row["flag"]),
+        taken_results(row["pending"], instance_id),
+    )
 
 
-def taken_results(rows: Sequence[Mapping[str, Any]]) -> list[StoredResult]:
+def taken_results(rows: Sequence[Mapping[str, Any]], instance_id: str) -> list[StoredResult]:
     """The results an advance took, from the ``jsonb_agg`` its first read returns (so marked
-    processed, ``inserted_at`` as JSON text)."""
+    processed, ``inserted_at`` as JSON text: ``infinity`` or a year past 9999 is
+    :class:`UndecodableRowError`)."""
     return [
         StoredResult(
             id=r["id"],
@@ -273,10 +302,29 @@ def taken_results(rows: Sequence[Mapping[str, Any]]) -> list[StoredResult]:
             context_updates=r["context_updates"],
             metadata_updates=r["metadata_updates"],
             processed=True,
-            inserted_at=datetime.fromisoformat(r["inserted_at"]),
+            inserted_at=_result_time(r, instance_id),
         )
         for r in rows
     ]
+
+
+def _result_time(row: Mapping[str, Any], instance_id: str) -> datetime:
+    try:
+        return datetime.fromisoformat(row["inserted_at"])
+    except ValueError:
+        what = f"result {row['id']} ({row['step_ref']})"
+        raise UndecodableRowError(
+            instance_id, what, f"inserted_at is {row['inserted_at']}, outside years 1 to 9999"
+        ) from None
+
+
+def fetch_results(cur: psycopg.Cursor[dict[str, Any]], instance_id: str) -> list[dict[str, Any]]:
+    """``cur.fetchall()`` of result rows, a timestamp outside years 1 to 9999 (psycopg's
+    DataError) as :class:`UndecodableRowError` naming the instance."""
+    try:
+        return cur.fetchall()
+    except (jsonfmt.JSONDecodeError, psycopg.DataError) as exc:
+        raise UndecodableRowError(instance_id, "its results", exc) from None
 
 
 HAS_RESULT = (
@@ -286,20 +334,21 @@ HAS_RESULT = (
 
 
 def save_instance(conn: Conn, prefix: str, instance: Instance) -> None:
-    """HephaestusEcto's upsert on an existing row: ``inserted_at`` and the version stay."""
+    """HephaestusEcto's upsert on an existing row: ``inserted_at`` and the version stay;
+    ``updated_at`` is the database's clock."""
     row = to_row(instance)
+    stamp = instance_stamp(conn, prefix)
     conn.execute(
         _q(
             conn,
             "UPDATE {prefix}.workflow_instances"
-            " SET workflow = %s, status = %s, state = %s, updated_at = %s WHERE id = %s",
+            f" SET workflow = %s, status = %s, state = %s, updated_at = {stamp} WHERE id = %s",
             prefix,
         ),
         (
             row.workflow,
             row.status,
             Jsonb(row.state, dumps=jsonfmt.dumps),
-            row.updated_at,
             row.id,
         ),
     )
@@ -308,7 +357,7 @@ def save_instance(conn: Conn, prefix: str, instance: Instance) -> None:
 _SAVE_THEN_JOB = (
     "WITH saved AS ("
     " UPDATE {prefix}.workflow_instances SET workflow = %(s_workflow)s, status = %(s_status)s,"
-    " state = %(s_state)s, updated_at = %(s_updated_at)s WHERE id = %(s_id)s),"
+    " state = %(s_state)s, updated_at = <stamp> WHERE id = %(s_id)s),"
     " job AS (" + queries.JOB_ROW + ")"
     " SELECT CASE WHEN job.state = 'available' THEN pg_notify(%(channel)s, %(payload)s)::text"
     " END AS notified FROM job"
@@ -323,11 +372,11 @@ def save_instance_and_job(conn: Conn, prefix: str, instance: Instance, job: Job)
         "s_workflow": row.workflow,
         "s_status": row.status,
         "s_state": Jsonb(row.state, dumps=jsonfmt.dumps),
-        "s_updated_at": row.updated_at,
         "s_id": row.id,
-        **insert_one_params(prefix, job, utc_now()),
+        **insert_one_params(prefix, job),  # the database's clock, as Oban
     }
-    conn.execute(queries.render_insert_job(prefix, "true", _SAVE_THEN_JOB), values).fetchall()
+    template = _SAVE_THEN_JOB.replace("<stamp>", instance_stamp(conn, prefix))
+    conn.execute(queries.render_insert_job(prefix, "true", template), values).fetchall()
 
 
 _RESULT_COLUMNS = (
@@ -413,7 +462,7 @@ def insert_result_and_job(
         "r_context_updates": Jsonb(dict(result.context_updates), dumps=jsonfmt.dumps),
         "r_metadata_updates": Jsonb(dict(result.metadata_updates or {}), dumps=jsonfmt.dumps),
         "r_workflow_version": workflow_version,
-        **insert_one_params(prefix, job, utc_now()),
+        **insert_one_params(prefix, job),  # the database's clock, as Oban
     }
     clash = set(values) & set(params)
     if clash:
@@ -428,6 +477,7 @@ def results_for(conn: Conn, prefix: str, instance_id: str, *, pending: bool) -> 
     """An instance's results in ``inserted_at`` order (only unprocessed ones if ``pending``)."""
     where = " AND NOT processed" if pending else ""
     with conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         cur.execute(
             _q(
                 conn,
@@ -437,7 +487,7 @@ def results_for(conn: Conn, prefix: str, instance_id: str, *, pending: bool) -> 
             ),
             (instance_id,),
         )
-        return [_result(row) for row in cur.fetchall()]
+        return [_result(row) for row in fetch_results(cur, instance_id)]
 
 
 def take_pending(conn: Conn, prefix: str, instance_id: str) -> list[StoredResult]:
@@ -446,6 +496,7 @@ def take_pending(conn: Conn, prefix: str, instance_id: str) -> list[StoredResult
     statement, for a caller that holds the instance lock exclusively and applies (or drops)
     exactly these rows in the same transaction. The rows returned show ``processed`` true."""
     with conn.cursor(row_factory=dict_row) as cur:
+        read_json_as_jason(cur)
         cur.execute(
             _q(
                 conn,
@@ -455,7 +506,7 @@ def take_pending(conn: Conn, prefix: str, instance_id: str) -> list[StoredResult
             ),
             (instance_id,),
         )
-        rows = cur.fetchall()
+        rows = fetch_results(cur, instance_id)
     # uuid order is the order of its canonical (lower-case hex) text, as ORDER BY id.
     rows.sort(key=lambda row: (row["inserted_at"], row["id"]))
     return [_result(row) for row in rows]
