@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,10 @@ from psycopg import sql
 
 from bridge.jobs.client.enqueue import insert_all
 from bridge.jobs.client.job import Job
+from bridge.jobs.client.registry import Registry
+from bridge.jobs.node import Node, NodeConfig
+from bridge.jobs.plugins.lifeline import Lifeline
+from bridge.jobs.plugins.peer import Peer
 from bridge.workflows.run.repair import FAILED_STEP, LOST_ADVANCE, find_stuck, repair
 from bridge.workflows.run.repair_passes import RepairRun, repair_until_clear
 from bridge.workflows.run.runner import (
@@ -32,6 +37,7 @@ from bridge.workflows.run.runner import (
     WorkflowRunner,
     advance_job,
 )
+from bridge.workflows.serving import WorkflowServing, serve_workflows
 from bridge.workflows.store.instances import load_instance
 from tests.workflows import load_jsonl
 from tests.workflows.run.test_repair import (
@@ -44,7 +50,12 @@ from tests.workflows.run.test_repair import (
     put_job,
     second,
 )
-from tests.workflows.run.test_runner import fetch_all, instance_json, jobs_json
+from tests.workflows.run.test_runner import (
+    fetch_all,
+    instance_json,
+    jobs_json,
+    wait_for_instance,
+)
 
 BOOM = "Elixir.Realstack.Steps.Boom"
 S1A_RUNNING_AT = "2026-11-23T01:06:41.062753Z"  # snapshot: running, Boom's job discarded
@@ -379,3 +390,61 @@ def test_repair_writes_one_advance_per_stuck_instance_and_nothing_else(
     added = [j for j in after["oban_jobs"] if j["id"] in new_ids]
     assert sorted(j["args"]["instance_id"] for j in added) == sorted(stuck)
     assert {(j["worker"], j["state"]) for j in added} == {(ADVANCE_WORKER, "available")}
+
+
+# -- on a node ----------------------------------------------------------------------------------
+
+
+async def test_a_node_fails_a_python_instance_whose_step_node_died_on_its_last_attempt(
+    runner: WorkflowRunner, conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    """First's step job is left ``executing`` on its last attempt by a node that died: the job
+    lifeline discards it (the runner never saw the failure), then the workflow lifeline enqueues
+    the runner's advance, which fails the instance."""
+    prefix = runner.prefix
+    runner.start(conn, HEAL, {}, id="py-died")
+    (advance,) = _jobs(runner, "py-died", ADVANCE_WORKER)
+    runner.perform_advance(advance)
+    _set(conn, prefix, advance.id, "completed")
+    (step_job,) = _jobs(runner, "py-died", EXECUTE_STEP_WORKER)
+    conn.execute(
+        _q(
+            "UPDATE {prefix}.oban_jobs SET state = 'executing', attempt = max_attempts,"
+            " attempted_at = timezone('UTC', now()) - interval '1 hour',"
+            " attempted_by = ARRAY['dead-node', 'gone'] WHERE id = %s",
+            prefix,
+        ),
+        (step_job.id,),
+    )
+    config = NodeConfig(
+        url=database_url,
+        queues={},
+        prefix=prefix,
+        registry=Registry(),
+        poll_interval=0.2,
+        plugins=[Peer(), Lifeline(rescue_after=60, interval=0.2)],
+    )
+    config.shutdown_grace = 2.0
+    serving = WorkflowServing(concurrency=2, repair_grace=0.5, repair_interval=0.2)
+    served = serve_workflows(config, [HEAL], serving)
+    node = Node(config)
+    started = time.monotonic()
+    await node.start()
+    try:
+        row = await wait_for_instance(
+            database_url, prefix, "py-died", lambda r: r["status"] == "failed", timeout=20
+        )
+    finally:
+        await node.stop()
+        served.close()
+    print(
+        f"node: step job discarded and instance failed {time.monotonic() - started:.2f} s"
+        " after the node started"
+    )
+    assert row["state"]["current_step"] is None
+    states = {j["worker"]: j["state"] for j in jobs_json(database_url, prefix, "py-died")}
+    assert states[EXECUTE_STEP_WORKER] == "discarded"
+    advances = [
+        j for j in jobs_json(database_url, prefix, "py-died") if j["worker"] == ADVANCE_WORKER
+    ]
+    assert [a["meta"].get("step") for a in advances] == [None, "first"]
