@@ -16,6 +16,7 @@ from bridge.cli import main
 from bridge.cli.settings import ConfigError, load_settings
 from bridge.jobs.client.registry import Registry
 from bridge.jobs.node import NodeConfig
+from bridge.wire import jsonfmt
 from bridge.workflows import DONE, Context, Instance, StepAsync, StepOk, Unique, Workflow, step
 from bridge.workflows.run.lifeline import WorkflowLifeline
 from bridge.workflows.run.runner import ADVANCE_WORKER, RESUME_WORKER, WorkflowRunner
@@ -445,13 +446,17 @@ async def test_bridge_worker_process_runs_python_workflows(
 # -- every row the database can hold, as a user runs the commands ------------------------------
 
 # What an Elixir app, a bug or a hand-written UPDATE may leave in workflow_instances.state. The
-# node decodes huge integers and 300 levels; psycopg's own decoder stops near 1,000 levels.
+# commands read JSON as Jason does: huge integers, 300 and 2,000 levels (psycopg's own decoder
+# stops near 1,000); a value of the wrong shape is marked.
 DEEP_300 = "[" * 300 + "1" + "]" * 300
 DEEP_2000 = "[" * 2000 + "1" + "]" * 2000
+LONG_5000 = "1" + "0" * 5000  # past int()'s 4,300 digits; Jason reads it
 ODD_STATES = {
     "huge": '{"context": {"initial": {"n": 123456789012345678901234567890}, "steps": {}},'
     ' "active_steps": [], "completed_steps": []}',
     "deep300": '{"context": {"initial": {"d": ' + DEEP_300 + '}, "steps": {}}}',
+    "long": '{"context": {"initial": {"n": ' + LONG_5000 + '}, "steps": {}},'
+    ' "active_steps": [], "completed_steps": []}',
     "deep2000": '{"context": {"initial": {"d": ' + DEEP_2000 + '}, "steps": {}},'
     ' "active_steps": ' + DEEP_2000 + "}",
     "shape": '{"context": [1, 2], "active_steps": "x", "execution_history": {"a": 1},'
@@ -522,15 +527,12 @@ def test_list_and_show_read_every_row_the_database_can_hold(
     rows = {line.split()[0]: line for line in listed[1:]}
     assert rows.keys() == ODD_STATES.keys()
     assert rows["huge"].split()[-1] == "infinity"
-    assert "<undecodable: JSON nested 2000 levels deep (read up to 500)>" in rows["deep2000"]
+    assert "<undecodable: active_steps is an array, not a list of step names>" in rows["deep2000"]
     assert "<undecodable: active_steps is a string, not a list of step names>" in rows["shape"]
     assert rows["unknown"].split()[3] == "Such"
 
-    as_json = {r["id"]: r for r in json.loads(bridge("workflows", "list", "--json"))}
-    assert as_json["deep2000"]["active_steps"] == {
-        "undecodable": "JSON nested 2000 levels deep (read up to 500)",
-        "text": DEEP_2000,
-    }
+    as_json = {r["id"]: r for r in jsonfmt.loads(bridge("workflows", "list", "--json"))}
+    assert jsonfmt.dumps(as_json["deep2000"]["active_steps"]) == DEEP_2000
     assert as_json["shape"]["active_steps"] == "x"
     assert as_json["huge"]["updated_at"] == "infinity"
 
@@ -538,14 +540,11 @@ def test_list_and_show_read_every_row_the_database_can_hold(
     assert '     context: initial {"n":123456789012345678901234567890}' in shows["huge"]
     assert "    inserted: 2026-01-02 03:04:05  updated infinity" in shows["huge"]
     assert f'     context: initial {{"d":{DEEP_300}}}' in shows["deep300"]
+    assert f'     context: initial {{"n":{LONG_5000}}}' in shows["long"].splitlines()
     deep = shows["deep2000"]
-    marker = "<undecodable: JSON nested 2000 levels deep (read up to 500)>"
-    assert f'     context: initial {{"d":"{marker}"}}' in deep
-    assert f"      active: {marker}" in deep
-    assert (
-        "  Greet                    greeted      UNPROCESSED "
-        "<undecodable: JSON nested 2001 levels deep (read up to 500)>"
-    ) in deep
+    assert f'     context: initial {{"d":{DEEP_2000}}}' in deep.splitlines()
+    assert "      active: <undecodable: active_steps is an array, not a list of step names>" in deep
+    assert f'  Greet                    greeted      UNPROCESSED {{"d":{DEEP_2000}}}' in deep
     assert "Some.Worker" in deep and "jobs (1):" in deep
     assert shows["shape"].splitlines()[4:11] == [
         "current step: <undecodable: current_step is a number, not a step name>",
@@ -560,25 +559,20 @@ def test_list_and_show_read_every_row_the_database_can_hold(
     assert "              steps.zzz 1" in shows["unknown"]
     assert " unknown key: bogus 1" in shows["unknown"]
 
-    shown = {i: json.loads(bridge("workflows", "show", i, "--json")) for i in ODD_STATES}
+    shown = {i: jsonfmt.loads(bridge("workflows", "show", i, "--json")) for i in ODD_STATES}
     assert shown["huge"]["instance"]["state"]["context"]["initial"] == {
         "n": 123456789012345678901234567890
     }
     assert shown["deep300"]["instance"]["state"]["context"]["initial"]["d"] == json.loads(DEEP_300)
     data = shown["deep2000"]
-    undecodable = {"undecodable": marker[len("<undecodable: ") : -1], "text": DEEP_2000}
-    assert data["instance"]["state"]["context"] == {
-        "initial": {"d": undecodable},
-        "steps": {},
-    }
-    assert data["instance"]["state"]["active_steps"] == undecodable
-    assert data["step_results"][0]["context_updates"] == {
-        "undecodable": undecodable["undecodable"].replace("2000", "2001"),
-        "text": '{"d": ' + DEEP_2000 + "}",
-    }
-    assert data["jobs"][0]["errors"] == [undecodable]
-    assert data["jobs"][0]["args"]["undecodable"].startswith("JSON nested 2001 levels")
+    deep_json = '{"d":' + DEEP_2000 + "}"
+    assert jsonfmt.dumps(data["instance"]["state"]["context"]["initial"]) == deep_json
+    assert jsonfmt.dumps(data["instance"]["state"]["active_steps"]) == DEEP_2000
+    assert jsonfmt.dumps(data["step_results"][0]["context_updates"]) == deep_json
+    assert jsonfmt.dumps(data["jobs"][0]["errors"]) == "[" + DEEP_2000 + "]"
+    assert data["jobs"][0]["args"]["instance_id"] == "deep2000"
     assert shown["array"]["instance"]["state"] == [1, 2, 3]
+    assert shown["long"]["instance"]["state"]["context"]["initial"] == {"n": 10**5000}
 
 
 @pytest.mark.parametrize(
@@ -586,8 +580,8 @@ def test_list_and_show_read_every_row_the_database_can_hold(
     [
         (
             "deep2000",
-            "cannot cancel 'deep2000': its state cannot be decoded: JSON nested 2003 levels deep "
-            "(read up to 500); `bridge workflows show deep2000` shows what it holds",
+            "cannot cancel 'deep2000': its state cannot be decoded: active_steps must hold module "
+            "strings, got [[[[...]]]]",
         ),
         (
             "shape",
