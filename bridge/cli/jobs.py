@@ -1,9 +1,10 @@
 """``bridge jobs list|show|retry|cancel|delete``: jobs as Oban stores them, with Oban's rules
 for which states each action may touch (``bridge.jobs.client.admin``).
 
-The read commands show every row the database can hold: a value this side cannot decode (JSON
-nested thousands of levels deep, a number longer than Python reads) is shown marked, with the
-rest of its row, instead of failing the whole listing.
+The read commands show every row the database can hold: JSON is read as Jason reads it (any
+depth, integers of any length) and printed back as stored; a value no Python object holds (a
+JSON number beyond a double) is shown marked, with the rest of its row, and timestamps as
+PostgreSQL prints them, instead of failing the whole listing.
 """
 
 from __future__ import annotations
