@@ -13,6 +13,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 
 from bridge.wire import jsonfmt
@@ -27,6 +29,7 @@ from bridge.workflows.store.instances import (
     results_for,
     save_instance,
     take_pending,
+    taken_results,
 )
 from tests.workflows import ORDER, validate
 
@@ -158,3 +161,31 @@ def test_instances_are_stamped_with_the_databases_clock_to_the_second(
         conn.execute("SELECT pg_sleep(0.01)")
         save_instance(conn, oban_prefix, advance(ORDER, loaded))
         assert conn.execute(as_utc, (instance.id,)).fetchone() == (started, saved)
+
+
+timestamp_texts = (
+    st.text(max_size=30)
+    | st.datetimes().map(lambda moment: moment.isoformat())
+    | st.sampled_from(["infinity", "-infinity", "10000-01-01T00:00:00", "0044-03-15T12:00:00 BC"])
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(timestamp_texts)
+def test_taken_results_is_a_result_or_a_typed_error(text: str) -> None:
+    """Whatever ``inserted_at`` text the advance's jsonb_agg returns: a result, or an error
+    naming the instance and the result; never a bare ValueError."""
+    row = {
+        "id": "r-1",
+        "step_ref": "Elixir.A",
+        "event": "done",
+        "context_updates": {},
+        "metadata_updates": {},
+        "inserted_at": text,
+    }
+    try:
+        (result,) = taken_results([row], "i-1")
+    except UndecodableRowError as exc:
+        assert str(exc).startswith("workflow instance 'i-1': result r-1 (Elixir.A) cannot be read")
+    else:
+        assert result.inserted_at.isoformat()
