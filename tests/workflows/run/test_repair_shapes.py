@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -448,3 +449,36 @@ async def test_a_node_fails_a_python_instance_whose_step_node_died_on_its_last_a
         j for j in jobs_json(database_url, prefix, "py-died") if j["worker"] == ADVANCE_WORKER
     ]
     assert [a["meta"].get("step") for a in advances] == [None, "first"]
+
+
+async def test_the_lifeline_heals_a_second_loss_without_waiting_for_the_grace(
+    runner: WorkflowRunner, conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    """The lifeline remembers what it healed: once the instance has settled, a result that
+    stuck again is healed at the next tick although it is much younger than the grace."""
+    from bridge.workflows.run.lifeline import WorkflowLifeline
+
+    prefix = runner.prefix
+    build_stuck_python(runner, conn, "again")  # First's result an hour old
+    lifeline = WorkflowLifeline(grace=1800, interval=0.1, runners=[runner])
+    config = NodeConfig(
+        url=database_url,
+        queues={},
+        prefix=prefix,
+        registry=Registry(),
+        plugins=[Peer(), lifeline],
+    )
+    node = Node(config)
+    await node.start()
+    try:
+        first_fix = await asyncio.to_thread(_wait_for_advance, runner, "again", 2)
+        runner.perform_advance(first_fix)
+        _set(conn, prefix, first_fix.id, "completed")
+        (_, second_job) = _jobs(runner, "again", EXECUTE_STEP_WORKER)
+        runner.perform_execute_step(second_job)  # Second's result, seconds old, and its advance
+        _set(conn, prefix, _jobs(runner, "again", ADVANCE_WORKER)[-1].id, "completed")  # lost
+        _set(conn, prefix, second_job.id, "completed")
+        second_fix = await asyncio.to_thread(_wait_for_advance, runner, "again", 4)
+    finally:
+        await node.stop()
+    assert second_fix.meta["step"] == "second"
