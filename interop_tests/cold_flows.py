@@ -15,7 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.workflows import DONE, Context, Instance, RetryConfig, Step, StepAsync, StepOk, Workflow
+from bridge.workflows import (
+    DONE,
+    Context,
+    Instance,
+    RetryConfig,
+    Step,
+    StepAsync,
+    StepOk,
+    Unique,
+    Workflow,
+)
 
 MODES = ("wait", "flaky", "fail", "done")
 
@@ -69,6 +79,41 @@ def _flow(namespace: str, suffix: str) -> Workflow:
     )
 
 
+def _resumed(namespace: str, suffix: str) -> Workflow:
+    """A workflow that waits at its first step, then runs a Python body: what an Elixir caller
+    resumes with Hephaestus's own functions (``test_workflows_foreign_resume.py``). Business
+    key, version, tags and metadata make the declaration carry them."""
+
+    def ask(instance: Instance, config: Any, context: Context) -> StepAsync:
+        return StepAsync()
+
+    def finish(instance: Instance, config: Any, context: Context) -> StepOk:
+        answer = {f"by_{suffix}": "python", f"of_{suffix}": instance.id}
+        return StepOk(f"finished_{suffix}", {f"answer_{suffix}": answer}, {"finished_by": "py"})
+
+    title = suffix.capitalize()
+    ask_step = Step(name=f"Elixir.{namespace}.Ask{title}", events=(f"answered_{suffix}",), run=ask)
+    finish_step = Step(
+        name=f"Elixir.{namespace}.Finish{title}", events=(f"finished_{suffix}",), run=finish
+    )
+    return Workflow(
+        name=f"Elixir.{namespace}.Flow",
+        unique=Unique(key=suffix),
+        version=2,
+        tags=["python", suffix],
+        metadata={"team": "bridge", "limits": {"max": 3}},
+        start=ask_step,
+        transitions=[
+            (ask_step, f"answered_{suffix}", finish_step),
+            (finish_step, f"finished_{suffix}", DONE),
+        ],
+        atoms=[f"{key}_{suffix}" for key in ("answer", "by", "of", "note")],
+    )
+
+
 DECLARED = _flow("ColdPy.Declared", "zq")
 UNDECLARED = _flow("ColdPy.Undeclared", "qx")
-WORKFLOWS = [DECLARED]  # what export-elixir exports; UNDECLARED is never declared
+RESUMED = _resumed("ColdPy.Resumed", "rs")
+RESUMED_UNDECLARED = _resumed("ColdPy.ResumedUndeclared", "ru")
+# What export-elixir exports; UNDECLARED and RESUMED_UNDECLARED are never declared.
+WORKFLOWS = [DECLARED, RESUMED]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.workflows.delegation.elixir import ElixirStepRun
 from bridge.workflows.model.definition import Step, Workflow
@@ -43,6 +44,12 @@ class WorkflowDeclaration:
     python_steps: tuple[StepDeclaration, ...]
     elixir_steps: tuple[StepDeclaration, ...]
     context_keys: tuple[str, ...]
+    # What HephaestusOban reads from a workflow module (JobMetadata.build: tags, metadata,
+    # version) and what its facade's resume/2 builds ids with (the business key).
+    unique_key: str | None = None
+    version: int = 1
+    tags: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, Any], ...] = ()
 
 
 def runs_in_elixir(step: Step) -> bool:
@@ -72,6 +79,10 @@ def declaration_of(workflow: Workflow) -> WorkflowDeclaration:
         python_steps=tuple(entry(s) for s in steps if not runs_in_elixir(s)),
         elixir_steps=tuple(entry(s) for s in steps if runs_in_elixir(s)),
         context_keys=tuple(sorted(keys)),
+        unique_key=workflow.unique.key if workflow.unique is not None else None,
+        version=workflow.version,
+        tags=workflow.tags,
+        metadata=tuple(sorted(workflow.metadata.items())),
     )
 
 
@@ -108,10 +119,42 @@ def _module(declared: WorkflowDeclaration) -> str:
         f"    name: {_string(declared.name)},",
         f"    python_steps: {_steps(declared.python_steps)},",
         f"    elixir_steps: {_steps(declared.elixir_steps)},",
-        f"    context_keys: {_atoms(declared.context_keys, indent=4)}",
-        "end",
+        f"    context_keys: {_atoms(declared.context_keys, indent=4)},",
     ]
+    # Only what differs from the defaults, so a plain workflow's declaration stays as short.
+    if declared.unique_key is not None:
+        lines.append(f"    unique: [key: {_string(declared.unique_key)}],")
+    if declared.version != 1:
+        lines.append(f"    version: {declared.version},")
+    if declared.tags:
+        lines.append(f"    tags: [{', '.join(_string(t) for t in declared.tags)}],")
+    if declared.metadata:
+        lines.append(f"    metadata: {_term(dict(declared.metadata))},")
+    lines[-1] = lines[-1].removesuffix(",")
+    lines.append("end")
     return "\n".join(lines) + "\n"
+
+
+def _term(value: Any) -> str:
+    """A JSON value (workflow metadata) as an Elixir literal: maps with string keys in key
+    order, lists, strings, numbers, booleans, nil."""
+    if isinstance(value, dict):
+        items = ", ".join(f"{_string(k)} => {_term(value[k])}" for k in sorted(value))
+        return "%{" + items + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_term(v) for v in value) + "]"
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)  # Elixir needs a digit after the point: 1.0e16, not 1e16
+        mantissa, _, exponent = text.partition("e")
+        mantissa = mantissa if "." in mantissa else mantissa + ".0"
+        return mantissa + ("e" + exponent if exponent else "")
+    return _string(str(value))
 
 
 def _steps(steps: tuple[StepDeclaration, ...]) -> str:

@@ -17,3 +17,21 @@ defmodule ColdPy.Declared.Flow do
     ],
     context_keys: [:label_zq, :mode_zq, :parcel_zq, :tags_zq, :weight_zq]
 end
+
+defmodule ColdPy.Resumed.Flow do
+  @moduledoc "The Python-owned workflow ColdPy.Resumed.Flow, declared for this app."
+  use ObanBridge.PythonWorkflow,
+    name: "Elixir.ColdPy.Resumed.Flow",
+    python_steps: [
+      {ColdPy.Resumed.AskRs, key: :ask_rs, events: [:answered_rs]},
+      {ColdPy.Resumed.FinishRs, key: :finish_rs, events: [:finished_rs]}
+    ],
+    elixir_steps: [
+      {Hephaestus.Steps.Done, key: :done, events: [:done]}
+    ],
+    context_keys: [:answer_rs, :by_rs, :note_rs, :of_rs],
+    unique: [key: "rs"],
+    version: 2,
+    tags: ["python", "rs"],
+    metadata: %{"limits" => %{"max" => 3}, "team" => "bridge"}
+end
