@@ -91,8 +91,12 @@ def _note_duplicate(
             f"{later['t']:.3f} by pid {later['pid']} with no kill, freeze or outage in between"
         )
         return
-    findings.explained[cause.kind] += 1
-    findings.rescue_latency[cause.kind].append(later["t"] - cause.t)
+    kind = cause.kind
+    if cause.detail.startswith("leader"):
+        renamed = "renamed" in cause.detail
+        kind = "kill of the leader" + (", back under a new name" if renamed else ", back as itself")
+    findings.explained[kind] += 1
+    findings.rescue_latency[kind].append(later["t"] - cause.t)
 
 
 def check_jobs(

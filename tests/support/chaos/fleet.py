@@ -34,7 +34,8 @@ class Fault:
 
 @dataclass
 class Incarnation:
-    node: str
+    node: str  # the slot in the fleet
+    name: str  # its --node name: the slot's, or a new one when it came back under another
     process: subprocess.Popen[bytes]
     log: Path
     handle: IO[Any]
@@ -58,39 +59,47 @@ class Fleet:
         for i in range(1, self.size + 1):
             self.start(f"chaos-{i}")
 
-    def start(self, node: str) -> None:
+    def start(self, node: str, rename: bool = False) -> None:
+        """Start the slot ``node``; ``rename``: under a new ``--node`` name (a replacement
+        host), so the killed process's leadership lease is not simply taken back."""
         self.started += 1
+        name = f"{node}.{self.started}" if rename else node
         log = self.scratch / "logs" / f"{node}.{self.started}.log"
         log.parent.mkdir(exist_ok=True)
         handle = log.open("wb")
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DATABASE_URL")}
         env.update(BRIDGE_DATABASE_URL=self.url, CHAOS_RECORDS=str(self.records))
         process = subprocess.Popen(
-            [bridge_script(), "worker", "--node", node, *self.worker_args],
+            [bridge_script(), "worker", "--node", name, *self.worker_args],
             cwd=self.scratch,
             env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
-        self.running[node] = Incarnation(node, process, log, handle)
+        self.running[node] = Incarnation(node, name, process, log, handle)
 
     def pid(self, node: str) -> int:
         return self.running[node].process.pid
 
-    def kill(self, node: str, restart: bool = True) -> None:
-        """SIGKILL the node's process (no shutdown, no outcome stored) and start it again."""
+    def name(self, node: str) -> str:
+        return self.running[node].name
+
+    def kill(self, node: str, leader: bool = False, rename: bool = False) -> None:
+        """SIGKILL the node's process (no shutdown, no outcome stored) and start it again at
+        once (under a new name with ``rename``). ``leader``: it led, as far as the driver saw."""
         incarnation = self.running[node]
         incarnation.process.kill()
-        self.faults.append(Fault("kill", time.time(), incarnation.process.pid, node))
+        detail = ("leader" if leader else "") + (", renamed" if rename else "")
+        self.faults.append(Fault("kill", time.time(), incarnation.process.pid, node, detail))
         incarnation.process.wait(30)
         incarnation.handle.close()
         self.frozen.discard(node)
-        if restart:
-            self.start(node)
+        self.start(node, rename=rename)
 
-    def kill_random(self, rng: random.Random) -> str:
+    def kill_random(self, rng: random.Random, leader: str | None) -> str:
+        """Kill a random node that is not frozen; half the time it comes back renamed."""
         node = rng.choice(sorted(n for n in self.running if n not in self.frozen))
-        self.kill(node)
+        self.kill(node, leader=self.name(node) == leader, rename=rng.random() < 0.5)
         return node
 
     def freeze(self, node: str) -> None:

@@ -280,7 +280,8 @@ class _Run:
         """A node that is not the leader, preferably one running a slow job right now (with
         that job and attempt)."""
         leader = self.leader()
-        candidates = [n for n in self.fleet.running if n != leader and n not in self.fleet.frozen]
+        fleet = self.fleet
+        candidates = [n for n in fleet.running if fleet.name(n) != leader and n not in fleet.frozen]
         if not candidates:
             return None
         if not prefer_slow:
@@ -328,7 +329,7 @@ class _Run:
             if c.workflows:
                 self.start_workflows(int(c.workflows * min(1.0, elapsed / (0.7 * c.duration))) + 1)
             if elapsed >= next_kill and elapsed < c.duration:
-                self.fleet.kill_random(self.rng)
+                self.fleet.kill_random(self.rng, self.leader())
                 next_kill = elapsed + self.rng.uniform(*c.kill_every)
             for mode in ("fast", "immediate"):
                 if mode not in done and elapsed >= at[mode] and frozen is None:
