@@ -182,8 +182,12 @@ class Chain:
         self._set(row.id, "completed")
 
     def wait_for_advances(self, count: int, timeout: float = 30.0) -> None:
+        """Until ``count`` advances exist, none of them still being inserted (a repair's
+        unique insert keeps its row ``suspended`` until no concurrent insert can conflict)."""
         deadline = time.monotonic() + timeout
-        while len(self.advances()) < count:
+        while len(self.advances()) < count or any(
+            a["state"] == "suspended" for a in self.advances()
+        ):
             assert time.monotonic() < deadline, f"no advance number {count} was enqueued"
             time.sleep(0.05)
 
