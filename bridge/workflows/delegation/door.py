@@ -35,6 +35,7 @@ from bridge.wire import notify
 from bridge.workflows.delegation.protocol import DelegationArgs, RemoteOutcome
 from bridge.workflows.model.engine import StepResult
 from bridge.workflows.store.instances import Conn, insert_result, lock_instance
+from bridge.workflows.store.stamps import instance_stamp
 
 ADVANCE_WORKER = "HephaestusOban.AdvanceWorker"
 EXECUTE_STEP_WORKER = "HephaestusOban.ExecuteStepWorker"
@@ -86,7 +87,7 @@ LIMIT 1
 _FAIL_INSTANCE = """
 UPDATE {prefix}.workflow_instances
 SET status = 'failed', state = jsonb_set(state, '{{current_step}}', 'null'::jsonb),
-    updated_at = date_trunc('second', timezone('UTC', now()))
+    updated_at = <stamp>
 WHERE id = %(id)s
 """
 
@@ -216,7 +217,10 @@ def fail_elixir_instance(
     if verdict in NO_OPS:
         return DoorResult(verdict, detail)
     params = {"id": args.instance_id}
-    conn.execute(_q(_FAIL_INSTANCE, prefix), params)
+    # The store's stamp for this table's column type: a UTC wall time assigned to a timestamptz
+    # column would be read in the session's time zone and store another instant.
+    fail = _FAIL_INSTANCE.replace("<stamp>", instance_stamp(conn, prefix))
+    conn.execute(_q(fail, prefix), params)
     conn.execute(_q(_MARK_PENDING, prefix), params)
     cancelled = cancel_instance_jobs(conn, prefix, args.instance_id, own_job=own_job)
     return DoorResult("failed", f"{args.instance_id} failed", tuple(cancelled))
