@@ -28,9 +28,9 @@ NODES_WAIT = SONAR_INTERVAL + 1
 
 SOURCES_HELP = (
     "Sources: sonar pings (every node running Oban's Sonar, Elixir or Python, pings every 15 s), "
-    "gossip check-ins (Python nodes, `bridge worker`, send one per queue every second: limit, "
-    "paused, running; "
-    "OSS Oban 2.23 nodes send none, so an Elixir node's queues show as unknown and its "
+    "gossip check-ins (every queue's limit, paused, running, every 0.75 s, from Python nodes "
+    "started with `bridge worker --gossip` and Elixir nodes running Oban Web's oban_met; "
+    "OSS Oban 2.23 alone sends none, so such a node's queues show as unknown and its "
     "presence comes from sonar), oban_peers (the leader of each instance name), oban_jobs "
     "(executing jobs and the node that claimed them, jobs waiting per queue)."
 )

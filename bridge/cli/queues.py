@@ -17,14 +17,14 @@ import click
 from bridge.cli.context import CliContext, connect, pass_ctx
 from bridge.cli.nodes import SOURCES_HELP, listen, observe_live, wait_option
 from bridge.cli.output import EXIT_USAGE, echo_json, fail, table, usage_error, warn
-from bridge.jobs.client.cluster import GOSSIP_INTERVAL
 
 if TYPE_CHECKING:
     from bridge.jobs.client.cluster import CheckIn, Cluster
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SIGNAL_WAIT = GOSSIP_INTERVAL + 1
+# Long enough to hear two rounds of check-ins (every GOSSIP_INTERVAL, 0.75 s).
+SIGNAL_WAIT = 2.0
 
 
 @click.group("queues")
@@ -40,52 +40,56 @@ def queues_group() -> None:
 # -- list ------------------------------------------------------------------------------------------
 
 
+# The job counts of a row, all from oban_jobs: executing on the row's node, the rest queue-wide.
+COUNTS = ("executing", "available", "scheduled", "retryable")
+
+
 def queue_rows(cluster: Cluster) -> list[dict[str, Any]]:
-    """One row per queue on each node, each saying where it comes from (``source``)."""
+    """One row per queue on each node, each saying where it comes from (``source``). The job
+    counts come from oban_jobs and are always known; limit, paused and the node's running list
+    only from check-ins."""
     rows: list[dict[str, Any]] = []
     paired: set[tuple[str, str]] = set()
     for check in cluster.serving("*"):
         paired.add((check.queue, check.node))
         rows.append(
-            {
-                "queue": check.queue,
-                "node": check.node,
+            _row(cluster, check.queue, check.node, "check-in")
+            | {
                 "ident": check.ident,
                 "limit": check.limit,
                 "paused": check.paused,
                 "running": check.running,
-                "available": cluster.available.get(check.queue, 0),
-                "source": "check-in",
             }
         )
-    for (queue, node), count in sorted(cluster.executing.items()):
+    for (queue, node), _ in sorted(cluster.executing.items()):
         if (queue, node) in paired:
             continue
         paired.add((queue, node))
-        rows.append(_unknown_row(queue, node or None, cluster, "executing jobs", running=count))
-    for queue in sorted(set(cluster.available) - {queue for queue, _ in paired}):
-        rows.append(_unknown_row(queue, None, cluster, "waiting jobs"))
+        rows.append(_row(cluster, queue, node or None, "executing jobs"))
+    waiting = set(cluster.available) | set(cluster.scheduled) | set(cluster.retryable)
+    for queue in sorted(waiting - {queue for queue, _ in paired}):
+        rows.append(_row(cluster, queue, None, "waiting jobs"))
     for node in cluster.nodes():
         if not any(node == n for _, n in paired):
             source = "sonar" if node in cluster.pings else "oban_peers"
-            rows.append(_unknown_row(None, node, cluster, source))
+            rows.append(_row(cluster, None, node, source))
     rows.sort(key=lambda r: (r["queue"] is None, r["queue"] or "", r["node"] or ""))
     return rows
 
 
-def _unknown_row(
-    queue: str | None, node: str | None, cluster: Cluster, source: str, running: int | None = None
-) -> dict[str, Any]:
-    return {
-        "queue": queue,
-        "node": node,
-        "ident": None,
-        "limit": None,
-        "paused": None,
-        "running": running,
-        "available": cluster.available.get(queue, 0) if queue is not None else None,
-        "source": source,
-    }
+def _row(cluster: Cluster, queue: str | None, node: str | None, source: str) -> dict[str, Any]:
+    """A row with what oban_jobs says (``None`` where there is no queue) and nothing a
+    check-in says."""
+    counts: dict[str, int | None] = dict.fromkeys(COUNTS)
+    if queue is not None:
+        counts = {
+            "executing": cluster.executing.get((queue, node or ""), 0),
+            "available": cluster.available.get(queue, 0),
+            "scheduled": cluster.scheduled.get(queue, 0),
+            "retryable": cluster.retryable.get(queue, 0),
+        }
+    base: dict[str, Any] = {"queue": queue, "node": node, "ident": None, "limit": None}
+    return base | {"paused": None, "running": None} | counts | {"source": source}
 
 
 def _cell(value: Any) -> str:
@@ -96,41 +100,46 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
 @queues_group.command("list", epilog=SOURCES_HELP)
-@wait_option(SIGNAL_WAIT, "check-ins (Python nodes check in every second)")
+@wait_option(SIGNAL_WAIT, "check-ins (sent every 0.75 s by nodes that gossip)")
 @click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help='Print {"waited", "queues": [{queue, node, ident, limit, paused, running, available, '
-    "source}]}, null where unknown.",
+    help='Print {"waited", "queues": [{queue, node, ident, limit, paused, running, executing, '
+    "available, scheduled, retryable, source}]}, null where unknown.",
 )
 @pass_ctx
 def queues_list(ctx: CliContext, wait: float, as_json: bool) -> None:
-    """The queues of the live nodes, one row per queue on each node: its limit, paused or
-    not, jobs running on it and jobs waiting in the queue.
+    """The queues with jobs or live nodes, one row per queue on each node: its limit, paused or
+    not, and its jobs executing (on that node), available, scheduled and retryable (in the whole
+    queue).
 
-    Columns and where they come from: QUEUE, NODE, LIMIT, PAUSED and RUNNING from the nodes'
-    gossip check-ins heard while listening; AVAILABLE (jobs waiting in the whole queue) from
-    oban_jobs; SOURCE says what the row rests on: "check-in", "executing jobs" (a node is
-    running jobs of the queue now, oban_jobs.attempted_by), "waiting jobs" (jobs wait in the
-    queue and no node was heard serving it), "sonar" or "oban_peers" (a live node whose
-    queues are unknown)."""
+    The job counts come from oban_jobs and need nothing else (EXECUTING per node from
+    oban_jobs.attempted_by). LIMIT and PAUSED come only from check-ins on oban_gossip, heard
+    while listening: Python nodes started with --gossip and Elixir nodes running Oban Web's
+    oban_met send them; OSS Oban 2.23 alone sends none. SOURCE says what the row rests on:
+    "check-in", "executing jobs" (a node is running jobs of the queue now), "waiting jobs"
+    (jobs wait in the queue and no node was heard serving it), "sonar" or "oban_peers" (a live
+    node whose queues are unknown)."""
     cluster = observe_live(ctx, wait)
     rows = queue_rows(cluster)
     if as_json:
         echo_json({"waited": wait, "queues": rows})
         return
     table(
-        ("queue", "node", "limit", "paused", "running", "available", "source"),
+        ("queue", "node", "limit", "paused", *COUNTS, "source"),
         (
             (
                 _cell(r["queue"]),
                 _cell(r["node"]),
                 _cell(r["limit"]),
                 _cell(r["paused"]),
-                _cell(r["running"]),
-                "-" if r["available"] is None else r["available"],
+                *(_count(r[name]) for name in COUNTS),
                 r["source"],
             )
             for r in rows
@@ -139,7 +148,8 @@ def queues_list(ctx: CliContext, wait: float, as_json: bool) -> None:
     nodes = len({c.node for c in cluster.checkins.values()})
     click.echo(
         f"listened {wait:g} s: check-ins from {nodes} node{'' if nodes == 1 else 's'}; "
-        "a node on OSS Oban 2.23 sends none, so its queues show as unknown",
+        "limit and paused need check-ins (bridge worker --gossip, or Oban Web's oban_met on "
+        "an Elixir node), the job counts come from oban_jobs",
         err=True,
     )
 

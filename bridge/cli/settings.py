@@ -12,6 +12,7 @@ Example::
     rescue_after = 3600      # enable the lifeline (seconds); off by default
     rescue_interval = 60     # how often the leader looks (default: rescue_after / 10, 1 to 60)
     prune_after = 86400      # enable the pruner (seconds); off by default
+    gossip = true            # send queue checks on oban_gossip for Oban Web; off by default
     workflows = ["myapp.flows"]          # Python workflows this node runs (module names)
     workflow_queue = "bridge_workflows"  # their orchestration queue (default)
     workflow_concurrency = 10
@@ -59,6 +60,7 @@ class WorkerSettings:
     rescue_after: float | None = None
     rescue_interval: float | None = None
     prune_after: float | None = None
+    gossip: bool | None = None
     workflows: list[str] = field(default_factory=list)
     workflow_queue: str | None = None
     workflow_concurrency: int | None = None
@@ -108,6 +110,7 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds between the lifeline's looks",
     ),
     Setting("prune_after", "--prune-after", "BRIDGE_PRUNE_AFTER", "off", "pruner, seconds"),
+    Setting("gossip", "--gossip", "BRIDGE_GOSSIP", "off", "queue checks for Oban Web"),
     Setting("cron", "--cron", "BRIDGE_CRON", "none", "cron entries (variable: one per line)"),
     Setting("cron_timezone", "--cron-timezone", "BRIDGE_CRON_TIMEZONE", "Etc/UTC", "cron zone"),
     Setting(
@@ -205,6 +208,18 @@ _POSITIVE = (
 )
 _STRINGS = ("prefix", "node", "name", "cron_timezone", "workflow_queue", "workflow_config_key")
 _LISTS = ("workers", "workflows", "app_dir", "cron")
+_BOOLEANS = ("gossip",)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _boolean(value: Any) -> bool:
+    """true/false from TOML, or a variable's 1/0, true/false, yes/no, on/off."""
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, bool):
+        return value
+    raise ValueError("must be true or false (1/0, yes/no, on/off in a variable)")
 
 
 def _number(value: Any, *, allow_zero: bool) -> float:
@@ -247,6 +262,8 @@ def _check(key: str, value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise ValueError("must be a non-empty string")
         return value
+    if key in _BOOLEANS:
+        return _boolean(value)
     if key in _POSITIVE:
         return _number(value, allow_zero=False)
     if key == "wait_for_database":

@@ -235,6 +235,13 @@ def _root_context() -> click.Context:
     help="Run the pruner: delete finished jobs older than this many seconds.",
 )
 @click.option(
+    "--gossip/--no-gossip",
+    default=None,
+    help="Send each queue's check on oban_gossip every 0.75 s, as an Elixir node with Oban "
+    "Web's oban_met does, so Oban Web lists this node's queues (off: OSS Oban 2.23 sends "
+    "nothing there).",
+)
+@click.option(
     "--cron",
     "cron_entries",
     multiple=True,
@@ -276,6 +283,7 @@ def worker_command(
     rescue_after: float | None,
     rescue_interval: float | None,
     prune_after: float | None,
+    gossip: bool | None,
     cron_entries: tuple[str, ...],
     cron_timezone: str | None,
     workflow_modules: tuple[str, ...],
@@ -312,6 +320,7 @@ def worker_command(
         "rescue_after": rescue_after,
         "rescue_interval": rescue_interval,
         "prune_after": prune_after,
+        "gossip": gossip,
         "cron": cron_entries,
         "cron_timezone": cron_timezone,
         "workflows": workflow_modules,
@@ -382,6 +391,7 @@ def _run(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
         shutdown_grace=settings.grace or 15.0,
         registry=default_registry,
         plugins=_plugins(settings),
+        gossip=bool(settings.gossip),
     )
     if settings.node:
         config.node = settings.node
@@ -410,15 +420,15 @@ def _run(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
 
 
 def _plugins(settings: WorkerSettings) -> list[Any]:
-    """Oban's always-on plugins, plus the lifeline, pruner and cron when configured."""
-    from bridge.jobs.plugins.gossip import Gossip
+    """Oban's always-on plugins, plus the lifeline, pruner and cron when configured (the node
+    adds gossip when configured)."""
     from bridge.jobs.plugins.lifeline import Lifeline
     from bridge.jobs.plugins.peer import Peer
     from bridge.jobs.plugins.pruner import Pruner
     from bridge.jobs.plugins.sonar import Sonar
     from bridge.jobs.plugins.stager import Stager
 
-    plugins: list[Any] = [Stager(), Peer(), Sonar(), Gossip()]
+    plugins: list[Any] = [Stager(), Peer(), Sonar()]
     if settings.rescue_after:
         plugins.append(
             Lifeline(rescue_after=settings.rescue_after, interval=settings.rescue_interval)

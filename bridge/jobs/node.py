@@ -51,7 +51,10 @@ class NodeConfig:
     poll_interval: float = 1.0
     shutdown_grace: float = 15.0
     registry: Registry = field(default_factory=lambda: default_registry)
-    plugins: list[Plugin] | None = None  # None: the defaults (stager, peer, sonar, gossip)
+    plugins: list[Plugin] | None = None  # None: the defaults (stager, peer, sonar)
+    # Send oban_met's queue checks on oban_gossip (what an Elixir node with Oban Web sends), so
+    # Oban Web lists this node's queues. Off: OSS Oban 2.23 sends nothing there.
+    gossip: bool = False
     async_commit: bool = False
     pool_size: int = 4
     # CPython hands the GIL over every 5 ms by default; with CPU-bound sync workers spinning in
@@ -61,11 +64,13 @@ class NodeConfig:
     switch_interval: float | None = 0.0005
 
 
-def default_plugins() -> list[Plugin]:
-    """The plugins every node runs unless told otherwise: staging, leadership, presence pings
-    and queue check-ins. Code that adds a plugin to a config without any starts from these, so
-    adding one never silently drops leadership."""
-    return [Stager(), Peer(), Sonar(), Gossip()]
+def default_plugins(*, gossip: bool = False) -> list[Plugin]:
+    """The plugins every node runs unless told otherwise: staging, leadership and presence
+    pings, as OSS Oban 2.23 runs them, plus queue checks on oban_gossip when ``gossip``. Code that
+    adds a plugin to a config without any starts from these, so adding one never silently drops
+    leadership."""
+    plugins: list[Plugin] = [Stager(), Peer(), Sonar()]
+    return [*plugins, Gossip()] if gossip else plugins
 
 
 class Node:
@@ -90,7 +95,13 @@ class Node:
         self.producers: dict[str, Producer] = {}
         # `leader` is for the Peer plugin (a leader stepping down): one LISTEN connection a node.
         self.notifier = Notifier(config.url, self.prefix, ["insert", "signal", "leader"])
-        self.plugins = config.plugins if config.plugins is not None else default_plugins()
+        self.plugins = (
+            list(config.plugins)
+            if config.plugins is not None
+            else default_plugins(gossip=config.gossip)
+        )
+        if config.gossip and not any(isinstance(p, Gossip) for p in self.plugins):
+            self.plugins.append(Gossip())
         self.listeners: list[Any] = []  # callables (job, ack) for instrumentation
         self._stopped = asyncio.Event()
 

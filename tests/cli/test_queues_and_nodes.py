@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -25,8 +26,9 @@ from bridge.jobs.client.registry import Registry
 from bridge.jobs.plugins.gossip import Gossip
 from bridge.jobs.plugins.peer import Peer
 from bridge.jobs.plugins.sonar import Sonar
-from tests.jobs.support import running_node
+from tests.jobs.support import golden_examiner_payload, running_node
 from tests.support.cli import run_bridge
+from tests.support.worker import spawn_worker
 
 Conn = psycopg.Connection[tuple[object, ...]]
 Run = subprocess.CompletedProcess[str]
@@ -43,7 +45,20 @@ def golden_payload(path: str, channel: str) -> str:
 
 
 ELIXIR_SONAR = golden_payload("peers-and-leader/s8_notify.jsonl", "sonar")
-ELIXIR_GOSSIP = golden_payload("elixir-notifications-2.jsonl", "gossip")  # a Z: payload
+# A Z: payload of one check, sent by hand with Oban's notifier in the golden capture (the shape
+# of Oban's Gossip plugin before 2.23; 2.23 itself sends none).
+ELIXIR_GOSSIP = golden_payload("elixir-notifications-2.jsonl", "gossip")
+HEADER = [
+    "queue",
+    "node",
+    "limit",
+    "paused",
+    "executing",
+    "available",
+    "scheduled",
+    "retryable",
+    "source",
+]
 ELIXIR_PEER = json.loads(
     (GOLDEN / "peers-and-leader/s8_oban_peers_snapshots.jsonl")
     .read_text()
@@ -260,10 +275,12 @@ async def wait_for(check: object, what: str, timeout: float = 10) -> None:
 
 
 @contextmanager
-def elixir_node(url: str, prefix: str, *, gossip: bool) -> Iterator[None]:
-    """Node ``vm`` leading ``Oban`` in oban_peers and pinging sonar (and, as an Oban that still
-    gossips would, checking queue ``elixir`` in) with the genuine payloads, until the block
-    ends."""
+def elixir_node(
+    url: str, prefix: str, *, gossip: bool, payload: str = ELIXIR_GOSSIP
+) -> Iterator[None]:
+    """Node ``vm`` leading ``Oban`` in oban_peers and pinging sonar (and, with ``gossip``,
+    sending ``payload`` on oban_gossip: by default the golden capture's one check of queue
+    ``elixir``) with the genuine payloads, until the block ends."""
     stop = threading.Event()
 
     def announce() -> None:
@@ -271,9 +288,7 @@ def elixir_node(url: str, prefix: str, *, gossip: bool) -> Iterator[None]:
             while not stop.is_set():
                 sender.execute("SELECT pg_notify(%s, %s)", (f"{prefix}.oban_sonar", ELIXIR_SONAR))
                 if gossip:
-                    sender.execute(
-                        "SELECT pg_notify(%s, %s)", (f"{prefix}.oban_gossip", ELIXIR_GOSSIP)
-                    )
+                    sender.execute("SELECT pg_notify(%s, %s)", (f"{prefix}.oban_gossip", payload))
                 stop.wait(0.2)
 
     with psycopg.connect(url, autocommit=True) as conn:
@@ -315,8 +330,31 @@ def test_an_elixir_node_that_gossips_is_seen_with_its_queues(
         }
     ]
     assert [line.split() for line in queues.splitlines()] == [
-        ["queue", "node", "limit", "paused", "running", "available", "source"],
-        ["elixir", "vm", "10", "no", "150", "0", "check-in"],
+        HEADER,
+        ["elixir", "vm", "10", "no", "0", "0", "0", "0", "check-in"],
+    ]
+
+
+def test_an_elixir_node_with_oban_met_is_seen_with_its_queues(
+    database_url: str, oban_prefix: str, tmp_path: Path
+) -> None:
+    """Oban Web's oban_met sends {"checks": [...]} every 0.75 s, the instance name as inspect
+    spells it: the golden node's check_queue in that form gives its ident and queue."""
+    with elixir_node(database_url, oban_prefix, gossip=True, payload=golden_examiner_payload()):
+        nodes = json.loads(
+            ok(bridge(database_url, oban_prefix, tmp_path, "nodes", "--wait", "1", "--json"))
+        )
+    [vm] = nodes["nodes"]
+    assert vm["idents"] == ["Oban.vm"]
+    assert vm["queues"] == [
+        {
+            "queue": "golden",
+            "limit": 2,
+            "paused": False,
+            "running": 1,
+            "instance": "Oban",
+            "uuid": "9439114f-11d9-470b-a7bf-5037b5cd1ead",
+        }
     ]
 
 
@@ -349,10 +387,10 @@ def test_an_oss_elixir_node_shows_presence_and_unknown_queues(
     assert (node, ident, leads, served, executing) == ("vm", "unknown", "Oban", "unknown", "1")
     assert int(pings) >= 2  # its presence, from sonar
     assert [
-        (r["queue"], r["node"], r["limit"], r["running"], r["available"], r["source"])
+        (r["queue"], r["node"], r["limit"], r["executing"], r["available"], r["source"])
         for r in queues["queues"]
     ] == [
-        ("badges", None, None, None, 1, "waiting jobs"),
+        ("badges", None, None, 0, 1, "waiting jobs"),
         ("golden", "vm", None, 1, 0, "executing jobs"),
     ]
     assert ok(warned).splitlines() == [
@@ -403,3 +441,83 @@ def test_every_queues_and_nodes_command_has_help(
             assert param.help, f"{' '.join(path)} {param.opts} has no help"
     if "--wait" in options:
         assert "[default: " in out.split("--wait", 1)[1].split("--", 1)[0], out
+
+
+# -- without gossip ------------------------------------------------------------------------------
+
+
+async def test_queues_list_without_gossip_counts_from_oban_jobs(
+    database_url: str, oban_prefix: str, tmp_path: Path, conn: Conn
+) -> None:
+    """A Python node as OSS Oban runs (no gossip): its queue still shows, with the jobs it is
+    executing and every queue's waiting counts; limit and paused are unknown, and the one line
+    on stderr says what they need."""
+    from bridge import Job, insert_all, worker
+
+    release = asyncio.Event()
+    registry = Registry()
+
+    @worker(name="held.Job", queue="held", registry=registry)
+    async def held(job: object) -> None:
+        await release.wait()
+
+    insert_all(conn, [Job.new("held.Job", queue="held") for _ in range(3)], prefix=oban_prefix)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.oban_jobs (worker, queue, state, scheduled_at) VALUES "
+            "('Later', 'mail', 'scheduled', now() + interval '1 hour'), "
+            "('Again', 'mail', 'retryable', now() + interval '1 hour'), "
+            "('Again', 'mail', 'retryable', now() + interval '1 hour')"
+        ).format(sql.Identifier(oban_prefix))
+    )
+    async with running_node(
+        database_url, oban_prefix, {"held": 2}, registry, node="py-quiet"
+    ) as node:
+        await wait_for(lambda: len(node.producers["held"].running) == 2, "two jobs running")
+        result = await asyncio.to_thread(
+            bridge, database_url, oban_prefix, tmp_path, "queues", "list", "--wait", "1"
+        )
+        release.set()
+    assert [line.split() for line in ok(result).splitlines()] == [
+        HEADER,
+        ["held", "py-quiet", "unknown", "unknown", "2", "1", "0", "0", "executing", "jobs"],
+        ["mail", "unknown", "unknown", "unknown", "0", "0", "1", "2", "waiting", "jobs"],
+    ]
+    assert result.stderr == (
+        "listened 1 s: check-ins from 0 nodes; limit and paused need check-ins (bridge worker "
+        "--gossip, or Oban Web's oban_met on an Elixir node), the job counts come from "
+        "oban_jobs\n"
+    )
+
+
+def gossip_heard(url: str, prefix: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    """What a ``bridge worker`` started with ``args`` sends on oban_gossip in its first ~2.5 s
+    of serving."""
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(f"{prefix}.oban_gossip")))
+        process = spawn_worker(url, prefix, "--queues", "mail:3", "--node", "w1", *args, env=env)
+        try:
+            heard = [n.payload for n in listener.notifies(timeout=6.0)]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    return heard
+
+
+def test_bridge_worker_gossips_only_when_asked(database_url: str, oban_prefix: str) -> None:
+    assert gossip_heard(database_url, oban_prefix) == []  # as OSS Oban 2.23.1: nothing
+    heard = gossip_heard(database_url, oban_prefix, env={"BRIDGE_GOSSIP": "1"})
+    assert len(heard) >= 3  # every 0.75 s
+    checks = [json.loads(raw)["checks"] for raw in heard]
+    assert all(len(c) == 1 for c in checks)
+    check = checks[-1][0]
+    assert (check["name"], check["node"], check["queue"], check["limit"]) == (
+        "Oban",
+        "w1",
+        "mail",
+        3,
+    )
+    assert gossip_heard(database_url, oban_prefix, "--gossip", "--name", ":second")[0].startswith(
+        '{"checks":[{"limit":3,"name":":second","node":"w1"'
+    )

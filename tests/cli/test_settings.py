@@ -123,6 +123,7 @@ def test_variables_of_every_kind(tmp_path: Path) -> None:
         ("BRIDGE_QUEUES", "a:x", "queue 'a': limit must be an integer, got 'x'"),
         ("BRIDGE_LOG_LEVEL", "loud", "must be one of debug, info, warning, error"),
         ("BRIDGE_APP_DIR", "/no/such/dir", "no such directory '/no/such/dir'"),
+        ("BRIDGE_GOSSIP", "maybe", "must be true or false (1/0, yes/no, on/off in a variable)"),
     ],
 )
 def test_a_malformed_variable_names_itself(name: str, value: str, message: str) -> None:
@@ -154,3 +155,20 @@ def test_file_keys_for_the_new_settings(tmp_path: Path) -> None:
     path.write_text("wait_for_database = -1\n")
     with pytest.raises(ConfigError, match="wait_for_database must be a number of seconds >= 0"):
         load_settings(path)
+
+
+def test_gossip_is_a_boolean_everywhere(tmp_path: Path) -> None:
+    from bridge.cli.settings import env_values, resolve_settings
+
+    path = tmp_path / "bridge.toml"
+    path.write_text("gossip = true\n")
+    assert load_settings(path).gossip is True
+    path.write_text('gossip = "yes"\n')  # a string reads as the variable's text does
+    assert load_settings(path).gossip is True
+    path.write_text("gossip = 1\n")
+    with pytest.raises(ConfigError, match="gossip must be true or false"):
+        load_settings(path)
+    assert env_values({"BRIDGE_GOSSIP": "off"}) == {"gossip": False}
+    path.write_text("gossip = true\n")
+    assert resolve_settings(path, {"gossip": False}, {}).gossip is False  # --no-gossip wins
+    assert resolve_settings(path, {"gossip": None}, {}).gossip is True

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -68,3 +71,37 @@ async def running_node(
         yield node
     finally:
         await node.stop()
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
+GOLDEN_CHECK = GOLDEN / "peers-and-leader" / "s8_check_queue.txt"
+_ELIXIR_UTC = re.compile(r"^~U\[(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d\.\d{6})Z\]$")
+
+
+def golden_check() -> dict[str, str]:
+    """``Oban.check_queue/1`` as the genuine Oban 2.23.1 printed it: ``key: value`` lines of an
+    Elixir map, each value as Elixir prints it."""
+    pairs = re.findall(r"^\s+(\w+): (.*?),?$", GOLDEN_CHECK.read_text(), re.MULTILINE)
+    return dict(pairs)
+
+
+def as_elixir_json(value: str) -> object:
+    """One Elixir-printed value of the golden check as Elixir's JSON encodes it."""
+    if value == "nil":
+        return None
+    if value in ("true", "false"):
+        return value == "true"
+    if value.startswith(('"', "[")):
+        return json.loads(value)
+    if value.isdigit():
+        return int(value)
+    if match := _ELIXIR_UTC.match(value):
+        return f"{match[1]}T{match[2]}Z"  # DateTime: ISO-8601, six digits, Z
+    return value  # an atom's inspect: the examiner sends inspect(name) for the instance name
+
+
+def golden_examiner_payload() -> str:
+    """What oban_met's examiner on the golden node would send on oban_gossip for that check:
+    ``{"checks": [check]}`` in Elixir's JSON (small maps' keys sorted)."""
+    check = {key: as_elixir_json(value) for key, value in sorted(golden_check().items())}
+    return json.dumps({"checks": [check]}, separators=(",", ":"))

@@ -16,10 +16,11 @@ from psycopg import sql
 from bridge.jobs import queries
 from bridge.wire import notify
 
-# How often nodes announce themselves: Oban's Sonar and bridge's ping every 15 s; bridge's Gossip
-# sends each queue's check every second (OSS Oban 2.23 sends no gossip at all).
+# How often nodes announce themselves: Oban's Sonar and bridge's ping every 15 s; Oban Web's
+# oban_met (and a Python node started with --gossip) sends every queue's check every 0.75 s
+# (OSS Oban 2.23 alone sends no gossip at all).
 SONAR_INTERVAL = 15.0
-GOSSIP_INTERVAL = 1.0
+GOSSIP_INTERVAL = 0.75
 
 _PEERS = """
 SELECT name, node, to_jsonb(started_at) #>> '{{}}', to_jsonb(expires_at) #>> '{{}}',
@@ -27,11 +28,13 @@ SELECT name, node, to_jsonb(started_at) #>> '{{}}', to_jsonb(expires_at) #>> '{{
 FROM {prefix}.oban_peers ORDER BY name, node
 """
 
-# Jobs waiting in each queue, and executing ones with the node that claimed them (attempted_by's
-# first element): the one trace an Elixir node that sends no gossip leaves of what it serves.
+# Jobs waiting in each queue (available, scheduled, retryable), and executing ones with the node
+# that claimed them (attempted_by's first element): the one trace an Elixir node that sends no
+# gossip leaves of what it serves.
 _QUEUE_JOBS = """
 SELECT queue, state::text, CASE WHEN state = 'executing' THEN attempted_by[1] END, count(*)
-FROM {prefix}.oban_jobs WHERE state IN ('available', 'executing') GROUP BY 1, 2, 3
+FROM {prefix}.oban_jobs WHERE state IN ('available', 'executing', 'scheduled', 'retryable')
+GROUP BY 1, 2, 3
 """
 
 
@@ -90,6 +93,8 @@ class Cluster:
     checkins: dict[tuple[str, str, str | None], CheckIn] = field(default_factory=dict)
     peers: list[PeerRow] = field(default_factory=list)
     available: dict[str, int] = field(default_factory=dict)  # queue -> available jobs
+    scheduled: dict[str, int] = field(default_factory=dict)  # queue -> scheduled jobs
+    retryable: dict[str, int] = field(default_factory=dict)  # queue -> retryable jobs
     # (queue, node) -> executing jobs
     executing: dict[tuple[str, str], int] = field(default_factory=dict)
     unreadable: int = 0  # notifications that were not Oban's shape
@@ -108,11 +113,16 @@ class Cluster:
             else:
                 self.unreadable += 1
         elif channel == "gossip":
-            check = CheckIn.from_payload(payload)
-            if check is None:
-                self.unreadable += 1
-            else:  # the latest message per producer wins
-                self.checkins[(check.node, check.queue, check.uuid)] = check
+            # oban_met's examiner sends {"checks": [...]}; Oban's Gossip plugin before 2.23 sent
+            # one check per message.
+            found = payload.get("checks")
+            items = found if isinstance(found, list) else [payload]
+            for item in items:
+                check = CheckIn.from_payload(item) if isinstance(item, dict) else None
+                if check is None:
+                    self.unreadable += 1
+                else:  # the latest message per producer wins
+                    self.checkins[(check.node, check.queue, check.uuid)] = check
 
     def nodes(self) -> list[str]:
         """Every node seen alive: pinging, checking in, leading an unexpired peer row, or
@@ -148,8 +158,13 @@ def observe(conn: psycopg.Connection[Any], prefix: str, wait: float) -> Cluster:
     rows = conn.execute(queries.render(_PEERS, prefix)).fetchall()
     cluster.peers = [PeerRow(*row) for row in rows]
     for queue, state, node, count in conn.execute(queries.render(_QUEUE_JOBS, prefix)):
-        if state == "available":
-            cluster.available[queue] = cluster.available.get(queue, 0) + count
+        waiting = {
+            "available": cluster.available,
+            "scheduled": cluster.scheduled,
+            "retryable": cluster.retryable,
+        }.get(state)
+        if waiting is not None:
+            waiting[queue] = waiting.get(queue, 0) + count
         else:
             key = (queue, node or "")  # "": attempted_by empty (a row set by hand)
             cluster.executing[key] = cluster.executing.get(key, 0) + count

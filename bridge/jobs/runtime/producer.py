@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -30,6 +31,10 @@ from bridge.wire import errors as wire_errors
 from bridge.wire.timefmt import utc_now
 
 log = logging.getLogger("bridge.producer")
+
+# Oban's producer refreshes its meta's updated_at every refresh_interval (60 s by default,
+# Oban.Engines.Basic.refresh/2); check() reports it.
+REFRESH_SECONDS = 60.0
 
 # Outcomes stored per round trip at most (a queue with a larger limit stores the rest next).
 MAX_BATCH = 1000
@@ -78,7 +83,9 @@ class Producer:
         self._final = False  # running jobs are done or abandoned: store what is left and end
         self.claimed = 0
         self.started_at = utc_now()
-        self.updated_at = self.started_at
+        self.updated_at = self.started_at  # touched on changes and every REFRESH_SECONDS
+        self.shutdown_started_at: datetime | None = None
+        self._refreshed = time.monotonic()
 
     # control -------------------------------------------------------------------------------
 
@@ -126,6 +133,8 @@ class Producer:
         """Stop claiming; give running jobs ``grace`` seconds; store every outcome decided; leave
         the jobs still running as ``executing`` for the lifeline to rescue."""
         self._stopping = True
+        self.paused = True  # as Oban.Engines.Basic.shutdown/2 marks the meta
+        self.shutdown_started_at = utc_now()
         self._wake.set()
         if self._task is None:
             return
@@ -184,6 +193,9 @@ class Producer:
                     continue  # more to store, or more may be waiting: at once, no sleep
             elif self._final:
                 return
+            if time.monotonic() - self._refreshed >= REFRESH_SECONDS:
+                self._refreshed = time.monotonic()
+                self.updated_at = utc_now()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 

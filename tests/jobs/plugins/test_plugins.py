@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bridge.jobs.client.registry import Registry
 from bridge.jobs.plugins.gossip import Gossip
 from bridge.jobs.plugins.peer import Peer
 from bridge.jobs.plugins.sonar import Sonar
-from tests.jobs.support import running_node
+from tests.jobs.support import as_elixir_json, golden_check, running_node
 
 Conn = psycopg.Connection[tuple[object, ...]]
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "golden" / "peers-and-leader"
@@ -95,44 +96,67 @@ async def test_second_python_node_does_not_take_leadership(
         assert await first.tick() is True
 
 
-async def test_sonar_ping_and_gossip_payloads(oban_prefix: str, database_url: str) -> None:
+async def test_sonar_ping_and_default_node_sends_no_gossip(
+    oban_prefix: str, database_url: str
+) -> None:
     sonar_listener = listen(database_url, oban_prefix, "sonar")
     gossip_listener = listen(database_url, oban_prefix, "gossip")
     try:
-        sonar, gossip = Sonar(), Gossip()
         async with running_node(
-            database_url, oban_prefix, {"golden": 2}, Registry(), node="vm", plugins=[sonar, gossip]
-        ) as node:
+            database_url, oban_prefix, {"golden": 2}, Registry(), node="vm"
+        ) as node:  # the default plugins
+            assert [type(p).__name__ for p in node.plugins] == ["Stager", "Peer", "Sonar"]
+            [sonar] = [p for p in node.plugins if isinstance(p, Sonar)]
             await sonar.tick()
-            await gossip.tick()
-            uuid = node.producers["golden"].uuid
-        pings = [n.payload for n in sonar_listener.notifies(timeout=1.0)]
-        checks = [json.loads(n.payload) for n in gossip_listener.notifies(timeout=1.0)]
+            await asyncio.sleep(1.0)  # longer than oban_met's 0.75 s round
+        pings = [n.payload for n in sonar_listener.notifies(timeout=0.5)]
+        gossip = [n.payload for n in gossip_listener.notifies(timeout=0.5)]
     finally:
         sonar_listener.close()
         gossip_listener.close()
     # Byte-identical to an Elixir node named "vm" pinging.
     assert set(pings) == set(golden_notifications("sonar")[:1]) == {'{"node":"vm","ping":true}'}
-    assert checks and all(c == {**checks[-1], "updated_at": c["updated_at"]} for c in checks)
-    check = checks[-1]
-    assert sorted(check) == [
-        "limit",
-        "name",
-        "node",
-        "paused",
-        "queue",
-        "running",
-        "started_at",
-        "updated_at",
-        "uuid",
-    ]
-    assert (check["queue"], check["limit"], check["paused"], check["uuid"]) == (
+    # OSS Oban 2.23.1 sends nothing on oban_gossip (its Gossip plugin is a no-op); neither do we.
+    assert gossip == []
+
+
+async def test_gossip_sends_oban_mets_examiner_payload(oban_prefix: str, database_url: str) -> None:
+    gossip_listener = listen(database_url, oban_prefix, "gossip")
+    try:
+        async with running_node(
+            database_url, oban_prefix, {"golden": 2}, Registry(), node="vm", gossip=True
+        ) as node:
+            [gossip] = [p for p in node.plugins if isinstance(p, Gossip)]
+            assert gossip.interval == 0.75  # Oban.Met.Examiner's interval
+            assert await gossip.tick() == 1
+            producer = node.producers["golden"]
+        raw = [n.payload for n in gossip_listener.notifies(timeout=1.0)]
+    finally:
+        gossip_listener.close()
+    assert raw
+    payload = json.loads(raw[-1])
+    [check] = payload["checks"]  # one message per round, every queue's check in it
+    assert list(payload) == ["checks"]
+    golden = {key: as_elixir_json(value) for key, value in golden_check().items()}
+    assert list(check) == sorted(golden)  # the same keys, in Elixir's small-map order
+    assert check["name"] == golden["name"] == "Oban"  # inspect(Oban), as the examiner sends it
+    assert check["refresh_interval"] == golden["refresh_interval"] == 60000
+    assert check["shutdown_started_at"] is golden["shutdown_started_at"] is None
+    for key in ("started_at", "updated_at"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", check[key])
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", str(golden[key]))
+    assert (check["node"], check["queue"], check["limit"], check["paused"]) == (
+        "vm",
         "golden",
         2,
         False,
-        uuid,
     )
-    assert check["started_at"].endswith("Z")
+    assert (check["uuid"], check["running"]) == (producer.uuid, [])
+    # Plain JSON below 512 bytes, keys sorted as Elixir writes a small map.
+    assert raw[-1].startswith(
+        '{"checks":[{"limit":2,"name":"Oban","node":"vm","paused":false,"queue":"golden",'
+        '"refresh_interval":60000,"running":[],"shutdown_started_at":null,"started_at":"'
+    )
 
 
 async def test_pruner_deletes_what_obans_pruner_deletes(

@@ -52,7 +52,7 @@ def test_serve_delegated_registers_serves_the_queue_and_sweeps() -> None:
     # A config without plugins keeps the defaults beside the lifeline: no Peer meant a node
     # that counted itself leader whatever other nodes did.
     kinds = [type(plugin).__name__ for plugin in busy.plugins or []]
-    assert kinds == ["Stager", "Peer", "Sonar", "Gossip", "DelegationLifeline"]
+    assert kinds == ["Stager", "Peer", "Sonar", "DelegationLifeline"]
     assert serve_delegated(NodeConfig(url="x", queues={}, registry=Registry()), []) is None
 
     wired = NodeConfig(url="postgresql://unused", queues={}, registry=Registry())
