@@ -25,11 +25,11 @@ def test_writes_and_checks_a_file(tmp_path: Path) -> None:
     written = run_bridge(*args, cwd=tmp_path)
     assert (written.returncode, written.stdout) == (
         0,
-        f"wrote the declarations of 1 workflow to {out}\n",
+        f"wrote the declarations of 2 workflows to {out}\n",
     )
     assert out.read_text(encoding="utf-8") == DECLARED.read_text(encoding="utf-8")
     fresh = run_bridge(*args, "--check", cwd=tmp_path)
-    assert (fresh.returncode, fresh.stdout) == (0, f"{out} declares 1 workflow of {MODULE}\n")
+    assert (fresh.returncode, fresh.stdout) == (0, f"{out} declares 2 workflows of {MODULE}\n")
     out.write_text(out.read_text(encoding="utf-8").replace(":mode_zq, ", ""), encoding="utf-8")
     stale = run_bridge(*args, "--check", cwd=tmp_path)
     assert (stale.returncode, stale.stderr) == (

@@ -38,6 +38,9 @@ defmodule ObanBridge.PythonWorkflow do
     Hephaestus's built-ins); only their context key and events are pinned.
   - `context_keys`: every other map key the rows can hold, at any depth — initial context and
     step results (Python's `Workflow(atoms=...)` and each `elixir_step(context_keys=...)`).
+  - `unique` (`[key: "order"]`), `version`, `tags`, `metadata`: the Python workflow's own (its
+    facade builds ids with the key; HephaestusOban's `JobMetadata` reads the others).
+  - `queue`, `config_key`: the Python runner's, when not the app-wide setting.
 
   The atoms exist once the module is loaded: a release loads every module at boot; in
   interactive mode (`mix run`, `iex -S mix`) call `load!/1` in your `Application.start/2`
@@ -46,18 +49,25 @@ defmodule ObanBridge.PythonWorkflow do
   ## Resuming a waiting step of a Python-owned workflow
 
   The Python runner (oban-bridge's `WorkflowRunner`) runs HephaestusOban's three workers, under
-  their names, on a queue of its own. Resuming is what its own `resume` does: insert a
-  `HephaestusOban.ResumeWorker` job on that queue, args `instance_id`, `step_ref`, `event`,
-  `config_key`, `workflow`, `workflow_version`, `max_attempts` 3, meta and tags as
-  `HephaestusOban.JobMetadata.build/3` would give them for the step.
+  their names, on a queue of its own (`queue:`/`config_key:` of the declaration, else
+  `config :oban_bridge, python_queue: ..., python_config_key: ...`, else "bridge_workflows" and
+  "bridge"). Every way an Elixir caller resumes ends there:
 
-      ObanBridge.PythonWorkflow.resume("order::o-1", :shipped,
-        queue: "bridge_workflows", config_key: "bridge")
-
-  Options: `step_ref` (default: the instance's `current_step`), `queue` ("bridge_workflows"),
-  `config_key` ("bridge"), `oban`, `tags` and `metadata` (the Python workflow's own, if it has
-  any). Returns `{:ok, %Oban.Job{}}`, `{:error, :instance_not_found}` or
-  `{:error, :not_waiting}`.
+  - `Order.Flow.resume(value, event)` — the declaration's facade (as `use Hephaestus.Workflow`'s:
+    the id is `"<unique key>::<value>"`) — inserts the Python runner's ResumeWorker. `:ok`.
+  - `MyApp.Hephaestus.resume(id, event)` (HephaestusOban.Runner.resume/2) queues a ResumeWorker
+    with *your* runner's config key on `hephaestus`. Your node runs it (it records the resume,
+    the same row the Python runner records) and its AdvanceWorker calls `transit/3`, which the
+    declaration refuses (`ForeignRunnerError`, nothing written) and hands the job back: cancelled,
+    and the Python runner's AdvanceWorker queued, which applies the resume and runs the Python
+    bodies. Any other job your runner takes for the workflow (`start/0`, a Python step's
+    `retry_config/0` or `execute/3`) is refused and handed back the same way (`hand_back/2`).
+  - `ObanBridge.PythonWorkflow.resume("order::o-1", :shipped)` inserts the ResumeWorker directly:
+    args `instance_id`, `step_ref`, `event`, `config_key`, `workflow`, `workflow_version`,
+    `max_attempts` 3, meta and tags as `HephaestusOban.JobMetadata.build/3` gives them for the
+    step. Options: `step_ref` (default: the instance's `current_step`), `queue`, `config_key`,
+    `oban`, `tags`, `metadata` (default: the declaration's). Returns `{:ok, %Oban.Job{}}`,
+    `{:error, :instance_not_found}` or `{:error, :not_waiting}`.
   """
 
   @typedoc "What `use ObanBridge.PythonWorkflow` pinned, as `__python_workflow__/0` returns it."
