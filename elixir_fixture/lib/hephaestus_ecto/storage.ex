@@ -10,7 +10,11 @@ defmodule HephaestusEcto.Storage do
     upstream, a state its changeset rejects (status outside pending..failed, version < 1) is
     silently not written, and `:ok` is returned all the same.
   - `get/1,2`: `{:ok, instance}` through `HephaestusEcto.Serializer.from_db/5` (which raises on
-    names that are not atoms here), or `{:error, :not_found}`.
+    names that are not atoms here), or `{:error, :not_found}`. Like `Repo.get/2`, it loads the
+    whole record first, `inserted_at`/`updated_at` included (`Fixture.EctoTimestamps.load!/2`:
+    an `infinity` there raises as Postgrex does); `record/2` returns that record.
+  - `put/1,2` dumps the timestamps as Ecto and Postgrex do (`Fixture.EctoTimestamps.dump!/2`):
+    into `timestamptz` columns it raises `DBConnection.EncodeError` and writes nothing.
   - `query/1,2` with `id`, `status`, `status_in`, `workflow`, `workflow_version`,
     `workflow_family`; `delete/1,2`.
   """
@@ -18,7 +22,12 @@ defmodule HephaestusEcto.Storage do
   alias HephaestusEcto.Serializer
 
   @statuses ~w(pending running waiting completed failed)
-  @columns "w0.id, w0.workflow, w0.status, w0.workflow_version, w0.state::text"
+  alias Fixture.EctoTimestamps
+
+  # The schema's fields in its order (Repo.get selects them all): timestamps() last.
+  @columns "w0.id, w0.workflow, w0.status, w0.workflow_version, w0.state::text, " <>
+             EctoTimestamps.select("w0.inserted_at") <>
+             ", " <> EctoTimestamps.select("w0.updated_at")
 
   @spec child_spec(keyword()) :: Supervisor.child_spec()
   def child_spec(opts) do
@@ -43,9 +52,21 @@ defmodule HephaestusEcto.Storage do
   def get(id), do: get(__MODULE__, id)
 
   def get(name, id) when is_binary(id) do
+    case record(name, id) do
+      nil -> {:error, :not_found}
+      record -> {:ok, record_to_instance(record)}
+    end
+  end
+
+  @doc """
+  The `HephaestusEcto.Schema.Instance` record `Repo.get/2` loads (a map of its fields: `state`
+  decoded, `inserted_at`/`updated_at` as Ecto's `:naive_datetime` loads them), or nil.
+  """
+  @spec record(term(), String.t()) :: map() | nil
+  def record(name, id) when is_binary(id) do
     case repo(name).query!("SELECT #{@columns} FROM #{table()} AS w0 WHERE (w0.id = $1)", [id]).rows do
-      [row] -> {:ok, from_row(row)}
-      [] -> {:error, :not_found}
+      [row] -> load_record(row)
+      [] -> nil
     end
   end
 
@@ -57,6 +78,8 @@ defmodule HephaestusEcto.Storage do
 
     if status in @statuses and is_integer(version) and version > 0 do
       now = NaiveDateTime.utc_now() |> NaiveDateTime.truncate(:second)
+      # Postgrex encodes the parameters in order, by the types the prepared insert reports.
+      for type <- column_types(name), do: EctoTimestamps.dump!(now, type)
 
       sql = """
       INSERT INTO #{table()} AS w0 (id, workflow, status, workflow_version, state, inserted_at,
@@ -115,8 +138,10 @@ defmodule HephaestusEcto.Storage do
     where =
       if conditions == [], do: "", else: "WHERE " <> Enum.join(Enum.reverse(conditions), " AND ")
 
-    for row <- repo(name).query!("SELECT #{@columns} FROM #{table()} AS w0 #{where}", params).rows,
-        do: from_row(row)
+    # Repo.all loads every record before HephaestusEcto maps them to instances.
+    repo(name).query!("SELECT #{@columns} FROM #{table()} AS w0 #{where}", params).rows
+    |> Enum.map(&load_record/1)
+    |> Enum.map(&record_to_instance/1)
   end
 
   @doc "The row as stored (`row_to_json`), or nil: what the Python side reads."
@@ -130,8 +155,35 @@ defmodule HephaestusEcto.Storage do
     end
   end
 
-  defp from_row([id, workflow, status, version, state]),
-    do: Serializer.from_db(id, workflow, status, version, Fixture.Json.decode(state))
+  # Postgrex decodes the columns in order, then Ecto loads the fields.
+  defp load_record([id, workflow, status, version, state, i_type, inserted, u_type, updated]) do
+    state = Fixture.Json.decode(state)
+
+    %{
+      id: id,
+      workflow: workflow,
+      status: status,
+      workflow_version: version,
+      state: state,
+      inserted_at: EctoTimestamps.load!(i_type, inserted),
+      updated_at: EctoTimestamps.load!(u_type, updated)
+    }
+  end
+
+  # HephaestusEcto.Storage.record_to_instance/1.
+  defp record_to_instance(record),
+    do:
+      Serializer.from_db(
+        record.id,
+        record.workflow,
+        record.status,
+        record.workflow_version,
+        record.state
+      )
+
+  defp column_types(name) do
+    for [type] <- repo(name).query!(EctoTimestamps.column_types_sql(), [table()]).rows, do: type
+  end
 
   defp table, do: Fixture.Config.table(Fixture.Config.get(), "workflow_instances")
 
