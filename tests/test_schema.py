@@ -366,7 +366,10 @@ def test_verify_accepts_the_timestamps_ecto_settings_produce(
         "writes either"
     )
     if column_type.startswith("timestamptz"):
-        note += " (it writes UTC, so keep the database's TimeZone at UTC)"
+        note += (
+            ", but HephaestusEcto 0.3.0 cannot write it (Postgrex refuses its NaiveDateTime "
+            "timestamps for timestamptz): Elixir nodes cannot start or advance workflows here"
+        )
     assert messages(report) == [
         f"note: column workflow_instances.inserted_at: {note}",
         "note: column workflow_instances.inserted_at: default is now(), expected none",

@@ -274,7 +274,9 @@ def _compare_tables(expected: SchemaSnapshot, actual: SchemaSnapshot) -> list[Di
 # Columns made by Ecto's ``timestamps()`` in the migrations: their type follows the Elixir Repo's
 # ``migration_timestamps`` setting (``timestamp(0)`` by default, ``timestamp`` with
 # ``type: :utc_datetime_usec``, ``timestamptz`` with ``type: :timestamptz``) and so may their
-# default. bridge writes them with whole-second naive UTC values, which every variant holds.
+# default. bridge writes whole seconds of UTC in each (``workflows/store/stamps.py``). The schema
+# field stays ``:naive_datetime`` whatever the setting, and Postgrex refuses to encode a
+# NaiveDateTime for a ``timestamptz`` parameter, so HephaestusEcto cannot write those columns.
 ECTO_TIMESTAMPS = frozenset(
     {("workflow_instances", "inserted_at"), ("workflow_instances", "updated_at")}
 )
@@ -290,7 +292,10 @@ def _ecto_variant(table: str, col: str, have: str, want: str) -> str | None:
         "migration_timestamps setting makes this one); bridge reads and writes either"
     )
     if "with time zone" in have:
-        note += " (it writes UTC, so keep the database's TimeZone at UTC)"
+        note += (
+            ", but HephaestusEcto 0.3.0 cannot write it (Postgrex refuses its NaiveDateTime "
+            "timestamps for timestamptz): Elixir nodes cannot start or advance workflows here"
+        )
     return note
 
 

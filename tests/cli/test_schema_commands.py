@@ -211,6 +211,36 @@ def test_an_ecto_timestamps_setting_is_a_note(
     ]
 
 
+def test_timestamptz_timestamps_are_a_note_that_says_hephaestus_ecto_cannot_write_them(
+    database_url: str, conn: Conn, prefix: str, scratch: Path
+) -> None:
+    """``migration_timestamps: [type: :timestamptz]``: bridge works, HephaestusEcto cannot
+    insert (Postgrex refuses its NaiveDateTime for timestamptz): still compatible, said so."""
+    load_golden(conn, prefix)
+    for column in ("inserted_at", "updated_at"):
+        conn.execute(
+            sql.SQL("ALTER TABLE {}.workflow_instances ALTER {} TYPE timestamptz").format(
+                sql.Identifier(prefix), sql.Identifier(column)
+            )
+        )
+    done = run_bridge(
+        "--database-url", database_url, "--prefix", prefix, "schema", "verify", cwd=scratch
+    )
+    note = (
+        "type is timestamp with time zone, the Elixir migrations' default is timestamp(0) "
+        "without time zone (an Ecto Repo's migration_timestamps setting makes this one); bridge "
+        "reads and writes either, but HephaestusEcto 0.3.0 cannot write it (Postgrex refuses "
+        "its NaiveDateTime timestamps for timestamptz): Elixir nodes cannot start or advance "
+        "workflows here"
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines() == [
+        f"note: column workflow_instances.inserted_at: {note}",
+        f"note: column workflow_instances.updated_at: {note}",
+        f'schema "{prefix}" is compatible',
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [
