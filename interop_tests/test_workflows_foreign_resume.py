@@ -108,6 +108,17 @@ async def waiting(
     return instance_id
 
 
+async def settled(conn: psycopg.Connection[Any], schema: str, *instance_ids: str) -> None:
+    """Until every job of the instances has finished (an instance row is written before its
+    last job is acknowledged)."""
+
+    def done() -> bool:
+        found = [j for i in instance_ids for j in jobs(conn, schema, i)]
+        return all(j["state"] in ("completed", "cancelled", "discarded") for j in found)
+
+    await until(done, f"the jobs of {instance_ids} to finish")
+
+
 def normalized(instance_id: str, found: list[Json]) -> list[Json]:
     """Rows with the instance id replaced, to compare two instances' rows."""
 
@@ -137,12 +148,13 @@ async def twin_resumed_by_python(
     return twin
 
 
-def assert_python_rows(
+async def assert_python_rows(
     conn: psycopg.Connection[Any], schema: str, instance_id: str, twin: str
 ) -> None:
     """Completed by the Python runner: the instance's state and step results are the twin's,
     its jobs on the Python queue are the twin's but for the resume itself, and no job of the
     instance was discarded or left for the Elixir runner."""
+    await settled(conn, schema, instance_id, twin)
     mine, theirs = instance(conn, schema, instance_id), instance(conn, schema, twin)
     assert mine["status"] == "completed"
     assert normalized(instance_id, [mine["state"]]) == normalized(twin, [theirs["state"]])
@@ -180,7 +192,7 @@ async def test_hephaestus_runner_resume_runs_the_python_bodies(
             await until(
                 lambda: instance(conn, schema, instance_id)["status"] == "completed", "completed"
             )
-        assert_python_rows(conn, schema, instance_id, twin)
+        await assert_python_rows(conn, schema, instance_id, twin)
         foreign = [j for j in jobs(conn, schema, instance_id) if j["queue"] != PY_QUEUE]
         assert [(j["worker"], j["state"], j["args"]["config_key"]) for j in foreign] == [
             ("HephaestusOban.ResumeWorker", "completed", ELIXIR_KEY),
@@ -208,7 +220,7 @@ async def test_workflow_facade_resume_goes_to_the_python_runner(
             await until(
                 lambda: instance(conn, schema, instance_id)["status"] == "completed", "completed"
             )
-        assert_python_rows(conn, schema, instance_id, twin)
+        await assert_python_rows(conn, schema, instance_id, twin)
         found = jobs(conn, schema, instance_id)
         assert all(j["queue"] == PY_QUEUE for j in found)
         resumes = [j for j in found if j["worker"] == "HephaestusOban.ResumeWorker"]
@@ -258,7 +270,7 @@ async def test_elixir_runner_jobs_for_a_python_instance_are_handed_back(
                 ),
                 "every job settled",
             )
-        assert_python_rows(conn, schema, instance_id, twin)
+        await assert_python_rows(conn, schema, instance_id, twin)
         foreign = [j for j in jobs(conn, schema, instance_id) if j["queue"] != PY_QUEUE]
         assert [(j["worker"], j["state"]) for j in foreign] == [
             ("HephaestusOban.ExecuteStepWorker", "cancelled"),
@@ -277,6 +289,7 @@ async def test_without_the_declaration_hephaestus_resume_raises_in_the_caller(
         instance_id = RESUMED_UNDECLARED.unique.build_id("nodecl")  # type: ignore[union-attr]
         runner.start(conn, RESUMED_UNDECLARED, {}, id=instance_id)
         await until(lambda: instance(conn, schema, instance_id)["status"] == "waiting", "waiting")
+        await settled(conn, schema, instance_id)
         before = jobs(conn, schema, instance_id)
         with elixir_node(database_url, schema) as fx:
             serve(fx)
