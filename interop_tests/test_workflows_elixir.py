@@ -465,8 +465,14 @@ def test_timer_resume_with_step_config_tags_metadata_and_version(
     )["job_id"]
     [timer] = [j for j in hephaestus_jobs(fx, instance_id) if j["id"] == job_id]
     instance = from_row(row, WORKFLOWS)
+    # With several runner configs registered in this VM (an earlier test adds SCENARIO_KEY's),
+    # Runner.schedule_resume takes the first :persistent_term config whose storage finds the
+    # instance, as upstream's load_instance_config does (term order, not registration order);
+    # which one is not what this test checks, so the Python job is built with the same key.
+    chosen = timer["args"]["config_key"]
+    assert chosen in {CONFIG_KEY, SCENARIO_KEY}
     python = resume_job(
-        TIMED, instance, WAIT.name, "timeout", queue="hephaestus", config_key=CONFIG_KEY
+        TIMED, instance, WAIT.name, "timeout", queue="hephaestus", config_key=chosen
     )
     assert timer["state"] == "scheduled"
     assert (timer["worker"], timer["args"], timer["meta"], timer["tags"]) == (
