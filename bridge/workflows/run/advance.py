@@ -37,6 +37,7 @@ from bridge.workflows.store.batch import (
     AConn,
     begin_and_take_pending,
     results_of,
+    results_or_raise,
     rollback_open,
     save_and_commit,
 )
@@ -210,7 +211,7 @@ class AdvanceJobs(RunnerCore):
                 if instance.status in FINISHED:
                     continue
                 updated, more = self._next(
-                    instance, found.pending, partial(every.__getitem__, instance_id)
+                    instance, found.pending, partial(results_or_raise, every, instance_id)
                 )
                 if updated is not None:
                     saves.append(updated)

@@ -18,6 +18,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
+from bridge.db import read_json_as_jason
 from bridge.jobs import queries
 from bridge.jobs.client.insert_rows import insert_params
 from bridge.jobs.client.job import Job
@@ -28,13 +29,11 @@ from bridge.workflows.model.engine import StepResult
 from bridge.workflows.model.instance import Instance
 from bridge.workflows.model.serializer import from_row, to_row
 from bridge.workflows.store.instances import (
-    _RESULT_COLUMNS,
     ACTIVITY_COLUMNS,
     TAKEN_AS_JSON,
     StoredResult,
     UndecodableRowError,
     _q,
-    _result,
     locked_begin,
     require_idle_autocommit,
     taken_results,
@@ -301,25 +300,45 @@ async def begin_and_take_pending(
     return answer
 
 
-async def results_of(
-    conn: AConn, prefix: str, instance_ids: Sequence[str]
-) -> dict[str, list[StoredResult]]:
+# Each instance's results as one jsonb array in ``inserted_at`` (then id) order, timestamps as
+# JSON text: one instance's unreadable result cannot fail the fetch of the others'.
+_RESULTS_OF = (
+    "SELECT t.instance_id, coalesce(jsonb_agg(jsonb_build_object('id', t.id::text,"
+    " 'step_ref', t.step_ref, 'event', t.event, 'context_updates', t.context_updates,"
+    " 'metadata_updates', t.metadata_updates, 'processed', t.processed,"
+    " 'inserted_at', t.inserted_at) ORDER BY t.inserted_at, t.id), '[]'::jsonb) AS results"
+    " FROM {prefix}.hephaestus_step_results t WHERE t.instance_id = ANY(%(ids)s::text[])"
+    " GROUP BY t.instance_id"
+)
+
+ResultsOf = dict[str, "list[StoredResult] | UndecodableRowError"]
+
+
+async def results_of(conn: AConn, prefix: str, instance_ids: Sequence[str]) -> ResultsOf:
     """``results_for(pending=False)`` for several instances in one statement, each list in
-    ``inserted_at`` order (then id)."""
-    answer: dict[str, list[StoredResult]] = {instance_id: [] for instance_id in instance_ids}
+    ``inserted_at`` order (then id). An instance whose results cannot be read (a timestamp
+    outside years 1 to 9999) gets its :class:`UndecodableRowError` in place of the list, so it
+    fails alone: read the answer with :func:`results_or_raise`."""
+    answer: ResultsOf = {instance_id: [] for instance_id in instance_ids}
     if not answer:
         return answer
-    query = _q(
-        conn,
-        f"SELECT instance_id, {_RESULT_COLUMNS} FROM {{prefix}}.hephaestus_step_results"
-        " WHERE instance_id = ANY(%(ids)s::text[]) ORDER BY inserted_at, id",
-        prefix,
-    )
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, {"ids": list(answer)})
+        read_json_as_jason(cur)
+        await cur.execute(_q(conn, _RESULTS_OF, prefix), {"ids": list(answer)})
         for row in await cur.fetchall():
-            answer[row["instance_id"]].append(_result(row))
+            try:
+                answer[row["instance_id"]] = taken_results(row["results"], row["instance_id"])
+            except UndecodableRowError as exc:
+                answer[row["instance_id"]] = exc
     return answer
+
+
+def results_or_raise(every: ResultsOf, instance_id: str) -> list[StoredResult]:
+    """One instance's results from :func:`results_of`, or its :class:`UndecodableRowError`."""
+    found = every[instance_id]
+    if isinstance(found, UndecodableRowError):
+        raise found
+    return found
 
 
 _SAVE = (

@@ -292,8 +292,8 @@ def load_and_take_pending(
 
 def taken_results(rows: Sequence[Mapping[str, Any]], instance_id: str) -> list[StoredResult]:
     """The results an advance took, from the ``jsonb_agg`` its first read returns (so marked
-    processed, ``inserted_at`` as JSON text: ``infinity`` or a year past 9999 is
-    :class:`UndecodableRowError`)."""
+    processed unless an element says otherwise, ``inserted_at`` as JSON text: ``infinity`` or a
+    year past 9999 is :class:`UndecodableRowError`)."""
     return [
         StoredResult(
             id=r["id"],
@@ -301,7 +301,7 @@ def taken_results(rows: Sequence[Mapping[str, Any]], instance_id: str) -> list[S
             event=r["event"],
             context_updates=r["context_updates"],
             metadata_updates=r["metadata_updates"],
-            processed=True,
+            processed=r.get("processed", True),
             inserted_at=_result_time(r, instance_id),
         )
         for r in rows
