@@ -185,18 +185,18 @@ def check_workflows(
     killed = {f.pid: f.t for f in faults if f.kind in ("kill", "exit")}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for line in sorted(records, key=lambda r: r["t"]):
-        key = (line.get("instance", ""), line.get("step", ""))
+        run_key = (line.get("instance", ""), line.get("step", ""))
         if line["k"] == "step_start":
-            runs[key].append({**line, "end": None})
+            runs[run_key].append({**line, "end": None})
         elif line["k"] == "step_end":
-            open_runs = [r for r in runs[key] if r["pid"] == line["pid"] and r["end"] is None]
+            open_runs = [r for r in runs[run_key] if r["pid"] == line["pid"] and r["end"] is None]
             if open_runs:
                 open_runs[-1]["end"] = line["t"]
     for instance in instances:
         if instance["status"] != "completed":
             findings.fail(f"workflow {instance['id']}: stuck {instance['status']}")
         for key in steps:
-            found = runs.get((instance["id"], key), [])
+            found = runs.get((str(instance["id"]), key), [])
             findings.runs += len(found)
             if not any(r["end"] is not None for r in found):
                 findings.fail(f"workflow {instance['id']}: step {key} never ran to its end")
