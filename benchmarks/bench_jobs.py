@@ -172,9 +172,10 @@ CPU rows):
 
 Why they differ, by construction rather than by tuning: bridge's bulk insert is one `COPY` per
 batch, oban's `enqueue_many` one `INSERT` statement per job; bridge writes job outcomes in
-group commits (one `UPDATE` for everything that finished within 2 ms), oban one `UPDATE` per job,
-all in one transaction per producer cycle; both claim with one `UPDATE … FOR UPDATE SKIP LOCKED`
-per cycle. The latency rows are dominated by round trips to PostgreSQL and the insert's own
+group commits (one `UPDATE` for everything that finished since the producer's last write, in the
+same round trip and transaction as the claim that refills their slots), oban one `UPDATE` per
+job, all in one transaction per producer cycle; both claim with one `UPDATE … FOR UPDATE SKIP
+LOCKED` per cycle. The latency rows are dominated by round trips to PostgreSQL and the insert's own
 commit (a round trip to an idle backend costs about 0.5 ms here), not by either runtime's own work.
 
 bridge runs on the stdlib asyncio loop (what `bridge worker` uses); oban runs on {oban_loop} (what
