@@ -166,3 +166,32 @@ def render_insert_job(
     ident = sql.Identifier(prefix)
     guard = sql.SQL(condition).format(prefix=ident)
     return sql.SQL(template).format(prefix=ident, condition=guard)
+
+
+# A job's columns as text, so no value can fail in the driver: jsonb as PostgreSQL prints it, each
+# errors element likewise, timestamps as row_to_json prints them ("2026-11-23T01:08:42.46",
+# "infinity", "10000-01-01T00:00:00", "0044-03-15T00:00:00 BC"). Read with the table aliased
+# ``j``; ``Job.from_text_row`` decodes it, one row's failure its own.
+TEXT_TIMESTAMPS = (
+    "inserted_at",
+    "scheduled_at",
+    "attempted_at",
+    "completed_at",
+    "discarded_at",
+    "cancelled_at",
+)
+JOB_AS_TEXT = sql.SQL(", ").join(
+    [
+        sql.SQL("j.id, j.state::text AS state, j.queue, j.worker, j.args::text AS args"),
+        sql.SQL(
+            "ARRAY(SELECT e::text FROM unnest(j.errors) WITH ORDINALITY AS u(e, n) ORDER BY n)"
+            " AS errors"
+        ),
+        sql.SQL("j.attempt, j.max_attempts, j.attempted_by, j.priority, j.tags"),
+        sql.SQL("j.meta::text AS meta"),
+        *(
+            sql.SQL("to_jsonb(j.{col}) #>> '{{}}' AS {col}").format(col=sql.Identifier(col))
+            for col in TEXT_TIMESTAMPS
+        ),
+    ]
+)

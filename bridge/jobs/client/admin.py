@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bridge.jobs import queries
-from bridge.jobs.client.job import JOB_COLUMNS, Job, UndecodableRowError
+from bridge.jobs.client.job import JOB_COLUMNS, Job, UndecodableJobError, UndecodableRowError
 from bridge.wire import jsonfmt, notify
 from bridge.wire.timefmt import utc_now
 
@@ -85,15 +85,6 @@ def _where(flt: JobFilter) -> tuple[sql.Composable, dict[str, Any]]:
     return (sql.SQL(" AND ").join(clauses) if clauses else sql.SQL("TRUE")), params
 
 
-class UndecodableJobError(UndecodableRowError):
-    """``list_jobs``/``get_job``: a row holding a value no Python object can (see
-    :class:`~bridge.jobs.client.job.UndecodableRowError`), its message naming the job."""
-
-    def __init__(self, error: UndecodableRowError) -> None:
-        super().__init__(error.job, error.problems)
-        self.args = (f"job {error.job.id}: {error}",)
-
-
 def _job(row: dict[str, Any]) -> Job:
     try:
         return Job.from_text_row(row)
@@ -110,7 +101,7 @@ def list_jobs(conn: psycopg.Connection[Any], prefix: str, flt: JobFilter) -> lis
     where, params = _where(flt)
     query = sql.SQL(
         "SELECT {} FROM {}.oban_jobs AS j WHERE {} ORDER BY j.id DESC LIMIT %(limit)s"
-    ).format(_SELECT_TEXT, sql.Identifier(prefix), where)
+    ).format(queries.JOB_AS_TEXT, sql.Identifier(prefix), where)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
         return [_job(row) for row in cur.fetchall()]
@@ -121,7 +112,7 @@ def get_job(conn: psycopg.Connection[Any], prefix: str, job_id: int) -> Job | No
     if not _is_bigint(job_id):
         return None
     query = sql.SQL("SELECT {} FROM {}.oban_jobs AS j WHERE j.id = %s").format(
-        _SELECT_TEXT, sql.Identifier(prefix)
+        queries.JOB_AS_TEXT, sql.Identifier(prefix)
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, (job_id,))
@@ -130,33 +121,6 @@ def get_job(conn: psycopg.Connection[Any], prefix: str, job_id: int) -> Job | No
 
 
 # -- reading rows for people, whatever they hold ---------------------------------------------------
-
-# The columns as text, so no value can fail in the driver: jsonb as PostgreSQL prints it (decoded
-# here, with a fallback), each errors element likewise, timestamps as row_to_json prints them
-# ("2026-11-23T01:08:42.46", "infinity", "10000-01-01T00:00:00", "0044-03-15T00:00:00 BC").
-_TIMESTAMPS = (
-    "inserted_at",
-    "scheduled_at",
-    "attempted_at",
-    "completed_at",
-    "discarded_at",
-    "cancelled_at",
-)
-_SELECT_TEXT = sql.SQL(", ").join(
-    [
-        sql.SQL("j.id, j.state::text AS state, j.queue, j.worker, j.args::text AS args"),
-        sql.SQL(
-            "ARRAY(SELECT e::text FROM unnest(j.errors) WITH ORDINALITY AS u(e, n) ORDER BY n)"
-            " AS errors"
-        ),
-        sql.SQL("j.attempt, j.max_attempts, j.attempted_by, j.priority, j.tags"),
-        sql.SQL("j.meta::text AS meta"),
-        *(
-            sql.SQL("to_jsonb(j.{col}) #>> '{{}}' AS {col}").format(col=sql.Identifier(col))
-            for col in _TIMESTAMPS
-        ),
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -210,7 +174,7 @@ def list_job_rows(
     where, params = _where(flt)
     query = sql.SQL(
         "SELECT {} FROM {}.oban_jobs AS j WHERE {} ORDER BY j.id DESC LIMIT %(limit)s"
-    ).format(_SELECT_TEXT, sql.Identifier(prefix), where)
+    ).format(queries.JOB_AS_TEXT, sql.Identifier(prefix), where)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, params)
         return [_job_row(row) for row in cur.fetchall()]
@@ -221,7 +185,7 @@ def get_job_row(conn: psycopg.Connection[Any], prefix: str, job_id: int) -> dict
     if not _is_bigint(job_id):
         return None
     query = sql.SQL("SELECT {} FROM {}.oban_jobs AS j WHERE j.id = %s").format(
-        _SELECT_TEXT, sql.Identifier(prefix)
+        queries.JOB_AS_TEXT, sql.Identifier(prefix)
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(query, (job_id,))

@@ -70,6 +70,16 @@ class UndecodableRowError(ValueError):
         super().__init__("; ".join(problems))
 
 
+class UndecodableJobError(UndecodableRowError):
+    """A job read back (``admin.list_jobs``/``get_job``, a unique insert's duplicate) holding
+    a value no Python object can (see :class:`UndecodableRowError`), its message naming the
+    job: a caller gets the job's id instead of the driver's error."""
+
+    def __init__(self, error: UndecodableRowError) -> None:
+        super().__init__(error.job, error.problems)
+        self.args = (f"job {error.job.id}: {error}",)
+
+
 @dataclass
 class Job:
     """A job to insert (``id is None``) or a job read back from the table.

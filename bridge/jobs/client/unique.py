@@ -24,6 +24,7 @@ from typing import Any
 
 from psycopg import sql
 
+from bridge.jobs import queries
 from bridge.wire import jsonfmt
 
 STATES = (
@@ -184,9 +185,9 @@ def conflict_query(
         else:
             clauses.append(sql.SQL("{} = %({})s").format(sql.Identifier(name), sql.SQL(name)))
             params[name] = getattr(job, name)
-    query = sql.SQL(
-        "SELECT *, state::text AS state FROM {}.oban_jobs WHERE {} ORDER BY id LIMIT %(limit)s"
-    ).format(sql.Identifier(prefix), sql.SQL(" AND ").join(clauses))
+    query = sql.SQL("SELECT {} FROM {}.oban_jobs AS j WHERE {} ORDER BY id LIMIT %(limit)s").format(
+        queries.JOB_AS_TEXT, sql.Identifier(prefix), sql.SQL(" AND ").join(clauses)
+    )
     return query, params
 
 
@@ -207,9 +208,9 @@ def replace_update(
         else:
             sets.append(sql.SQL("{} = %({})s").format(sql.Identifier(name), sql.SQL(name)))
         params[name] = value
-    query = sql.SQL(
-        "UPDATE {}.oban_jobs SET {} WHERE id = %(id)s RETURNING *, state::text AS state"
-    ).format(sql.Identifier(prefix), sql.SQL(", ").join(sets))
+    query = sql.SQL("UPDATE {}.oban_jobs AS j SET {} WHERE j.id = %(id)s RETURNING {}").format(
+        sql.Identifier(prefix), sql.SQL(", ").join(sets), queries.JOB_AS_TEXT
+    )
     return query, params
 
 

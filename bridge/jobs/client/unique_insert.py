@@ -51,7 +51,7 @@ from bridge.jobs.client.insert_rows import (
     insert_notifications,
     insert_params,
 )
-from bridge.jobs.client.job import Job
+from bridge.jobs.client.job import Job, UndecodableJobError, UndecodableRowError
 from bridge.jobs.client.unique import UniqueOptions, conflict_query, lock_key, replace_update
 from bridge.wire.timefmt import utc_now
 
@@ -108,17 +108,28 @@ def _table(prefix: str) -> str:
     return f"{quote_ident(prefix)}.oban_jobs"
 
 
-def _pick_winner(rows: list[dict[str, Any]], own_id: int) -> dict[str, Any] | None:
+def _existing(row: dict[str, Any]) -> Job:
+    """A duplicate read back as text (``queries.JOB_AS_TEXT``): decoded as Jason would, and a
+    value no Python object can hold (an infinite ``scheduled_at``, a year past 9999) is an
+    :class:`UndecodableJobError` naming that job, not the driver's ``DataError``."""
+    try:
+        return Job.from_text_row(row)
+    except UndecodableRowError as exc:
+        raise UndecodableJobError(exc) from None
+
+
+def _pick_winner(rows: list[dict[str, Any]], own_id: int) -> Job | None:
     """Committed duplicates beat pending ones; among pending ones the lowest id wins."""
-    settled = [r for r in rows if r["state"] != "suspended" or PENDING not in (r["meta"] or {})]
+    jobs = [_existing(row) for row in rows]
+    settled = [j for j in jobs if j.state != "suspended" or PENDING not in j.meta]
     if settled:
         return settled[0]
-    lower = [r for r in rows if r["id"] < own_id]
+    lower = [j for j in jobs if j.id is not None and j.id < own_id]
     return lower[0] if lower else None
 
 
-def _conflict(row: dict[str, Any]) -> Job:
-    job = Job.from_row(row)
+def _conflict(row: dict[str, Any] | Job) -> Job:
+    job = row if isinstance(row, Job) else _existing(row)
     job.conflict = True
     return job
 

@@ -150,3 +150,28 @@ def test_an_own_transaction_unique_insert_stamps_the_databases_clock(
     after = database_now(conn)
     assert job.inserted_at is not None
     assert before <= job.inserted_at <= after and job.scheduled_at == job.inserted_at
+
+
+def test_a_unique_conflict_with_a_row_no_python_object_holds_names_that_job(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    """An Elixir-written duplicate with an infinite scheduled_at: Postgrex refuses it too, so
+    the insert cannot answer with that job; it says which job instead of psycopg's DataError
+    (which named nothing), on the autocommit, the caller's-transaction and the async path."""
+    infinite = odd_row(conn, oban_prefix, extra="infinity")
+    expected = f"^job {infinite}: scheduled_at is infinity, outside the years 1 to 9999"
+    with pytest.raises(UndecodableJobError, match=expected) as caught:
+        insert(conn, Job.new("W", {"x": 1}, queue="q", unique=UNIQUE), prefix=oban_prefix)
+    assert caught.value.job.id == infinite
+    with pytest.raises(UndecodableJobError, match=expected), conn.transaction():
+        insert(conn, Job.new("W", {"x": 2}, queue="q", unique=UNIQUE), prefix=oban_prefix)
+
+    async def run() -> Job:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as aconn:
+            unique_job = Job.new("W", {"x": 3}, queue="q", unique=UNIQUE)
+            return await insert_async(aconn, unique_job, prefix=oban_prefix)
+
+    with pytest.raises(UndecodableJobError, match=expected):
+        asyncio.run(run())
+    query = sql.SQL("SELECT count(*) FROM {}.oban_jobs").format(sql.Identifier(oban_prefix))
+    assert conn.execute(query).fetchone() == (1,)  # nothing inserted beside it
