@@ -60,8 +60,10 @@ def workflow_options(fn: F) -> F:
             "--workflow-repair-after",
             type=float,
             default=None,
-            help="Run the workflow lifeline: heal instances whose results have waited this many "
-            "seconds for an advance job that does not exist.",
+            help="Run the workflow lifeline: heal, by enqueuing the advance the owner's own code "
+            "would, instances stuck this many seconds (results waiting for an advance that does "
+            "not exist; a step job discarded without failing its instance). See docs/"
+            "workflow-operations.md.",
         ),
     ]
     for option in reversed(options):
@@ -99,9 +101,7 @@ class NodeWorkflows:
         if self.repair_after is not None:  # heal Elixir-owned instances only
             from bridge.workflows.run.lifeline import WorkflowLifeline
 
-            if config.plugins is None:
-                config.plugins = []
-            config.plugins.append(WorkflowLifeline(grace=self.repair_after or DEFAULT_GRACE))
+            config.add_plugin(WorkflowLifeline(grace=self.repair_after or DEFAULT_GRACE))
         return None
 
 

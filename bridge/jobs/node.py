@@ -63,6 +63,14 @@ class NodeConfig:
     # tests/jobs/runtime/test_node.py). None leaves the interpreter's setting alone.
     switch_interval: float | None = 0.0005
 
+    def add_plugin(self, plugin: Plugin) -> None:
+        """Run ``plugin`` besides the others: a config still on the defaults gets them first
+        (with gossip when asked), so adding a lifeline never silently drops leadership, staging
+        or the queue checks."""
+        if self.plugins is None:
+            self.plugins = default_plugins(gossip=self.gossip)
+        self.plugins.append(plugin)
+
 
 def default_plugins(*, gossip: bool = False) -> list[Plugin]:
     """The plugins every node runs unless told otherwise: staging, leadership and presence

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
-from bridge.jobs.node import NodeConfig, default_plugins
+from bridge.jobs.node import NodeConfig
 from bridge.workflows.delegation.host import DelegatedStep, DelegationHost
 from bridge.workflows.delegation.lifeline import DelegationLifeline
 from bridge.workflows.model.definition import Workflow, WorkflowError, registry
@@ -99,9 +99,7 @@ def serve_workflows(
     register(config.registry, runner)
     config.queues[serving.queue] = serving.concurrency
     if serving.repair_grace is not None:
-        if config.plugins is None:
-            config.plugins = default_plugins()
-        config.plugins.append(
+        config.add_plugin(
             WorkflowLifeline(
                 grace=serving.repair_grace, interval=serving.repair_interval, runners=[runner]
             )
@@ -157,8 +155,6 @@ def serve_delegated(
         for item in steps:
             config.queues.setdefault(item.queue, concurrency)
     if host is not None or runner is not None:
-        if config.plugins is None:  # [] here dropped the Peer: the node led alone, always
-            config.plugins = default_plugins()
         runners = [runner] if runner is not None else []
-        config.plugins.append(DelegationLifeline(host, interval=sweep_interval, runners=runners))
+        config.add_plugin(DelegationLifeline(host, interval=sweep_interval, runners=runners))
     return host
