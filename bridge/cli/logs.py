@@ -17,8 +17,11 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
+import orjson
+
 from bridge.cli.output import json_text
 from bridge.jobs.runtime.telemetry import EVENT_ATTRIBUTE
+from bridge.wire import jsonfmt
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _LEVELS = {
@@ -89,21 +92,32 @@ class JsonFormatter(logging.Formatter):
         return dumps_line(line)
 
 
+# Deepest nesting a log line keeps: log shippers and their parsers stop far short of what a jsonb
+# column holds (Python's json ~1,000 levels, orjson 254), so a job whose args nest deeper is
+# logged with them summarised; the row itself keeps everything (``bridge jobs show``).
+LOG_LINE_DEPTH = 254
+
+
 def dumps_line(line: dict[str, Any]) -> str:
-    """``line`` as JSON; what cannot be encoded (too deep for any encoder) is summarised with
-    ``reprlib`` rather than lost."""
-    try:
-        return json_text(line, lenient=True)
+    """``line`` as JSON any consumer reads; args or meta nested past ``LOG_LINE_DEPTH`` (or that
+    no encoder writes) are summarised with ``reprlib`` rather than the line lost."""
+    try:  # the common case; orjson itself refuses nesting past 254 levels
+        return orjson.dumps(line, default=str).decode()
+    except TypeError:
+        pass
+    try:  # integers beyond 64 bits, or nesting past orjson's limit
+        text = json_text(line, lenient=True)
+        if jsonfmt.depth(text) <= LOG_LINE_DEPTH:
+            return text
     except (RecursionError, ValueError, TypeError):
-        summary = reprlib.Repr()
-        summary.maxlevel = 4
-        safe = {
-            key: value
-            if isinstance(value, str | int | float | bool | None)
-            else summary.repr(value)
-            for key, value in line.items()
-        }
-        return json_text(safe, lenient=True)
+        pass
+    summary = reprlib.Repr()
+    summary.maxlevel = 4
+    safe = {
+        key: value if isinstance(value, str | int | float | bool | None) else summary.repr(value)
+        for key, value in line.items()
+    }
+    return json_text(safe, lenient=True)
 
 
 def configure_logging(
