@@ -45,7 +45,7 @@ def chaos_job(job: Any) -> Any:
     """Sleeps ``args.ms``; ``fail_first`` raises on attempt 1, ``cancel`` cancels."""
     node, producer = (job.attempted_by or ["?", "?"])[:2]
     ident = {"job": job.id, "attempt": job.attempt, "node": node, "uuid": producer}
-    record("job_start", **ident)
+    record("job_start", slow=bool(job.args.get("slow")), **ident)
     time.sleep(job.args.get("ms", 0) / 1000)
     if job.args.get("fail_first") and job.attempt == 1:
         record("job_end", outcome="raised", **ident)
