@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("bridge.workflows.run",),
     ("bridge.workflows.delegation",),
     ("bridge.workflows.serving", "bridge.workflows"),
+    ("bridge.doctor",),
     ("bridge.cli",),
 ]
 # The package roots only hold docstrings or lazy re-exports of what lies below them.

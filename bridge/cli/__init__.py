@@ -8,6 +8,7 @@ The database is resolved lazily, only by commands that need one, so ``bridge sch
 from __future__ import annotations
 
 from bridge.cli.demo import demo
+from bridge.cli.doctor import doctor_command
 from bridge.cli.embedded import embedded_group
 from bridge.cli.enqueue import enqueue_command
 from bridge.cli.export_elixir import export_elixir_command
@@ -28,6 +29,7 @@ for _command in (
     queues_group,
     workflows_group,
     nodes_command,
+    doctor_command,
     embedded_group,
 ):
     main.add_command(_command)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from psycopg import sql
+from psycopg import Connection, sql
 from psycopg.rows import dict_row
 
 from bridge.jobs.client.job import Job
@@ -34,7 +35,9 @@ log = logging.getLogger("bridge.workflows.delegation")
 _ORPHANS = """
 SELECT j.* , j.state::text AS state FROM {prefix}.oban_jobs j
 JOIN {prefix}.workflow_instances i ON i.id = j.args->>'instance_id'
-WHERE j.worker = ANY(%(workers)s) AND j.state = 'discarded'
+WHERE (j.worker = ANY(%(workers)s)
+       OR (%(any_worker)s AND j.args ? 'protocol' AND j.args ? 'advance_queue'))
+  AND j.state = 'discarded'
   AND i.status NOT IN ('completed', 'failed')
   AND coalesce(i.state->'active_steps', '[]'::jsonb) ? (j.args->>'step_ref')
   AND NOT EXISTS (
@@ -48,13 +51,23 @@ LIMIT %(limit)s
 """
 
 
+def find_orphans(
+    conn: Connection[Any], prefix: str, workers: Sequence[str] | None, *, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The discarded delegated jobs whose failure policy is still owed (module docstring), as
+    rows; read-only. ``workers=None``: of any worker whose args carry the delegation protocol
+    (what ``bridge doctor`` looks for without knowing the hosts' workers)."""
+    params = {"workers": list(workers or ()), "any_worker": workers is None, "limit": limit}
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL(_ORPHANS).format(prefix=sql.Identifier(prefix)), params)
+        return cur.fetchall()
+
+
 def sweep(host: DelegationHost, *, limit: int = 100) -> list[int]:
     """Apply the failure policy for orphaned discarded jobs; returns their ids."""
     done: list[int] = []
-    params = {"workers": sorted(host.steps), "limit": limit}
-    with host.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql.SQL(_ORPHANS).format(prefix=sql.Identifier(host.prefix)), params)
-        rows: list[dict[str, Any]] = cur.fetchall()
+    with host.connection() as conn:
+        rows = find_orphans(conn, host.prefix, sorted(host.steps), limit=limit)
     for row in rows:
         job = Job.from_row(row)
         try:
@@ -85,10 +98,8 @@ def sweep_elixir_steps(runner: WorkflowRunner, *, limit: int = 100) -> list[int]
     if not workers:
         return []
     done: list[int] = []
-    params = {"workers": workers, "limit": limit}
-    with runner._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql.SQL(_ORPHANS).format(prefix=sql.Identifier(runner.prefix)), params)
-        rows: list[dict[str, Any]] = cur.fetchall()
+    with runner._connection() as conn:
+        rows = find_orphans(conn, runner.prefix, workers, limit=limit)
     for row in rows:
         job = Job.from_row(row)
         step_ref = str(job.args.get("step_ref"))
