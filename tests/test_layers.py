@@ -32,6 +32,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("bridge.workflows.run",),
     ("bridge.workflows.delegation",),
     ("bridge.workflows.serving", "bridge.workflows"),
+    # Test helpers and the pytest plugin: above everything they drive; nothing in bridge
+    # imports them.
+    ("bridge.testing",),
     ("bridge.doctor",),
     ("bridge.cli",),
 ]

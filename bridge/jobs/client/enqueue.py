@@ -11,6 +11,7 @@ it is): an args value with an integer of 5,000 digits is stored and read back wh
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
@@ -34,6 +35,12 @@ from bridge.jobs.client.unique_insert import insert_unique, insert_unique_async
 # INSERT ... SELECT FROM unnest here: 63,000 vs 23,000 jobs/s in batches of 1,000).
 COPY_THRESHOLD = 64
 
+# A test's testing mode (bridge.testing.mode("inline")): while set, insert/insert_all and their
+# async twins hand their jobs to it (``insert_all(conn, jobs, prefix)`` and
+# ``insert_all_async``) instead of writing them. A ContextVar, so only the code inside that test
+# context is intercepted, never a node's own tasks; None everywhere else.
+INTERCEPTOR: ContextVar[Any] = ContextVar("bridge_insert_interceptor", default=None)
+
 
 def insert_all(
     conn: psycopg.Connection[Any], jobs: Sequence[Job], *, prefix: str = DEFAULT_PREFIX
@@ -42,6 +49,9 @@ def insert_all(
 
     Like Oban's OSS ``insert_all``, this does not check uniqueness.
     """
+    interceptor = INTERCEPTOR.get()
+    if interceptor is not None:
+        return list(interceptor.insert_all(conn, jobs, prefix))
     if not jobs:
         return []
     if len(jobs) >= COPY_THRESHOLD:
@@ -68,6 +78,9 @@ async def insert_all_async(
     conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], *, prefix: str = DEFAULT_PREFIX
 ) -> list[Job]:
     """The async twin of :func:`insert_all`."""
+    interceptor = INTERCEPTOR.get()
+    if interceptor is not None:
+        return list(await interceptor.insert_all_async(conn, jobs, prefix))
     if not jobs:
         return []
     if len(jobs) >= COPY_THRESHOLD:
@@ -165,6 +178,10 @@ async def _copy_all_async(
 
 def insert(conn: psycopg.Connection[Any], job: Job, *, prefix: str = DEFAULT_PREFIX) -> Job:
     """Insert one job; with unique options, return the existing job marked ``conflict``."""
+    interceptor = INTERCEPTOR.get()
+    if interceptor is not None:
+        jobs: list[Job] = list(interceptor.insert_all(conn, [job], prefix))
+        return jobs[0]
     if job.unique is not None:
         return insert_unique(conn, job, job.unique, prefix)
     return insert_all(conn, [job], prefix=prefix)[0]
@@ -173,6 +190,10 @@ def insert(conn: psycopg.Connection[Any], job: Job, *, prefix: str = DEFAULT_PRE
 async def insert_async(
     conn: psycopg.AsyncConnection[Any], job: Job, *, prefix: str = DEFAULT_PREFIX
 ) -> Job:
+    interceptor = INTERCEPTOR.get()
+    if interceptor is not None:
+        jobs: list[Job] = list(await interceptor.insert_all_async(conn, [job], prefix))
+        return jobs[0]
     if job.unique is not None:
         return await insert_unique_async(conn, job, job.unique, prefix)
     return (await insert_all_async(conn, [job], prefix=prefix))[0]
