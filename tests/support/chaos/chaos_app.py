@@ -78,5 +78,6 @@ WORKFLOWS = [
         name="Elixir.Chaos.Flows.ThreeSteps",
         start=FIRST,
         transitions=[(FIRST, "done", SECOND), (SECOND, "done", THIRD), (THIRD, "done", DONE)],
+        atoms=["by", "ms"],
     )
 ]

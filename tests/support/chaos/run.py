@@ -55,7 +55,7 @@ class ChaosConfig:
     nodes: int = 3
     duration: float = 25.0
     kill_every: tuple[float, float] = (2.0, 5.0)
-    job_ms: int | None = None  # None: spread the jobs over ~70 % of the fault phase
+    job_ms: int | None = None  # None: spread the jobs over ~70 % of the phase (at most 1 s)
     slow_share: float = 0.02  # jobs that sleep 2-3.5 s, to be re-run when a frozen node thaws
     step_ms: int = 30
     concurrency: int = 5
@@ -71,7 +71,8 @@ class ChaosConfig:
         if self.job_ms is not None:
             return self.job_ms
         slots = self.nodes * self.concurrency
-        return max(1, int(slots * 0.7 * self.duration * 1000 / max(1, self.jobs)))
+        spread = int(slots * 0.7 * self.duration * 1000 / max(1, self.jobs))
+        return max(1, min(spread, 1000))  # at most 1.5 s: far below rescue_after
 
 
 @dataclass
