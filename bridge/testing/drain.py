@@ -102,9 +102,41 @@ async def _drain(
     registry: Registry,
     node: str,
 ) -> dict[str, int]:
-    counts = dict.fromkeys(RESULT_KEYS, 0)
     capturing = CapturingRegistry(registry)
-    executor = JobExecutor(capturing, ContextThreads())
+    threads = ContextThreads(capturing)
+    try:
+        return await _drain_passes(
+            stage,
+            claim,
+            store,
+            queue,
+            JobExecutor(capturing, threads),
+            capturing,
+            with_scheduled=with_scheduled,
+            with_recursion=with_recursion,
+            with_safety=with_safety,
+            with_limit=with_limit,
+            node=node,
+        )
+    finally:
+        threads.shutdown(wait=False)
+
+
+async def _drain_passes(
+    stage: Stage,
+    claim: Claim,
+    store: Store,
+    queue: str,
+    executor: JobExecutor,
+    capturing: CapturingRegistry,
+    *,
+    with_scheduled: bool | datetime,
+    with_recursion: bool,
+    with_safety: bool,
+    with_limit: int,
+    node: str,
+) -> dict[str, int]:
+    counts = dict.fromkeys(RESULT_KEYS, 0)
     attempted_by = [node, str(uuid.uuid4())]
     while True:
         if with_scheduled:

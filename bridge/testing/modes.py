@@ -115,7 +115,11 @@ class _Interceptor:
         one.register(spec)
         capturing = CapturingRegistry(one)
         claimed = _claimed(job)
-        ack = await JobExecutor(capturing, ContextThreads()).run(claimed)
+        threads = ContextThreads(capturing)
+        try:
+            ack = await JobExecutor(capturing, threads).run(claimed)
+        finally:
+            threads.shutdown(wait=False)
         raised = capturing.take()
         outcome = Outcome.of(claimed, ack, raised)
         self.recorded.outcomes.append(outcome)

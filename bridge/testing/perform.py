@@ -95,8 +95,11 @@ async def perform_job_async(
     one = Registry()
     one.register(spec)
     capturing = CapturingRegistry(one)
-    threads = ContextThreads()
-    ack = await JobExecutor(capturing, threads).run(job)
+    threads = ContextThreads(capturing)
+    try:
+        ack = await JobExecutor(capturing, threads).run(job)
+    finally:
+        threads.shutdown(wait=False)
     raised = capturing.take()
     if raised is not None and not safe:
         raise raised

@@ -3,15 +3,15 @@ would store: :class:`~bridge.jobs.runtime.executor.JobExecutor` decides it, noth
 re-decides it.
 
 Two things a test needs that a node does not: the exception a worker raised (Oban's
-``safe: false`` re-raises it after the outcome is decided), kept by :class:`CapturingRegistry`;
-and sync bodies that see the test's context variables (the testing mode), run by
-:class:`ContextThreads`.
+``safe: false`` re-raises it after the outcome is decided), kept by :class:`CapturingRegistry`
+without changing the error entry; and sync bodies that see the test's context variables (the
+testing mode), run by :class:`ContextThreads` on the node's own thread kind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
-import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
@@ -21,6 +21,7 @@ from typing import Any
 from bridge.jobs.client.job import Job
 from bridge.jobs.client.registry import Registry, WorkerSpec
 from bridge.jobs.runtime.executor import Ack
+from bridge.jobs.runtime.threads import JobThreads
 
 # Oban's drain and executor name an attempt's outcome by these keys (Oban.Queue.Drainer counts
 # them: %{success:, failure:, discard:, cancelled:, snoozed:}); an exhausted failure is
@@ -70,8 +71,13 @@ class Outcome:
 
 
 class CapturingRegistry(Registry):
-    """A view of ``inner`` whose workers keep the last exception their body raised (then raise
-    it on, so the executor decides the outcome as ever)."""
+    """A view of ``inner`` that keeps the exception a worker's body raised, for Oban's
+    ``safe: false`` (raise it to the test) — without a frame of its own in the traceback, so
+    the error entry the executor writes is the one a node writes, frame for frame.
+
+    An async body runs as a task of its own, which the executor awaits as it would the
+    coroutine (the task's steps add no Python frame); a sync body's exception is taken from its
+    thread's future by :class:`ContextThreads`, which reports it here."""
 
     def __init__(self, inner: Registry) -> None:
         super().__init__()
@@ -84,7 +90,8 @@ class CapturingRegistry(Registry):
             found = self.inner.resolve(name)
             if found is None:
                 return None
-            spec = self._workers[name] = replace(found, perform=self._capture(found))
+            spec = found if not found.is_async else replace(found, perform=self._task(found))
+            self._workers[name] = spec
         return spec
 
     def take(self) -> BaseException | None:
@@ -92,44 +99,40 @@ class CapturingRegistry(Registry):
         raised, self.raised = self.raised, None
         return raised
 
-    def _capture(self, spec: WorkerSpec) -> Callable[[Job], Any]:
+    def keep(self, future: asyncio.Future[Any] | Future[Any]) -> None:
+        """Done callback: keep what the body raised (a cancellation is the executor's doing)."""
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None and not isinstance(error, asyncio.CancelledError):
+            self.raised = error
+
+    def _task(self, spec: WorkerSpec) -> Callable[[Job], Any]:
         perform = spec.perform
-        if spec.is_async:
 
-            async def perform_async(job: Job) -> Any:
-                try:
-                    return await perform(job)
-                except BaseException as exc:
-                    self.raised = exc
-                    raise
+        def perform_as_task(job: Job) -> Any:
+            task = asyncio.ensure_future(perform(job))
+            task.add_done_callback(self.keep)
+            return task
 
-            return perform_async
-
-        def perform_sync(job: Job) -> Any:
-            try:
-                return perform(job)
-            except BaseException as exc:
-                self.raised = exc
-                raise
-
-        return perform_sync
+        return perform_as_task
 
 
 class ContextThreads(Executor):
-    """A thread per sync body, run in a copy of the submitter's context: a body sees the
-    testing mode (a ContextVar) of the test that ran it, as async bodies do."""
+    """The node's :class:`JobThreads`, each sync body run in a copy of the submitter's context
+    (``Context.run`` adds no frame): a body sees the testing mode of the test that ran it, and
+    its exception is handed to ``registry`` (see :class:`CapturingRegistry`)."""
+
+    def __init__(self, registry: CapturingRegistry | None = None) -> None:
+        self.registry = registry
+        self.threads = JobThreads(keep=1, name="bridge-testing-job")
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
         context = contextvars.copy_context()
-
-        def run() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
-            try:
-                future.set_result(context.run(fn, *args, **kwargs))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        threading.Thread(target=run, name="bridge-testing-job", daemon=True).start()
+        future = self.threads.submit(context.run, fn, *args, **kwargs)
+        if self.registry is not None:
+            future.add_done_callback(self.registry.keep)
         return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.threads.shutdown(wait=wait, cancel_futures=cancel_futures)
