@@ -119,6 +119,7 @@ CHECKOUT = Workflow(
     name="Elixir.Py.Deleg.Checkout",
     start=prepare,
     transitions=[(prepare, "ready", CHARGE), (CHARGE, "charged", DONE), (CHARGE, "declined", DONE)],
+    atoms=["amount", "mode"],
 )
 CHARGE_STRICT = elixir_step(
     name="Elixir.Delegation.Steps.Charge",
@@ -137,11 +138,13 @@ STRICT_CHECKOUT = Workflow(
     name="Elixir.Py.Deleg.StrictCheckout",
     start=prepare,
     transitions=[(prepare, "ready", CHARGE_STRICT), (CHARGE_STRICT, "charged", DONE)],
+    atoms=["amount", "mode"],
 )
 UNLISTED_CHECKOUT = Workflow(
     name="Elixir.Py.Deleg.Unlisted",
     start=prepare,
     transitions=[(prepare, "ready", UNLISTED), (UNLISTED, "charged", DONE)],
+    atoms=["amount", "mode"],
 )
 
 
@@ -155,6 +158,7 @@ PICKUP = Workflow(
     start=prepare,
     transitions=[(prepare, "ready", await_pickup), (await_pickup, "picked_up", DONE)],
     tags=["py"],
+    atoms=["amount", "mode"],
 )
 PY_FLOWS = [CHECKOUT, STRICT_CHECKOUT, UNLISTED_CHECKOUT, PICKUP]
 

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from psycopg import sql
 
 from bridge.cli import main
 from bridge.cli.settings import ConfigError, load_settings
@@ -42,6 +43,7 @@ GREETING = Workflow(
     unique=Unique(key="greeting"),
     start=greet,
     transitions=[(greet, "greeted", approval), (approval, "approved", DONE)],
+    atoms=["hello", "name"],
 )
 
 WORKFLOWS = [GREETING]  # what --workflows tests.cli.test_workflows_commands registers
@@ -776,3 +778,28 @@ def test_repair_shows_progress_on_a_terminal_only(
         "1 stuck instance(s), 0 advance(s) enqueued in 1 pass(es) (dry run: nothing written)"
     )
     assert b"repair: looking for stuck workflow instances" in shown
+
+
+def test_start_refuses_a_context_key_the_declaration_does_not_pin(
+    database_url: str, oban_prefix: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The installed script from a scratch directory: one line naming the key, its path and the
+    fix, exit status 1, nothing inserted."""
+    code, out, err = _bridge(
+        database_url, oban_prefix, tmp_path,
+        "workflows", "start", "greeting", "--workflows", MODULE, "--key", "u1",
+        "--context", '{"name": "ada", "pages": 3}',
+    )  # fmt: skip
+    assert (code, out) == (1, "")
+    assert err == (
+        "Error: UndeclaredKeyError: the initial context holds key(s) 'pages' that "
+        "Cli.Flows.Greeting's Elixir declaration does not pin (state.context.initial.pages: not "
+        "an atom known to the Elixir side), so an Elixir node could not load the instance; "
+        "declare them in Workflow(atoms=[...]) and regenerate the Elixir declaration with "
+        "`bridge workflows export-elixir`\n"
+    )
+    counts = conn.execute(
+        sql.SQL("SELECT (SELECT count(*) FROM {p}.workflow_instances),"
+                " (SELECT count(*) FROM {p}.oban_jobs)").format(p=sql.Identifier(oban_prefix))
+    ).fetchone()  # fmt: skip
+    assert counts == (0, 0)

@@ -107,6 +107,38 @@ class UnloadableStateError(SerializationError):
         super().__init__(f"the Elixir side could not load this state: {listed}{more}")
 
 
+class UndeclaredKeyError(UnloadableStateError):
+    """Keys a Python-owned workflow was about to write (an initial context, a step's context
+    updates) that its Elixir declaration does not pin: once written, every Elixir node listing
+    instances would crash on the row, so nothing is written."""
+
+    def __init__(self, workflow: str, what: str, problems: list[LoadProblem]) -> None:
+        names = sorted({p.name for p in problems})
+        shown = ", ".join(repr(_short(n)) for n in names[:10])
+        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+        paths = "; ".join(f"{p.path}: {p.reason}" for p in problems[:5])
+        more_paths = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        SerializationError.__init__(
+            self,
+            f"{what} holds key(s) {shown}{more} that {workflow.removeprefix('Elixir.')}'s "
+            f"Elixir declaration does not pin ({paths}{more_paths}), so an Elixir node could "
+            "not load the instance; declare them in Workflow(atoms=[...]) and regenerate the "
+            "Elixir declaration with `bridge workflows export-elixir`",
+        )
+        self.problems = problems
+        self.workflow = workflow
+
+
+def undeclared_keys(workflow: Workflow, value: Mapping[str, Any], path: str) -> list[LoadProblem]:
+    """Map keys at any depth of ``value`` (written at ``path``) that the Python-owned
+    ``workflow``'s declaration does not pin (:meth:`KnownNames.declared_by`)."""
+    return _key_problems(value, path, KnownNames.declared_by(workflow))
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 60 else f"{name[:40]}…({len(name)} characters)"
+
+
 @dataclass(frozen=True)
 class InstanceRow:
     """The column values of a ``workflow_instances`` row, as psycopg returns and takes them."""
@@ -421,6 +453,23 @@ class KnownNames:
         atoms = {*workflow.atoms, *extra_atoms, *STATUSES}
         atoms.update(e for s in steps for e in s.events)
         atoms.update(s.step_key for s in steps if s.step_key is not None)
+        return cls(frozenset({workflow.name, *workflow.steps}), frozenset(atoms))
+
+    @classmethod
+    def declared_by(cls, workflow: Workflow) -> KnownNames:
+        """What the generated declaration of a Python-owned workflow pins (``use
+        ObanBridge.PythonWorkflow``): the workflow and every step module, every step's context
+        key and events, ``Workflow(atoms=...)`` and the ``context_keys`` an Elixir-run step
+        declares, plus the statuses. Equal to
+        :func:`bridge.workflows.delegation.declaration.declared_names`, which builds it from the
+        declaration itself; the runner, a layer below, checks what its steps write against this.
+        """
+        steps = workflow.steps.values()
+        atoms = {*workflow.atoms, *STATUSES}
+        atoms.update(s.context_key for s in steps)
+        atoms.update(e for s in steps for e in s.events)
+        # An elixir_step's body (ElixirStepRun, a layer above) declares its context keys.
+        atoms.update(k for s in steps for k in getattr(s.run, "context_keys", None) or ())
         return cls(frozenset({workflow.name, *workflow.steps}), frozenset(atoms))
 
     def with_atoms(self, names: Iterable[str]) -> KnownNames:

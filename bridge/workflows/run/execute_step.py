@@ -1,5 +1,11 @@
 """The ExecuteStepWorker's body: a pre-check (is the step still active, without a result?), the
-step's own code in a thread, then its result recorded (:mod:`.recording`)."""
+step's own code in a thread, then its result recorded (:mod:`.recording`).
+
+A result holding a context key the workflow's Elixir declaration does not pin is never recorded:
+every Elixir node listing instances would crash on the row (HephaestusEcto turns each key into an
+existing atom). Retrying cannot declare the key, so the job is discarded at once with the keys,
+their paths and the fix in its error, and the instance is failed as on a step's last failing
+attempt, the way the delegation host ends a delegated step that breaks its declaration."""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ from functools import partial
 from typing import Any
 
 from bridge.jobs.client.job import Job
-from bridge.jobs.client.outcome import Error
+from bridge.jobs.client.outcome import Discard, Error
 from bridge.workflows.model.builtins import WAIT, wait_delay_ms
-from bridge.workflows.model.definition import Workflow
+from bridge.workflows.model.definition import Workflow, short_name
 from bridge.workflows.model.engine import (
     StepResult,
     check_outcome,
@@ -20,6 +26,7 @@ from bridge.workflows.model.engine import (
     step_result,
 )
 from bridge.workflows.model.instance import Instance
+from bridge.workflows.model.serializer import UndeclaredKeyError, undeclared_keys
 from bridge.workflows.run.core import (
     found_instance,
     log,
@@ -53,7 +60,7 @@ class ExecuteStepJobs(Recording):
         if not _runnable(instance, step, ran):
             return None
         result = self._execute_body(job, instance, step)
-        if isinstance(result, Error):
+        if isinstance(result, Error | Discard):
             return result
         self._record_one(job, result, resume=False, companions=self._companions(instance, step))
         return None
@@ -70,7 +77,7 @@ class ExecuteStepJobs(Recording):
         if not _runnable(instance, step, ran):
             return None
         result = await self._in_thread(self._execute_body, job, instance, step)
-        if isinstance(result, Error):
+        if isinstance(result, Error | Discard):
             return result
         companions = self._companions(instance, step)
         if self.coalesce and companions is None:
@@ -83,8 +90,11 @@ class ExecuteStepJobs(Recording):
     def _companions(self, instance: Instance, step: str) -> Any:
         return getattr(self._workflow(instance.workflow).step(step).run, "companion_jobs", None)
 
-    def _execute_body(self, job: Job, instance: Instance, step: str) -> StepResult | Error:
-        """Run the step's body; on the job's last attempt a failure fails the workflow first."""
+    def _execute_body(
+        self, job: Job, instance: Instance, step: str
+    ) -> StepResult | Error | Discard:
+        """Run the step's body; on the job's last attempt a failure fails the workflow first,
+        and a result with undeclared keys fails it at once (module docstring)."""
         workflow = self._workflow(instance.workflow)
         try:
             outcome = self._run_body(workflow, instance, step)
@@ -95,6 +105,14 @@ class ExecuteStepJobs(Recording):
         if result is None:
             self._fail_if_exhausted(job, instance.id)
             return Error(getattr(outcome, "reason", outcome))
+        where = f"state.context.steps.{workflow.step(step).context_key}"
+        problems = undeclared_keys(workflow, result.context_updates, where)
+        if problems:
+            refused = UndeclaredKeyError(
+                workflow.name, f"the result of {short_name(step)}", problems
+            )
+            self._fail_refused(job, instance.id, refused)
+            return Discard(str(refused))
         return result
 
     def _precheck_one(self, instance_id: str, step: str) -> tuple[Instance, bool]:
@@ -147,6 +165,18 @@ class ExecuteStepJobs(Recording):
         if inspect.isawaitable(value):
             value = asyncio.run(_await(value))
         return check_outcome(call.step, value)
+
+    def _fail_refused(self, job: Job, instance_id: str, refused: Exception) -> None:
+        """A result no retry can make writable: fail the workflow now, the job is discarded."""
+        with self._connection() as conn, conn.transaction():
+            cancelled = self._fail(conn, instance_id, own_job=job.id or 0)
+        log.warning(
+            "%s failed: step job %s discarded: %s; cancelled jobs %s",
+            instance_id,
+            job.id,
+            refused,
+            cancelled,
+        )
 
     def _fail_if_exhausted(self, job: Job, instance_id: str) -> None:
         """On the last attempt the job is about to be discarded: fail the workflow now."""

@@ -38,7 +38,7 @@ from bridge.jobs.client.enqueue import insert_all
 from bridge.jobs.client.insert_rows import atomic
 from bridge.workflows.model.definition import Workflow
 from bridge.workflows.model.engine import new_instance
-from bridge.workflows.model.serializer import to_row
+from bridge.workflows.model.serializer import UndeclaredKeyError, to_row, undeclared_keys
 from bridge.workflows.run.advance import AdvanceJobs
 from bridge.workflows.run.core import (
     BATCH_APPLICATION_NAME,
@@ -124,10 +124,17 @@ class WorkflowRunner(AdvanceJobs, ExecuteStepJobs, ResumeJobs):
         *,
         id: str,
     ) -> str:
-        """Insert the pending instance and its first AdvanceWorker job, in one transaction."""
+        """Insert the pending instance and its first AdvanceWorker job, in one transaction.
+
+        An initial context holding a key the workflow's Elixir declaration does not pin raises
+        :class:`UndeclaredKeyError` before anything is written: every Elixir node listing
+        instances would crash on the row."""
         if self.workflows.get(workflow.name) is not workflow:
             raise RunnerError(f"{workflow.name} is not registered with this runner")
         instance = new_instance(workflow, initial_context, id=id)
+        problems = undeclared_keys(workflow, instance.context.initial, "state.context.initial")
+        if problems:
+            raise UndeclaredKeyError(workflow.name, "the initial context", problems)
         job = advance_job(workflow, instance, queue=self.queue, config_key=self.config_key)
         with atomic(conn):
             insert_instance(conn, self.prefix, to_row(instance))

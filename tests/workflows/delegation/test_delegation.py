@@ -480,6 +480,7 @@ PY_FLOW = Workflow(
         (CHARGE, "declined", DONE),
     ],
     tags=["py"],
+    atoms=["amount"],
 )
 
 
@@ -603,6 +604,7 @@ PY_STRICT = Workflow(
     name="Elixir.Py.Deleg.StrictCheckout",
     start=prepare,
     transitions=[(prepare, "ready", CHARGE_STRICT), (CHARGE_STRICT, "charged", DONE)],
+    atoms=["amount"],
 )
 
 

@@ -376,6 +376,7 @@ HEAL = Workflow(
     transitions=[(first, "ok", second), (second, "ok", DONE)],
     tags=["heal"],
     metadata={"team": "py"},
+    atoms=["n"],
 )
 
 

@@ -63,6 +63,7 @@ LINEAR = Workflow(
     transitions=[(first, "ok", second), (second, "ok", DONE)],
     tags=["python"],
     metadata={"team": "py"},
+    atoms=["n"],
 )
 
 

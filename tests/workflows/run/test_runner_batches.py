@@ -65,6 +65,7 @@ LINE = Workflow(
     transitions=[(one, "ok", two), (two, "ok", DONE)],
     tags=["batch"],
     metadata={"team": "py"},
+    atoms=["n"],
 )
 FORK = Workflow(
     name="Elixir.Batch.Flows.Fork",
@@ -75,6 +76,7 @@ FORK = Workflow(
         (right, "ok", join),
         (join, "ok", DONE),
     ],
+    atoms=["n", "side", "joined"],
 )
 FLOWS = (LINE, FORK)
 SIDES = ("a", "b")

@@ -89,6 +89,7 @@ FAIL_FANOUT = Workflow(
         (held, "ok", join),
         (join, "ok", DONE),
     ],
+    atoms=["held"],
 )
 SMALL = Workflow(
     name="Elixir.Py.Flows.Small",
@@ -99,6 +100,7 @@ SMALL = Workflow(
         (right, "ok", join),
         (join, "ok", DONE),
     ],
+    atoms=["n", "v"],
 )
 
 PENDING = ("available", "scheduled", "executing", "retryable")

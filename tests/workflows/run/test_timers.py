@@ -51,6 +51,7 @@ PAUSED = Workflow(
     start=prepare,
     transitions=[(prepare, "ready", (WAIT, ONE_SECOND)), (WAIT, "timeout", DONE)],
     tags=["timers"],
+    atoms=["at", "n"],
 )
 
 BROKEN = Workflow(
@@ -61,6 +62,7 @@ BROKEN = Workflow(
         (WAIT, "timeout", DONE),
     ],
     default_retry=RetryConfig(max_attempts=1),
+    atoms=["at"],
 )
 
 
