@@ -1,11 +1,14 @@
 """The test database the pytest plugin hands out: which server, which schema, kept clean.
 
 A server is found as the plugin's docstring says (an option or environment URL, else a
-throwaway embedded PostgreSQL). Tests never touch the database's own schemas: the shared
-tables are installed into a schema of the run's own (``bridge_test_<hex>``), dropped at the
-end. Between tests that schema is emptied (``DELETE`` of its four tables, about 3 ms here,
-against about 40 ms to install and drop a fresh schema; ``--bridge-isolation=schema`` gives
-each test a fresh one instead, for tests that alter the tables).
+throwaway embedded PostgreSQL). The run never touches the database the URL names: it creates a
+database of its own on that server (``bridge_test_<hex>``, dropped at the end) with the shared
+tables in ``public``, Oban's default prefix, so the code under test needs no prefix of its own.
+Where the role may not create databases, the tables go into a schema of the run's own in the
+given database instead (``bridge_db.prefix`` names it). Between tests the tables are emptied
+(``DELETE`` of the four tables, about 3 ms here, against about 40 ms to install and drop a
+fresh schema; ``--bridge-isolation=schema`` gives each test a fresh schema instead, for tests
+that alter the tables).
 """
 
 from __future__ import annotations
@@ -59,6 +62,34 @@ def embedded_server(directory: Path) -> Any | None:
 
 def new_prefix() -> str:
     return f"bridge_test_{uuid.uuid4().hex[:10]}"
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` naming database ``name`` instead (query options kept)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def create_database(server_url: str) -> str | None:
+    """A new database on the server, its URL; None when the role may not create one."""
+    name = new_prefix()
+    try:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, url: str) -> None:
+    from urllib.parse import urlsplit
+
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 def install(url: str, prefix: str) -> None:

@@ -2,14 +2,16 @@
 
 Fixtures, all named ``bridge_*`` so they never shadow a project's own:
 
-- ``bridge_database_url`` (session): ``--bridge-database-url``, else
+- ``bridge_server_url`` (session): ``--bridge-database-url``, else
   ``BRIDGE_TEST_DATABASE_URL``, else ``BRIDGE_DATABASE_URL``, else a throwaway embedded
   PostgreSQL (the ``embedded`` extra); with none of them the tests using it are skipped, saying
   how to give one.
-- ``bridge_prefix``: a schema holding the shared tables (Oban's and Hephaestus's), empty at the
-  start of the test. One schema serves the session and is emptied before each test
-  (``--bridge-isolation=reset``, the default); ``--bridge-isolation=schema`` installs a fresh
-  one per test and drops it after.
+- ``bridge_database_url`` (session): a database of the run's own on that server, with the
+  shared tables (Oban's and Hephaestus's) in ``public``, dropped at the end (where the role may
+  not create databases: the given database, with the tables in a schema of the run's own).
+- ``bridge_prefix``: the schema holding the tables, empty at the start of the test: the
+  session's, emptied before each test (``--bridge-isolation=reset``, the default), or a fresh
+  one installed for the test and dropped after (``--bridge-isolation=schema``).
 - ``bridge_db``: a :class:`~bridge.testing.database.BridgeDatabase` (``url``, ``prefix``,
   ``connect()`` and the helpers bound to both: ``bridge_db.assert_enqueued(worker=W)``).
 - ``bridge_conn``: an autocommit psycopg connection to the test database.
@@ -65,7 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def bridge_database_url(
+def bridge_server_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The PostgreSQL server the bridge_* fixtures use (see the module's docstring)."""
@@ -85,14 +87,31 @@ def bridge_database_url(
 
 
 @pytest.fixture(scope="session")
-def bridge_session_prefix(bridge_database_url: str) -> Iterator[str]:
-    """The session's schema with the shared tables installed, dropped at the end."""
+def _bridge_session(bridge_server_url: str) -> Iterator[tuple[str, str]]:
+    """(URL, prefix) of the run's tables: a database of its own with them in ``public``, or
+    the given database with them in a schema of the run's own."""
     from bridge.testing import database
 
+    url = database.create_database(bridge_server_url)
+    if url is not None:
+        try:
+            database.install(url, "public")
+            yield url, "public"
+        finally:
+            database.drop_database(bridge_server_url, url)
+        return
     prefix = database.new_prefix()
-    database.install(bridge_database_url, prefix)
-    yield prefix
-    database.drop(bridge_database_url, prefix)
+    database.install(bridge_server_url, prefix)
+    try:
+        yield bridge_server_url, prefix
+    finally:
+        database.drop(bridge_server_url, prefix)
+
+
+@pytest.fixture(scope="session")
+def bridge_database_url(_bridge_session: tuple[str, str]) -> str:
+    """The test database's URL: give it to the code under test."""
+    return _bridge_session[0]
 
 
 @pytest.fixture
@@ -106,7 +125,7 @@ def bridge_prefix(request: pytest.FixtureRequest, bridge_database_url: str) -> I
         yield prefix
         database.drop(bridge_database_url, prefix)
         return
-    prefix = request.getfixturevalue("bridge_session_prefix")
+    prefix = request.getfixturevalue("_bridge_session")[1]
     database.reset(bridge_database_url, prefix)
     yield prefix
 
