@@ -305,12 +305,12 @@ def stuck_executing(
                 "executing",
                 "error" if heard_all else "warning",
                 f"{_jobs(count)} executing on {who} (ids {_ids(ids, count)}, the oldest for "
-                f"{age:.0f} s), which was not heard alive in {waited:g} s (no sonar ping, "
+                f"{int(age)} s), which was not heard alive in {waited:g} s (no sonar ping, "
                 "check-in or oban_peers lease)",
                 "a leader's lifeline makes them available again once they have run longer "
                 "than its rescue-after: `bridge worker --rescue-after SECONDS` on a Python "
                 "node, Oban.Plugins.Lifeline's rescue_after (default 60 min) on an Elixir one"
-                f"; any rescue-after under {age:.0f} s frees these{listen}",
+                f"; any rescue-after under {int(age)} s frees these{listen}",
                 {"node": node, "count": count, "job_ids": ids, "oldest_seconds": round(age, 3)},
             )
         )

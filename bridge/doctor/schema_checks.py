@@ -35,6 +35,42 @@ def migration_versions(conn: psycopg.Connection[Any], prefix: str) -> dict[str, 
     return versions
 
 
+def has_oban_jobs(conn: psycopg.Connection[Any], prefix: str) -> bool:
+    """Whether ``prefix`` holds an ``oban_jobs`` table (catalogs only: any role may ask)."""
+    return "oban_jobs" in read_schema(conn, prefix).tables
+
+
+def unverifiable(prefix: str, exc: psycopg.Error, *, present: bool) -> list[Finding]:
+    """What doctor says when the role may not run ``verify`` (it builds the expected schema in
+    a scratch schema, rolled back, which needs CREATE on the database): a note when
+    ``oban_jobs`` is ``present``, else a blocking error."""
+    shown = schema.shown(prefix)
+    if not present:
+        return [
+            Finding(
+                CHECK,
+                "error",
+                f"schema {shown} has no oban_jobs table",
+                "create it with `bridge schema install` or the Elixir migrations "
+                "(or pass --prefix)",
+                {"subject": "table oban_jobs"},
+                schema_blocking=True,
+            )
+        ]
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return [
+        Finding(
+            CHECK,
+            "note",
+            f"schema {shown} was not compared with what bridge needs ({reason}): this role "
+            "may not create the scratch schema the comparison builds, so only the presence of "
+            "oban_jobs was checked",
+            "run `bridge schema verify` as a role with CREATE on the database",
+            {"error": reason},
+        )
+    ]
+
+
 def schema_findings(report: schema.VerifyReport) -> list[Finding]:
     """One finding per difference ``verify`` found: a mismatch is an error that blocks (exit
     status 5), a note stays a note."""

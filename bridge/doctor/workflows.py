@@ -25,7 +25,13 @@ from bridge.workflows.delegation.declaration import declared_names
 from bridge.workflows.delegation.lifeline import find_orphans
 from bridge.workflows.model.definition import Workflow
 from bridge.workflows.model.serializer import unloadable_names
-from bridge.workflows.run.repair import DEFAULT_GRACE, ELIXIR_QUEUE, FAILED_STEP, find_stuck
+from bridge.workflows.run.repair import (
+    DEFAULT_GRACE,
+    ELIXIR_QUEUE,
+    FAILED_STEP,
+    LOST_ADVANCE,
+    find_stuck,
+)
 from bridge.workflows.run.runner import WORKERS
 
 # At most this many instances (or jobs) get a finding each; the rest are counted in one.
@@ -66,25 +72,35 @@ REPAIR_FIX = (
 )
 
 
+UNHEALED_FIX = (
+    "`bridge workflows repair --dry-run` says what to do: repair reports this shape and does "
+    "not heal it"
+)
+
+
 def stuck_instances(conn: psycopg.Connection[Any], prefix: str) -> list[Finding]:
     """Instances in either stuck shape of ``bridge.workflows.run.repair``, read-only."""
     stuck = find_stuck(conn, prefix, grace=DEFAULT_GRACE, limit=SHOWN + 1000)
     found = []
     for item in stuck[:SHOWN]:
+        fix = REPAIR_FIX
         if item.kind == FAILED_STEP:
             why = (
                 f"its step {item.failed_step} job was discarded and nothing failed the "
                 "instance (HephaestusOban's FailureHandler never fires on Oban 2.23)"
             )
-        else:
+        elif item.kind == LOST_ADVANCE:
             steps = ", ".join(dict.fromkeys(item.pending_steps))
             why = f"the result of {steps} waits with no advance job to apply it (a lost advance)"
+        else:  # a shape repair reports and does not heal: it says what to do instead
+            why = f"{item.kind} (step {item.failed_step})"
+            fix = UNHEALED_FIX
         found.append(
             Finding(
                 "workflows",
                 "error",
                 f"workflow instance {item.id!r} ({item.workflow}, {item.status}) is stuck: {why}",
-                REPAIR_FIX,
+                fix,
                 {
                     "instance_id": item.id,
                     "workflow": item.workflow,

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -393,8 +394,12 @@ def test_python_owned_workflows_need_a_declaration_and_rows_are_checked_against_
     database_url: str, oban_prefix: str, tmp_path: Path, conn: Conn
 ) -> None:
     gone = "Elixir.Py.Steps.Gone"  # a step the definition no longer has
-    for instance_id, active in (("badge::1", "Elixir.Py.Steps.Render"), ("badge::2", gone)):
-        state = {"active_steps": [active], "context": {"initial": {}, "steps": {}}}
+    for instance_id, done in (("badge::1", "Elixir.Py.Steps.Render"), ("badge::2", gone)):
+        state = {
+            "active_steps": [],
+            "completed_steps": [done],
+            "context": {"initial": {}, "steps": {}},
+        }
         put_instance(
             conn,
             oban_prefix,
@@ -402,7 +407,7 @@ def test_python_owned_workflows_need_a_declaration_and_rows_are_checked_against_
                 **INSTANCE,
                 "id": instance_id,
                 "workflow": "Elixir.Py.Flows.Badge",
-                "status": "running",
+                "status": "completed",
                 "state": state,
             },
         )
@@ -428,10 +433,113 @@ def test_python_owned_workflows_need_a_declaration_and_rows_are_checked_against_
     result = doctor(database_url, oban_prefix, tmp_path, "--wait", "0", "--workflows", "pyflows")
     assert lines(result, 1) == [
         "error: workflow instance 'badge::2' (Elixir.Py.Flows.Badge) holds names its generated "
-        f"declaration does not pin (state.active_steps[0] '{gone}'): an Elixir node raises "
+        f"declaration does not pin (state.completed_steps[0] '{gone}'): an Elixir node raises "
         "loading it; fix: the rows were written by another definition (a step or event since "
         "renamed?): regenerate the declaration from the definition that wrote them with "
         "`bridge workflows export-elixir pyflows --output lib/my_app/python_workflows.ex`, or "
         "finish or delete those instances",
         f'doctor: schema "{oban_prefix}": 1 error',
     ]
+
+
+def test_a_role_that_may_not_run_verify_gets_a_note_and_the_other_checks(
+    database_url: str, oban_prefix: str, tmp_path: Path, conn: Conn
+) -> None:
+    """verify builds the expected schema in a scratch schema; a role without CREATE on the
+    database cannot, so doctor says what it could not compare and runs every other check."""
+    role = f"bridge_doctor_{uuid.uuid4().hex[:8]}"
+    name, schema = sql.Identifier(role), sql.Identifier(oban_prefix)
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(name))
+    try:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, name))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(schema, name))
+        parts = urlsplit(database_url)
+        url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+        result = doctor(url, oban_prefix, tmp_path, "--wait", "0")
+        [note, summary] = lines(result, 0)
+        assert note.startswith(
+            f'note: schema "{oban_prefix}" was not compared with what bridge needs (permission '
+            "denied"
+        )
+        assert note.endswith(
+            "this role may not create the scratch schema the comparison builds, so only the "
+            "presence of oban_jobs was checked; fix: run `bridge schema verify` as a role with "
+            "CREATE on the database"
+        )
+        assert summary == f'doctor: schema "{oban_prefix}": no hazard found (1 note)'
+        absent = f"absent_{uuid.uuid4().hex[:8]}"
+        assert lines(doctor(url, absent, tmp_path, "--wait", "0"), 5) == [
+            f'error: schema "{absent}" has no oban_jobs table; fix: create it with `bridge '
+            "schema install` or the Elixir migrations (or pass --prefix)",
+            f'doctor: schema "{absent}": 1 error',
+        ]
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(name))
+        conn.execute(sql.SQL("DROP ROLE {}").format(name))
+
+
+NAPS = """
+import time
+
+from bridge import worker
+
+@worker(queue="slow")
+def nap(job):
+    time.sleep(job.args["seconds"])
+"""
+
+
+def test_after_a_whole_sonar_interval_a_dead_nodes_jobs_are_an_error_a_live_ones_nothing(
+    database_url: str, oban_prefix: str, tmp_path: Path, conn: Conn
+) -> None:
+    """A real Python node executing a job (alive: it pings and leads) next to a job a gone
+    node left executing; doctor listens 16 s, so every live node has pinged."""
+    (tmp_path / "naps.py").write_text(NAPS)
+    ghost = put_job(
+        conn,
+        oban_prefix,
+        state="executing",
+        queue="slow",
+        worker="naps.nap",
+        attempt=1,
+        attempted_by=["gone-node", str(uuid.uuid4())],
+        attempted_at=sql_time(conn, "10 minutes"),
+    )
+    live = put_job(
+        conn, oban_prefix, state="available", queue="slow", worker="naps.nap", args={"seconds": 40}
+    )
+    process = spawn_worker(
+        database_url,
+        oban_prefix,
+        "--queues",
+        "slow:1",
+        "--workers",
+        "naps",
+        "--app-dir",
+        str(tmp_path),
+        "--node",
+        "py-node",
+    )
+    try:
+        state = sql.SQL("SELECT state::text FROM {}.oban_jobs WHERE id = %s").format(
+            sql.Identifier(oban_prefix)
+        )
+        deadline = time.monotonic() + 30
+        while (conn.execute(state, (live,)).fetchone() or [""])[0] != "executing":
+            assert process.poll() is None and time.monotonic() < deadline, "never claimed"
+            time.sleep(0.1)
+        result = doctor(database_url, oban_prefix, tmp_path, "--wait", "16")
+        data = json.loads(
+            doctor(database_url, oban_prefix, tmp_path, "--wait", "16", "--json").stdout
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    [line, summary] = lines(result, 1)
+    assert line.startswith(
+        f"error: 1 job executing on node 'gone-node' (ids {ghost}, the oldest for 6"
+    )
+    assert "which was not heard alive in 16 s" in line and "--wait 16" not in line
+    assert summary == f'doctor: schema "{oban_prefix}": 1 error'
+    [py_node] = [n for n in data["facts"]["nodes"] if n["node"] == "py-node"]
+    assert (py_node["alive"], py_node["language"], py_node["queues"]) == (True, "python", ["slow"])
