@@ -77,3 +77,18 @@ def test_two_runs_of_a_step_at_once_fail_unless_one_was_frozen_meanwhile() -> No
     assert at_once.failures == [
         "workflow i step first: pids 10 and 20 executed it at the same time"
     ]
+
+
+def test_a_job_claimed_before_a_freeze_and_started_after_the_thaw_is_explained() -> None:
+    # Attempt 1 was claimed, the node frozen at 1.0 before the body began; attempt 2 re-ran it
+    # at 7.0 elsewhere; after the thaw at 9.0 the frozen node started attempt 1's body at 9.1.
+    records = [start(1, 1, 10, 9.1, "a"), end(1, 1, 10, 9.2, uuid="a"),
+               start(1, 2, 20, 7.0, "b"), end(1, 2, 20, 8.0, uuid="b")]  # fmt: skip
+    faults = [Fault("freeze", 1.0, 10), Fault("thaw", 9.0, 10)]
+    found = check_jobs([row(2, 8.01, "b")], records, faults)
+    assert (found.failures, dict(found.explained)) == ([], {"freeze": 1})
+    assert found.rescue_latency["freeze"] == [6.0]
+    # the stale attempt starting long after an earlier thaw is not explained by it
+    late = check_jobs([row(2, 8.01, "b")], records, [Fault("freeze", 1.0, 10),
+                                                    Fault("thaw", 3.0, 10)])  # fmt: skip
+    assert len(late.failures) == 1

@@ -67,15 +67,26 @@ def freezes(faults: Iterable[Fault]) -> dict[int, list[tuple[float, float]]]:
     return out
 
 
-def explain(pid: int, start: float, until: float, faults: Sequence[Fault]) -> Fault | None:
-    """The fault that interrupted the run ``pid`` started at ``start`` before ``until``: a kill
-    or freeze of that process, else a database outage, else None."""
+# A job a node claimed just before it was frozen starts its body right after the thaw: within
+# this many seconds of SIGCONT (the node's loop catching up), long after its re-run started.
+STALE_START = 5.0
+
+
+def explain(stale: Record, rerun: Record, faults: Sequence[Fault]) -> Fault | None:
+    """The fault that made ``rerun`` run what ``stale`` (an older attempt) also ran: a kill or
+    freeze of the stale run's process between the two starts; or a freeze of it during which
+    the re-run started, the stale run starting only after the thaw (claimed, then frozen before
+    its body began); else a database outage around them; else None."""
+    pid, start, until = stale["pid"], stale["t"], rerun["t"]
     for fault in faults:
         interrupting = fault.kind in ("kill", "freeze", "exit")
         if interrupting and fault.pid == pid and start <= fault.t <= until:
             return fault
+    for frozen, thawed in freezes(faults).get(pid, []):
+        if frozen <= until <= thawed <= start <= thawed + STALE_START:
+            return Fault("freeze", frozen, pid)
     for down, up in outages(faults):
-        if down <= until and up >= start:
+        if down <= max(start, until) and up >= min(start, until):
             return Fault("db-restart", down)
     return None
 
@@ -83,8 +94,14 @@ def explain(pid: int, start: float, until: float, faults: Sequence[Fault]) -> Fa
 def _note_duplicate(
     findings: Findings, what: str, earlier: Record, later: Record, faults: Sequence[Fault]
 ) -> None:
+    """``earlier`` ran an older attempt than ``later`` (for steps, whose lines carry no
+    attempt, it started earlier; either may then be the stale one)."""
     findings.duplicates += 1
-    cause = explain(earlier["pid"], earlier["t"], later["t"], faults)
+    rerun = later
+    cause = explain(earlier, later, faults)
+    if cause is None and "attempt" not in earlier:
+        rerun = earlier
+        cause = explain(later, earlier, faults)
     if cause is None:
         findings.fail(
             f"{what}: run at {earlier['t']:.3f} by pid {earlier['pid']} was run again at "
@@ -96,7 +113,7 @@ def _note_duplicate(
         renamed = "renamed" in cause.detail
         kind = "kill of the leader" + (", back under a new name" if renamed else ", back as itself")
     findings.explained[kind] += 1
-    findings.rescue_latency[kind].append(later["t"] - cause.t)
+    findings.rescue_latency[kind].append(rerun["t"] - cause.t)
 
 
 def check_jobs(
