@@ -303,7 +303,9 @@ REPAIR_EPILOG = (
     "instance left (HephaestusOban's FailureHandler never fires on Oban 2.23). Each is healed "
     "by the advance job its owner's code would enqueue. A pass that enqueued something is "
     "followed by another once the healed instances have settled (finished, or no job of theirs "
-    "running or available), until a pass finds nothing: a chain may lose a later advance. On a "
+    "running or available), until a pass finds nothing: a chain may lose a later advance. A "
+    "running instance with an active step that has no result and no job left (its failed job "
+    "pruned) is listed as skipped, nothing enqueued: an advance would run the step again. On a "
     "terminal, a spinner on stderr shows it is working."
 )
 

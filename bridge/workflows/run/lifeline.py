@@ -9,6 +9,11 @@ Each tick is one pass, so a chain that loses a second advance after being healed
 by a later tick. The instances a tick healed are remembered: once none of their jobs is moving,
 the next tick looks at them without the grace (nothing can be committing a result for them), so
 a second loss is healed one interval after the instance settles rather than grace + interval.
+
+A failed step is seen through its discarded job, which a Pruner deletes after ``max_age``; on a
+node whose own Pruner would delete it before the lifeline's grace + interval, the lifeline says
+so once at start (the instance would then only be reported: :mod:`.repair`, the pruned shape).
+An Elixir node's Pruner is out of sight: the docs ask for the same there.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import logging
 from collections.abc import Sequence
 
 from bridge.db import connect
-from bridge.jobs.plugins import Plugin
+from bridge.jobs.plugins import NodeView, Plugin
+from bridge.jobs.plugins.pruner import Pruner
 from bridge.workflows.run.repair import DEFAULT_GRACE, Repair, describe, repair
 from bridge.workflows.run.repair_passes import moving
 from bridge.workflows.run.runner import WorkflowRunner
@@ -45,6 +51,11 @@ class WorkflowLifeline(Plugin):
         self.runners = list(runners)
         self._healed: list[str] = []  # instances enqueued for, still moving at the last look
 
+    def start(self, node: NodeView) -> None:
+        super().start(node)
+        for message in pruner_conflicts(node.plugins, self.grace, self.interval):
+            log.warning("workflow lifeline: %s", message)
+
     async def tick(self) -> list[Repair]:
         node = self.node
         assert node is not None
@@ -67,3 +78,17 @@ class WorkflowLifeline(Plugin):
         kept = [i for i in self._healed if i in still and i not in enqueued]
         self._healed = (kept + enqueued)[-REMEMBERED:]
         return done
+
+
+def pruner_conflicts(plugins: Sequence[Plugin], grace: float, interval: float) -> list[str]:
+    """One line for each Pruner among ``plugins`` that deletes a discarded job before a lifeline
+    with this grace and interval is sure to have seen it (within grace + interval)."""
+    window = grace + interval
+    return [
+        f"the pruner deletes discarded jobs after {p.max_age:g} s, not more than the lifeline's "
+        f"grace + interval ({window:g} s): a failed step's discarded job may be pruned before "
+        "the lifeline sees it, leaving its instance running (then reported, never healed); "
+        f"prune after more than {window:g} s (--prune-after)"
+        for p in plugins
+        if isinstance(p, Pruner) and p.max_age <= window
+    ]

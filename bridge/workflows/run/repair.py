@@ -27,6 +27,22 @@ Two shapes are stuck, each recognised from the rows alone:
 A chain may lose a second advance later (after the first is healed): :mod:`.repair_passes`
 repeats passes until one finds nothing; the lifeline does by ticking.
 
+A third shape is **reported, never healed**: the failed step whose evidence is gone. Oban's
+Pruner (and bridge's) deletes discarded, completed and cancelled jobs after ``max_age``, 60 s by
+default, which is less than the lifeline's grace + interval; once the discarded step job is
+pruned the instance is ``running`` with an active step that has no result and no job at all.
+Stuck when the instance is ``running``, was last written more than ``grace`` seconds ago, one of
+its active steps has no step result row, and no job naming it is live or a discarded step job
+(that is the failed-step shape). The owner's own advance does not heal it: with no discarded job
+to see, HephaestusOban's AdvanceWorker runs ``Engine.advance/1`` (a running instance with active
+steps is returned unchanged) and enqueues an ExecuteStepWorker for every active step -- the step
+that already exhausted its attempts runs again with a fresh budget, its side effects repeated,
+and if it fails for good the discard may be pruned again before anyone sees it; the Python
+runner's advance queues only newly activated steps, so does nothing. Nor can the rows tell a
+pruned failure from a step job cancelled by hand and pruned. So the instance is listed as
+``skipped`` with what to do, and nothing is written: keep the Pruner's ``max_age`` above the
+lifeline's grace + interval so this shape cannot arise.
+
 The owner is read from the instance's own jobs, never guessed from the workflow name: the queue
 of its most recent HephaestusOban job. ``hephaestus`` (the only queue HephaestusOban uses) means
 Elixir-owned; any other queue means a Python runner on that queue. The ``config_key`` comes from
@@ -50,7 +66,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import psycopg
@@ -75,6 +91,7 @@ from bridge.workflows.run.runner import (
     advance_job,
 )
 from bridge.workflows.store.instances import lock_instance
+from bridge.workflows.store.stamps import instance_stamp
 
 Conn = psycopg.Connection[Any]
 
@@ -87,9 +104,19 @@ ADVANCE_UNIQUE = UniqueOptions(keys=("instance_id",), period=None, states=LIVE_S
 Action = Literal["enqueued", "would enqueue", "already queued", "skipped"]
 # What makes an instance stuck (module docstring): a result no advance will apply, or a step job
 # discarded with nothing left to notice it.
-Kind = Literal["lost advance", "failed step"]
+Kind = Literal["lost advance", "failed step", "step job gone"]
 LOST_ADVANCE: Kind = "lost advance"
 FAILED_STEP: Kind = "failed step"
+# Reported only (module docstring): no job the owner would run brings the instance where the
+# pruned evidence would have.
+JOB_GONE: Kind = "step job gone"
+GONE_REASON = (
+    "no job and no result left for this active step (its job was pruned after failing, or "
+    "cancelled): an advance would run the step again, not fail the instance, so nothing is "
+    "enqueued; fail the instance (`bridge workflows cancel` if Python-owned) or enqueue its "
+    "AdvanceWorker by hand to re-run the step, and keep the Pruner's max_age above the "
+    "lifeline's grace + interval"
+)
 
 _LIVE_ADVANCE = """
 SELECT 1 FROM {prefix}.oban_jobs j
@@ -154,6 +181,34 @@ LIMIT %(limit)s
 """
 )
 
+# The failed step whose discarded job was pruned: a running instance, last written more than
+# ``grace`` ago (its clock: the column's own stamp expression), with an active step that has no
+# result row, no live job and no discarded step job. ``{now}`` is trusted SQL (store.stamps).
+_GONE = (
+    """
+SELECT i.id, i.workflow, i.status, i.workflow_version,
+       min(s.step) AS step, i.updated_at AS oldest
+FROM {prefix}.workflow_instances i
+CROSS JOIN LATERAL jsonb_array_elements_text(
+    CASE jsonb_typeof(i.state->'active_steps') WHEN 'array' THEN i.state->'active_steps'
+    ELSE '[]'::jsonb END) AS s(step)
+WHERE i.status = 'running'
+  AND i.updated_at <= {now} - make_interval(secs => %(grace)s)
+  AND (%(only)s::text IS NULL OR i.id = %(only)s::text)
+  AND NOT EXISTS (SELECT 1 FROM {prefix}.hephaestus_step_results r
+                  WHERE r.instance_id = i.id AND r.step_ref = s.step)
+  AND NOT EXISTS (SELECT 1 FROM {prefix}.oban_jobs d
+                  WHERE d.worker = %(execute)s AND d.state = 'discarded'
+                    AND d.args @> jsonb_build_object('instance_id', i.id::text))
+  AND NOT EXISTS ("""
+    + _LIVE_JOB.format(prefix="{prefix}", instance="i.id")
+    + """)
+GROUP BY i.id
+ORDER BY i.updated_at, i.id
+LIMIT %(limit)s
+"""
+)
+
 _RECENT_JOBS = """
 SELECT id, worker, queue, args, meta, tags FROM {prefix}.oban_jobs
 WHERE worker = ANY(%(workers)s) AND args @> jsonb_build_object('instance_id', %(id)s::text)
@@ -162,7 +217,7 @@ LIMIT 200
 """
 
 
-def _q(template: str, prefix: str, **extra: str) -> sql.Composed:
+def _q(template: str, prefix: str, **extra: sql.Composable) -> sql.Composed:
     return sql.SQL(template).format(prefix=sql.Identifier(prefix), **extra)
 
 
@@ -187,7 +242,9 @@ class Stuck:
     pending_steps: tuple[str, ...]  # steps of the unprocessed results, oldest first
     oldest: datetime  # the oldest such result, or the oldest discard
     kind: Kind = LOST_ADVANCE
-    failed_step: str | None = None  # FAILED_STEP: the newest discarded step job's step
+    # FAILED_STEP: the newest discarded step job's step; JOB_GONE: the active step without a
+    # result or job (the first by name)
+    failed_step: str | None = None
 
     @property
     def step(self) -> str:
@@ -248,10 +305,12 @@ def find_stuck(
     instance_id: str | None = None,
     limit: int = 1000,
     settled: Collection[str] = (),
+    gone: bool = True,
 ) -> list[Stuck]:
-    """Instances stuck in either shape of the module docstring, oldest evidence first; one that
-    is both is a failed step (its advance fails it whatever is pending). ``settled``: ids whose
-    grace is waived (:mod:`.repair_passes`)."""
+    """Instances stuck in a shape of the module docstring, oldest evidence first; one that is
+    both is a failed step (its advance fails it whatever is pending), and one whose results or
+    discard a healable shape shows is never reported as gone. ``settled``: ids whose grace is
+    waived (:mod:`.repair_passes`); ``gone``: include the reported-only shape."""
     params = {
         "grace": float(grace),
         "advance": ADVANCE_WORKER,
@@ -267,6 +326,11 @@ def find_stuck(
         failed = cur.fetchall()
         cur.execute(_q(_STUCK, prefix), params)
         lost = cur.fetchall()
+        vanished: list[dict[str, Any]] = []
+        if gone:
+            now = sql.SQL(instance_stamp(conn, prefix))
+            cur.execute(_q(_GONE, prefix, now=now), params)
+            vanished = cur.fetchall()
     found = {
         r["id"]: Stuck(
             id=r["id"],
@@ -290,7 +354,27 @@ def find_stuck(
             kind=FAILED_STEP,
             failed_step=r["step"],
         )
-    return sorted(found.values(), key=lambda s: (s.oldest, s.id))[:limit]
+    for r in vanished:
+        if r["id"] not in found:
+            found[r["id"]] = Stuck(
+                id=r["id"],
+                workflow=r["workflow"],
+                status=r["status"],
+                workflow_version=r["workflow_version"],
+                pending_steps=(),
+                oldest=r["oldest"],
+                kind=JOB_GONE,
+                failed_step=r["step"],
+            )
+    return sorted(found.values(), key=lambda s: (_naive(s.oldest), s.id))[:limit]
+
+
+def _naive(moment: datetime) -> datetime:
+    """Results and discards are read as UTC wall times; an instance's ``updated_at`` in a
+    ``timestamptz`` column as an aware instant: compared as UTC wall times."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def owner_of(conn: Conn, prefix: str, instance_id: str) -> Owner | None:
@@ -364,7 +448,9 @@ def _python_advance(stuck: Stuck, owner: Owner, runners: Iterable[WorkflowRunner
 
 
 def _still_stuck(conn: Conn, prefix: str, instance_id: str) -> bool:
-    return bool(find_stuck(conn, prefix, grace=0.0, instance_id=instance_id, limit=1))
+    """Whether the instance is still in a shape repair heals (the check before inserting)."""
+    found = find_stuck(conn, prefix, grace=0.0, instance_id=instance_id, limit=1, gone=False)
+    return bool(found)
 
 
 def _insert_python(conn: Conn, prefix: str, job: Job, instance_id: str) -> Job | None:
@@ -437,6 +523,11 @@ def repair(
             failed_step=stuck.failed_step,
         )
         owner = owner_of(conn, prefix, stuck.id)
+        if stuck.kind == JOB_GONE:
+            if owner is not None:
+                report = replace(report, owner=owner.kind, queue=owner.queue)
+            done.append(replace(report, reason=GONE_REASON))
+            continue
         if owner is None:
             done.append(replace(report, reason="no HephaestusOban jobs left"))
             continue
@@ -470,7 +561,9 @@ def describe(repairs: Sequence[Repair]) -> list[str]:
         job = f" job {r.job.id}" if r.job is not None and r.job.id is not None else ""
         where = f" ({r.owner}, queue {r.queue})" if r.owner else ""
         why = f": {r.reason}" if r.reason else ""
-        if r.failed_step is not None:
+        if r.kind == JOB_GONE and r.failed_step is not None:
+            what = f"step {short_name(r.failed_step)} has no job and no result"
+        elif r.failed_step is not None:
             what = f"step {short_name(r.failed_step)} discarded"
         else:
             what = "pending " + ", ".join(short_name(s) for s in r.pending_steps)
@@ -483,6 +576,8 @@ __all__ = [
     "DEFAULT_GRACE",
     "ELIXIR_QUEUE",
     "FAILED_STEP",
+    "GONE_REASON",
+    "JOB_GONE",
     "LIVE_STATES",
     "LOST_ADVANCE",
     "Kind",
