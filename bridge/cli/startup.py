@@ -277,6 +277,29 @@ def check_schema(url: str, prefix: str, *, workflows: bool) -> None:
     )
 
 
+def wait_until_ready(
+    url: str, wait: float, prefix: str, *, workflows: bool, option: str = "--wait-for-database"
+) -> None:
+    """:func:`wait_for_database`, then :func:`check_schema`, within one budget of ``wait``
+    seconds. A server that goes away between the two — a restart that began just after the
+    first connection, whose new connections are refused with "the database system is shutting
+    down" — is waited for again instead of ending the node with exit status 4."""
+    deadline = time.monotonic() + wait
+    while True:
+        wait_for_database(url, max(0.0, deadline - time.monotonic()), option=option)
+        try:
+            check_schema(url, prefix, workflows=workflows)
+            return
+        except psycopg.OperationalError as exc:
+            if _refused_for_good(exc) or time.monotonic() >= deadline:
+                raise
+            log.warning(
+                "database %s went away during the start-up checks (%s); waiting for it again",
+                where(url),
+                connection_cause(exc, url),
+            )
+
+
 def _object_of(subject: str) -> str:
     """``"column oban_jobs.state"`` -> ``"oban_jobs"``; ``"schema x"`` -> ``"x"``."""
     return subject.split(" ", 1)[-1].split(".", 1)[0]

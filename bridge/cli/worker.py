@@ -357,7 +357,7 @@ def _run(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
     """Check everything, then run the node until it is signalled."""
     import asyncio
 
-    from bridge.cli.startup import check_schema, wait_for_database
+    from bridge.cli.startup import wait_until_ready
     from bridge.jobs.client.registry import default_registry
     from bridge.jobs.node import Node, NodeConfig
     from bridge.jobs.runtime import telemetry
@@ -396,8 +396,12 @@ def _run(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
     if settings.node:
         config.node = settings.node
     wait = settings.wait_for_database
-    wait_for_database(config.url, DEFAULT_WAIT_FOR_DATABASE if wait is None else wait)
-    check_schema(config.url, prefix, workflows=flows.needs_workflow_tables or bool(delegated))
+    wait_until_ready(
+        config.url,
+        DEFAULT_WAIT_FOR_DATABASE if wait is None else wait,
+        prefix,
+        workflows=flows.needs_workflow_tables or bool(delegated),
+    )
     runner = flows.attach(config)
     host = serve_delegated(config, delegated, runner=runner)
     telemetry.attach_default_logger()

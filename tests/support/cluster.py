@@ -128,10 +128,12 @@ class Cluster:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-o", options,
                   "start")  # fmt: skip
 
-    def stop(self, mode: StopMode = "fast") -> None:
+    def stop(self, mode: StopMode = "fast", wait: bool = True) -> None:
         """``pg_ctl -m MODE stop``: fast rolls back sessions and shuts down cleanly; immediate
-        is a crash (recovery on the next start)."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+        is a crash (recovery on the next start); smart waits for every session to end, refusing
+        new ones meanwhile ("the database system is shutting down"). ``wait=False`` returns
+        at once (``-W``)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w" if wait else "-W", "stop")
 
     def restart(self, mode: StopMode = "fast", down_for: float = 0.0) -> None:
         """Stop with ``mode``, stay down ``down_for`` seconds, start again on the same port."""
