@@ -17,7 +17,9 @@ defmodule Fixture.MixProject do
     ]
   end
 
+  # `mod` is the app mode (`mix run --no-halt`, see Fixture.Application); the stdin protocol
+  # (`elixir -e 'Fixture.CLI.main()'`) only loads the application and never starts it.
   def application do
-    [extra_applications: [:logger, :crypto]]
+    [extra_applications: [:logger, :crypto], mod: {Fixture.Application, []}]
   end
 end
