@@ -5,6 +5,8 @@
 - :func:`drain_queue` runs a queue's jobs in-process through a node's claim and ack.
 - :func:`mode` (``"inline"``, ``"manual"``) decides what an insert does inside a block.
 - :func:`run_workflow`, :func:`drain_workflows`, :func:`assert_workflow` for Python workflows.
+- :func:`wait_for_job`, :func:`wait_for_instance` wait for the other language's work to land;
+  :class:`ElixirApp` is the user's Elixir app the ``bridge_elixir_app`` fixture runs.
 
 Each has an ``_async`` twin for tests on an event loop. The pytest plugin
 (:mod:`bridge.testing.plugin`, registered as ``pytest11``) gives a database, a clean schema per
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bridge.testing.database import BridgeDatabase
     from bridge.testing.drain import drain_queue, drain_queue_async
+    from bridge.testing.elixir import ElixirApp, ElixirAppConfig, ElixirAppError
     from bridge.testing.enqueued import (
         all_enqueued,
         all_enqueued_async,
@@ -33,6 +36,12 @@ if TYPE_CHECKING:
     from bridge.testing.node import NodeHandle
     from bridge.testing.perform import build_job, perform_job, perform_job_async
     from bridge.testing.running import Outcome
+    from bridge.testing.waiting import (
+        wait_for_instance,
+        wait_for_instance_async,
+        wait_for_job,
+        wait_for_job_async,
+    )
     from bridge.testing.workflows import (
         WorkflowState,
         assert_workflow,
@@ -47,6 +56,9 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "ANY": "bridge.testing.matching",
     "BridgeDatabase": "bridge.testing.database",
+    "ElixirApp": "bridge.testing.elixir",
+    "ElixirAppConfig": "bridge.testing.elixir",
+    "ElixirAppError": "bridge.testing.elixir",
     "NodeHandle": "bridge.testing.node",
     "Outcome": "bridge.testing.running",
     "Recorded": "bridge.testing.modes",
@@ -70,11 +82,18 @@ _EXPORTS = {
     "run_workflow": "bridge.testing.workflows",
     "run_workflow_async": "bridge.testing.workflows",
     "start_workflow": "bridge.testing.workflows",
+    "wait_for_instance": "bridge.testing.waiting",
+    "wait_for_instance_async": "bridge.testing.waiting",
+    "wait_for_job": "bridge.testing.waiting",
+    "wait_for_job_async": "bridge.testing.waiting",
 }
 
 __all__ = [
     "ANY",
     "BridgeDatabase",
+    "ElixirApp",
+    "ElixirAppConfig",
+    "ElixirAppError",
     "NodeHandle",
     "Outcome",
     "Recorded",
@@ -98,6 +117,10 @@ __all__ = [
     "run_workflow",
     "run_workflow_async",
     "start_workflow",
+    "wait_for_instance",
+    "wait_for_instance_async",
+    "wait_for_job",
+    "wait_for_job_async",
 ]
 
 

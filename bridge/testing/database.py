@@ -121,7 +121,7 @@ class BridgeDatabase:
     ``bridge_db.assert_enqueued(worker=W)`` is ``assert_enqueued(url, prefix=prefix,
     worker=W)``; likewise ``all_enqueued``, ``refute_enqueued``, ``drain_queue``,
     ``run_workflow``, ``start_workflow``, ``drain_workflows``, ``read_workflow``,
-    ``assert_workflow``."""
+    ``assert_workflow``, ``wait_for_job``, ``wait_for_instance``."""
 
     url: str
     prefix: str
@@ -155,4 +155,8 @@ _BOUND = {
     "drain_workflows_async": "bridge.testing.workflows",
     "read_workflow": "bridge.testing.workflows",
     "assert_workflow": "bridge.testing.workflows",
+    "wait_for_job": "bridge.testing.waiting",
+    "wait_for_job_async": "bridge.testing.waiting",
+    "wait_for_instance": "bridge.testing.waiting",
+    "wait_for_instance_async": "bridge.testing.waiting",
 }

@@ -17,6 +17,11 @@ Fixtures, all named ``bridge_*`` so they never shadow a project's own:
 - ``bridge_conn``: an autocommit psycopg connection to the test database.
 - ``bridge_node``: ``bridge_node(queues={"default": 5}, workers=["myapp.workers"])`` starts
   a real node on the test schema (stopped at teardown).
+- ``bridge_elixir_app``: the user's Elixir app (``--bridge-elixir-app PATH`` or ``elixir_app``
+  in ``[tool.bridge.testing]``), started with ``mix run --no-halt`` on the test database
+  (``DATABASE_URL``, ``OBAN_PREFIX``) once its ``oban_peers`` row is there; one run per session
+  (per test under ``--bridge-isolation=schema``), stopped with SIGTERM, its log added to the
+  report of a failing test (:mod:`bridge.testing.elixir`).
 
 Marker ``@pytest.mark.bridge_mode("inline")`` runs the test in a testing mode
 (:func:`bridge.testing.mode`). This module imports only pytest and the standard library;
@@ -25,7 +30,7 @@ everything else is imported by the fixtures that need it, so ``pytest --help`` s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -34,9 +39,13 @@ if TYPE_CHECKING:
     import psycopg
 
     from bridge.testing.database import BridgeDatabase
+    from bridge.testing.elixir import ElixirApp, ElixirAppConfig
     from bridge.testing.node import NodeHandle
 
 ISOLATIONS = ("reset", "schema")
+
+# Where bridge_elixir_app leaves the running app and its log offset for the report hook.
+_APP_KEY = pytest.StashKey[tuple["ElixirApp", int]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +64,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=ISOLATIONS,
         help="how bridge_prefix keeps tests apart: reset (one schema per session, emptied "
         "before each test; default) or schema (a fresh schema per test, dropped after).",
+    )
+    group.addoption(
+        "--bridge-elixir-app",
+        default=None,
+        metavar="PATH",
+        help="the Elixir app (Mix project) bridge_elixir_app starts on the test database "
+        "(else elixir_app in [tool.bridge.testing] of pyproject.toml); it reads DATABASE_URL "
+        "and OBAN_PREFIX.",
+    )
+    group.addoption(
+        "--bridge-elixir-command",
+        default=None,
+        metavar="CMD",
+        help="the command that starts it, in its directory (default: mix run --no-halt; "
+        "else elixir_command in [tool.bridge.testing]), e.g. a release's 'bin/my_app start'.",
     )
 
 
@@ -166,6 +190,97 @@ def bridge_node(
     yield start
     for handle in reversed(started):
         handle.stop()
+
+
+@pytest.fixture(scope="session")
+def _bridge_elixir_config(request: pytest.FixtureRequest) -> ElixirAppConfig:
+    """The app's config from the options and ``[tool.bridge.testing]``; the test fails, saying
+    how to give one, when there is none."""
+    from bridge.testing import elixir
+
+    config = request.config
+    pyproject = (
+        config.inipath
+        if config.inipath and config.inipath.name == "pyproject.toml"
+        else config.rootpath / "pyproject.toml"
+    )
+    try:
+        found = elixir.load_config(
+            config.getoption("--bridge-elixir-app"),
+            config.getoption("--bridge-elixir-command"),
+            pyproject,
+            config.invocation_params.dir,
+        )
+    except elixir.ElixirAppError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if found is None:
+        pytest.fail(elixir.NOT_CONFIGURED, pytrace=False)
+    return found
+
+
+def _start_app(config: ElixirAppConfig, url: str, prefix: str, log_dir: Any) -> ElixirApp:
+    from bridge.testing import elixir
+
+    try:
+        return elixir.start_app(config, url, prefix, log_dir)
+    except elixir.ElixirAppError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def _bridge_elixir_session(
+    _bridge_elixir_config: ElixirAppConfig,
+    _bridge_session: tuple[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ElixirApp]:
+    """The app on the session's tables (--bridge-isolation=reset), started on first use."""
+    url, prefix = _bridge_session
+    app = _start_app(_bridge_elixir_config, url, prefix, tmp_path_factory.mktemp("bridge-elixir"))
+    yield app
+    app.stop()
+
+
+@pytest.fixture
+def bridge_elixir_app(
+    request: pytest.FixtureRequest,
+    _bridge_elixir_config: ElixirAppConfig,
+    bridge_database_url: str,
+    bridge_prefix: str,
+    tmp_path: Any,
+) -> Iterator[ElixirApp]:
+    """The user's Elixir app running on the test's database and schema (see the module's
+    docstring); a failing test's report gets what it logged during the test."""
+    if request.config.getoption("--bridge-isolation") == "schema":
+        app = _start_app(_bridge_elixir_config, bridge_database_url, bridge_prefix, tmp_path)
+        request.node.stash[_APP_KEY] = (app, 0)
+        try:
+            yield app
+        finally:
+            app.stop()
+        return
+    app = request.getfixturevalue("_bridge_elixir_session")
+    request.node.stash[_APP_KEY] = (app, app.log_offset())
+    from bridge.testing.elixir import ElixirAppError
+
+    try:
+        app.check()
+    except ElixirAppError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield app
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failing test that used bridge_elixir_app gets the app's log of the test as a section."""
+    report = yield
+    found = item.stash.get(_APP_KEY, None)
+    if found is not None and report.failed and report.when in ("setup", "call"):
+        app, offset = found
+        text = app.log_tail(since=offset) or "    (nothing logged during the test)"
+        report.sections.append((f"Captured Elixir app log ({app.log_path})", text))
+    return report
 
 
 @pytest.fixture(autouse=True)
