@@ -308,6 +308,8 @@ def load_settings(path: Path | None = None) -> WorkerSettings:
     table: Any = data.get("tool", {}).get("bridge", {}) if path.name == "pyproject.toml" else data
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tool.bridge] must be a table")
+    # [tool.bridge.testing] belongs to the pytest plugin (bridge.testing.elixir reads it).
+    table = {key: value for key, value in table.items() if key != "testing"}
     unknown = set(table) - _KNOWN
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
