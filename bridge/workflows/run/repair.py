@@ -184,8 +184,10 @@ LIMIT %(limit)s
 # The failed step whose discarded job was pruned: a running instance, last written more than
 # ``grace`` ago (its clock: the column's own stamp expression), with an active step that has no
 # result row, no live job and no discarded step job. ``{now}`` is trusted SQL (store.stamps).
-_GONE = (
-    """
+# Jobs are matched on ``args->>'instance_id'`` (as upstream's detect_discarded_steps and
+# cancel_pending_jobs do): an equality the planner hashes once, where a containment test per
+# instance would scan every live job for each running instance.
+_GONE = """
 SELECT i.id, i.workflow, i.status, i.workflow_version,
        min(s.step) AS step, i.updated_at AS oldest
 FROM {prefix}.workflow_instances i
@@ -197,17 +199,15 @@ WHERE i.status = 'running'
   AND (%(only)s::text IS NULL OR i.id = %(only)s::text)
   AND NOT EXISTS (SELECT 1 FROM {prefix}.hephaestus_step_results r
                   WHERE r.instance_id = i.id AND r.step_ref = s.step)
-  AND NOT EXISTS (SELECT 1 FROM {prefix}.oban_jobs d
-                  WHERE d.worker = %(execute)s AND d.state = 'discarded'
-                    AND d.args @> jsonb_build_object('instance_id', i.id::text))
-  AND NOT EXISTS ("""
-    + _LIVE_JOB.format(prefix="{prefix}", instance="i.id")
-    + """)
+  AND NOT EXISTS (SELECT 1 FROM {prefix}.oban_jobs j
+                  WHERE j.args->>'instance_id' = i.id
+                    AND (j.state::text = ANY(%(live)s)
+                         OR (j.state = 'suspended' AND j.meta ? %(pending)s)
+                         OR (j.state = 'discarded' AND j.worker = %(execute)s)))
 GROUP BY i.id
 ORDER BY i.updated_at, i.id
 LIMIT %(limit)s
 """
-)
 
 _RECENT_JOBS = """
 SELECT id, worker, queue, args, meta, tags FROM {prefix}.oban_jobs
