@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from interop_tests.fixture import ElixirFixture
+from interop_tests.fixture import ElixirFixture, build
 from tests.conftest import conn, database_url, prefix, server_url  # noqa: F401
 
 NODE = "vm"  # the node name in the golden captures, so attempted_by and idents compare equal
@@ -37,3 +37,10 @@ def fx(elixir: ElixirFixture, database_url: str, schema: str) -> Iterator[Elixir
     elixir.connect(database_url, schema, node=NODE)
     yield elixir
     elixir.call("disconnect")
+
+
+@pytest.fixture(scope="session")
+def compiled_fixture() -> None:
+    """elixir_fixture/ compiled under the build lock, before bridge_elixir_app runs it as the
+    project's Elixir app with ``mix run --no-compile`` ([tool.bridge.testing] in pyproject)."""
+    build()
