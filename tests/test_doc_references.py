@@ -34,6 +34,7 @@ _CRON = re.compile(r"^[\d*,\-]+/\d+$")  # `*/15`, `1-30/2`
 NOT_REPOSITORY_PATHS = {
     "./.bridge/pgdata",  # made at run time by the embedded server
     "config/config.exs",  # the user's Elixir app
+    "config/runtime.exs",  # the user's Elixir app
     "myapp/",  # the reader's own Python app
     "Etc/UTC",  # a time zone
     "Cursor.execute/executemany/copy",  # psycopg methods
