@@ -35,6 +35,7 @@ NOT_REPOSITORY_PATHS = {
     "./.bridge/pgdata",  # made at run time by the embedded server
     "config/config.exs",  # the user's Elixir app
     "config/runtime.exs",  # the user's Elixir app
+    "config/test.exs",  # the user's Elixir app
     "myapp/",  # the reader's own Python app
     "Etc/UTC",  # a time zone
     "Cursor.execute/executemany/copy",  # psycopg methods

@@ -15,6 +15,8 @@ pytest_plugins = ["pytester"]
 DOC = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 _PATH = re.compile(r"# ([\w/]+\.py)\n")
+# The samples that need the Elixir app (a BEAM): interop_tests/test_docs_elixir.py runs them.
+ELIXIR_SAMPLES = ("tests/test_with_elixir.py",)
 
 
 def doc_files() -> dict[str, str]:
@@ -38,7 +40,8 @@ def test_the_samples_pass_with_plain_pytest(pytester: pytest.Pytester, database_
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(body, encoding="utf-8")
     (pytester.path / "myapp" / "__init__.py").write_text("")
+    ignored = [f"--ignore={path}" for path in ELIXIR_SAMPLES]
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--bridge-database-url", database_url, "tests"
+        "-p", "no:cacheprovider", "--bridge-database-url", database_url, *ignored, "tests"
     )
     result.assert_outcomes(passed=12)
