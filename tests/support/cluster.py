@@ -15,6 +15,7 @@ with Cluster.create() as cluster:        # initdb + start; removed at the end, e
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -39,12 +40,32 @@ def pg_bin() -> Path:
     return Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now (the kernel's choice)."""
-    with socket.socket() as sock:
+    """A TCP port nothing listens on right now, below the kernel's ephemeral range: a server
+    restarted on it must not find it taken by the local end of some client's connection (the
+    chaos run's nodes reconnect by the dozen while it is down)."""
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: the kernel's choice
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def _server_user() -> str | None:
@@ -120,7 +141,12 @@ class Cluster:
             check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"{tool} {' '.join(args)} failed: {result.stderr.strip()}")
+            text = self.log.read_text(errors="replace") if self.log.exists() else ""
+            log = text.strip().splitlines()[-5:]
+            raise RuntimeError(
+                f"{tool} {' '.join(args)} failed: {result.stderr.strip()}; server log: "
+                + " | ".join(log)
+            )
 
     def start(self) -> None:
         """Start the server on the cluster's port and wait until it accepts connections."""
