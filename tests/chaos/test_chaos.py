@@ -1,7 +1,7 @@
 """The chaos run's short form, in the normal suite: 600 jobs and 50 three-step workflows on three
 ``bridge worker`` processes, SIGKILLed every 2-5 s, one frozen past its rescue, the database (a
 cluster of this run's own, never the shared server) restarted with ``-m fast`` and with
-``-m immediate``. About a minute on two cores; the long form is ``benchmarks/chaos.py``.
+``-m immediate``. About 40 s on two cores; the long form is ``benchmarks/chaos.py``.
 
 What fails it (``tests/support/chaos/checks.py``): a job not in the state its worker chose
 (lost) or not finished (stuck), a workflow instance not completed, a duplicate run that no
