@@ -172,10 +172,8 @@ def test_a_failing_test_gets_the_app_log_in_its_report(
         "no:cacheprovider",
         "--bridge-database-url",
         database_url,
-        "--bridge-elixir-app",
-        str(ROOT / "elixir_fixture"),
-        "--bridge-elixir-command",
-        "mix run --no-halt --no-compile",
+        f"--bridge-elixir-app={ROOT / 'elixir_fixture'}",  # '=': pytest takes a lone path
+        "--bridge-elixir-command=mix run --no-halt --no-compile",  # for a rootdir candidate
     )
     result.assert_outcomes(passed=1, failed=1)
     out = result.stdout.str()
@@ -185,3 +183,38 @@ def test_a_failing_test_gets_the_app_log_in_its_report(
     first = out.split(heading + "\n", 1)[1].splitlines()[0]
     assert first.startswith("    [print-center] printed badge b-7 for Ada: 4x2 PNG, 24 bytes")
     assert out.count("Captured Elixir app log") == 1  # the passing test gets none
+
+
+def test_schema_isolation_gives_each_test_a_run_of_its_own(
+    pytester: pytest.Pytester, database_url: str
+) -> None:
+    """Under --bridge-isolation=schema every test has a fresh schema, so the app runs on it."""
+    pytester.makepyfile(
+        test_user=textwrap.dedent(
+            """
+            import pytest
+            from bridge import Job, insert
+
+            PIDS = set()
+
+            @pytest.mark.parametrize("n", [1, 2])
+            def test_echo(bridge_elixir_app, bridge_db, n):
+                assert bridge_elixir_app.prefix == bridge_db.prefix != "public"
+                PIDS.add(bridge_elixir_app.pid)
+                assert len(PIDS) == n  # a new app run for each test
+                with bridge_db.connect() as conn:
+                    job = insert(conn, Job.new("Fixture.Echo", {}), prefix=bridge_db.prefix)
+                assert bridge_db.wait_for_job(job).attempted_by[0] == bridge_elixir_app.node
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--bridge-database-url",
+        database_url,
+        "--bridge-isolation=schema",
+        f"--bridge-elixir-app={ROOT / 'elixir_fixture'}",  # '=': pytest takes a lone path
+        "--bridge-elixir-command=mix run --no-halt --no-compile",  # for a rootdir candidate
+    )
+    result.assert_outcomes(passed=2)

@@ -43,10 +43,8 @@ def test_the_elixir_samples_pass_with_plain_pytest(
         "no:cacheprovider",
         "--bridge-database-url",
         database_url,
-        "--bridge-elixir-app",
-        str(ROOT / "elixir_fixture"),
-        "--bridge-elixir-command",
-        "mix run --no-halt --no-compile",  # parallel sessions share its _build
+        f"--bridge-elixir-app={ROOT / 'elixir_fixture'}",
+        "--bridge-elixir-command=mix run --no-halt --no-compile",  # sessions share its _build
         *ELIXIR_SAMPLES,
     )
     result.assert_outcomes(passed=2)
