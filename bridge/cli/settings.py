@@ -18,6 +18,7 @@ Example::
     workflow_concurrency = 10
     workflow_config_key = "bridge"
     workflow_repair_after = 60  # enable the workflow lifeline (grace, seconds); off by default
+    workflow_repair_interval = 6  # how often it looks (default: repair_after / 10, 1 to 30)
     log_format = "json"
     wait_for_database = 120
 
@@ -66,6 +67,7 @@ class WorkerSettings:
     workflow_concurrency: int | None = None
     workflow_config_key: str | None = None
     workflow_repair_after: float | None = None
+    workflow_repair_interval: float | None = None
     app_dir: list[str] = field(default_factory=list)
     cron: list[str] = field(default_factory=list)
     cron_timezone: str | None = None
@@ -142,6 +144,13 @@ SETTINGS: tuple[Setting, ...] = (
         "workflow lifeline, seconds",
     ),
     Setting(
+        "workflow_repair_interval",
+        "--workflow-repair-interval",
+        "BRIDGE_WORKFLOW_REPAIR_INTERVAL",
+        "repair_after/10, 1-30",
+        "seconds between the workflow lifeline's looks",
+    ),
+    Setting(
         "wait_for_database",
         "--wait-for-database",
         "BRIDGE_WAIT_FOR_DATABASE",
@@ -205,6 +214,7 @@ _POSITIVE = (
     "rescue_interval",
     "prune_after",
     "workflow_repair_after",
+    "workflow_repair_interval",
 )
 _STRINGS = ("prefix", "node", "name", "cron_timezone", "workflow_queue", "workflow_config_key")
 _LISTS = ("workers", "workflows", "app_dir", "cron")

@@ -65,6 +65,15 @@ def workflow_options(fn: F) -> F:
             "not exist; a step job discarded without failing its instance). See docs/"
             "workflow-operations.md.",
         ),
+        click.option(
+            "--workflow-repair-interval",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="How often the leader's workflow lifeline looks, from the moment it leads "
+            "(workflow-repair-after / 10, between 1 and 30): an instance stuck by an upstream "
+            "defect is healed within workflow-repair-after + this.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -80,6 +89,7 @@ class NodeWorkflows:
     concurrency: int | None = None
     config_key: str | None = None
     repair_after: float | None = None
+    repair_interval: float | None = None
 
     @property
     def needs_workflow_tables(self) -> bool:
@@ -95,13 +105,18 @@ class NodeWorkflows:
             concurrency=self.concurrency or 10,
             config_key=self.config_key or DEFAULT_CONFIG_KEY,
             repair_grace=self.repair_after,
+            repair_interval=self.repair_interval,
         )
         if self.workflows:
             return serve_workflows(config, self.workflows, serving)
         if self.repair_after is not None:  # heal Elixir-owned instances only
             from bridge.workflows.run.lifeline import WorkflowLifeline
 
-            config.add_plugin(WorkflowLifeline(grace=self.repair_after or DEFAULT_GRACE))
+            config.add_plugin(
+                WorkflowLifeline(
+                    grace=self.repair_after or DEFAULT_GRACE, interval=self.repair_interval
+                )
+            )
         return None
 
 
@@ -113,6 +128,7 @@ def workflows_for_node(
     concurrency: int | None,
     config_key: str | None,
     repair_after: float | None,
+    repair_interval: float | None = None,
     app_dirs: Sequence[str | Path] = (),
 ) -> NodeWorkflows:
     """Command-line values win over the settings (``modules``, when given, replace theirs).
@@ -127,6 +143,14 @@ def workflows_for_node(
     concurrency = concurrency or settings.workflow_concurrency
     if concurrency is not None and concurrency < 1:
         raise bad_parameter("must be >= 1", "--workflow-concurrency")
+    repair_after = repair_after or settings.workflow_repair_after
+    repair_interval = repair_interval or settings.workflow_repair_interval
+    if repair_interval and not repair_after:
+        raise bad_parameter(
+            "the workflow lifeline is off: give --workflow-repair-after too, or drop "
+            "--workflow-repair-interval",
+            "--workflow-repair-interval",
+        )
     import_user_modules(names, app_dirs, kind="workflows")
     try:
         flows = load_workflows(names) if names else []
@@ -137,7 +161,8 @@ def workflows_for_node(
         queue=queue or settings.workflow_queue,
         concurrency=concurrency,
         config_key=config_key or settings.workflow_config_key,
-        repair_after=repair_after or settings.workflow_repair_after,
+        repair_after=repair_after,
+        repair_interval=repair_interval,
     )
 
 
@@ -291,6 +316,7 @@ def worker_command(
     workflow_concurrency: int | None,
     workflow_config_key: str | None,
     workflow_repair_after: float | None,
+    workflow_repair_interval: float | None,
     wait_for_database: float | None,
     log_format: str | None,
     log_level: str | None,
@@ -328,6 +354,7 @@ def worker_command(
         "workflow_concurrency": workflow_concurrency,
         "workflow_config_key": workflow_config_key,
         "workflow_repair_after": workflow_repair_after,
+        "workflow_repair_interval": workflow_repair_interval,
         "wait_for_database": wait_for_database,
         "log_format": log_format.lower() if log_format else None,
         "log_level": log_level.lower() if log_level else None,

@@ -71,7 +71,7 @@ class WorkflowServing:
     concurrency: int = 10
     config_key: str = DEFAULT_CONFIG_KEY
     repair_grace: float | None = None  # seconds; None: no workflow lifeline
-    repair_interval: float = 30.0
+    repair_interval: float | None = None  # seconds; None: repair_grace / 10, 1 to 30
 
 
 def serve_workflows(

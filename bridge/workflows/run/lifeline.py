@@ -36,6 +36,13 @@ log = logging.getLogger("bridge.workflows.lifeline")
 REMEMBERED = 10_000
 
 
+def default_interval(grace: float) -> float:
+    """A tenth of the grace, between 1 and 30 seconds: a stuck instance is healed at most
+    10 % after its grace (30 s, the interval this lifeline always had, for long graces), and the
+    leader runs the stuck-instance query at most once a second."""
+    return min(30.0, max(1.0, grace / 10))
+
+
 class WorkflowLifeline(Plugin):
     name = "workflow_lifeline"
     leader_only = True
@@ -43,10 +50,10 @@ class WorkflowLifeline(Plugin):
     def __init__(
         self,
         grace: float = DEFAULT_GRACE,
-        interval: float = 30.0,
+        interval: float | None = None,
         runners: Sequence[WorkflowRunner] = (),
     ) -> None:
-        super().__init__(interval)
+        super().__init__(default_interval(grace) if interval is None else interval)
         self.grace = grace
         self.runners = list(runners)
         self._healed: list[str] = []  # instances enqueued for, still moving at the last look
