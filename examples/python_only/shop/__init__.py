@@ -1,0 +1,1 @@
+"""A small shop's background work, all in Python, on oban-bridge's embedded PostgreSQL."""
