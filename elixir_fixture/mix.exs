@@ -4,14 +4,19 @@ defmodule Fixture.MixProject do
 
   # No hex dependencies on purpose: hex.pm is unreachable where this runs. jiffy (JSON) comes from
   # Debian's erlang-jiffy, which sits on the VM's default code path.
+  #
+  # oban_bridge (integrations/elixir) is a dependency, as in a user's app, so `config
+  # :oban_bridge` is an application's config. Its sources are compiled here, among the fixture's:
+  # it is written against Oban and Hephaestus, which this project defines itself (lib/oban,
+  # lib/hephaestus*), and Mix compiles a dependency before its host. `env: :host_compiled` is the
+  # package's mode for exactly that: it compiles nothing and declares no dependency of its own
+  # (integrations/elixir/mix.exs), so nothing is fetched.
   def project do
     [
       app: :elixir_fixture,
       version: "0.1.0",
       elixir: "~> 1.14",
-      deps: [],
-      # The Elixir modules oban-bridge ships for users' apps are compiled into the fixture too,
-      # so the interop tests exercise exactly the code users copy.
+      deps: [{:oban_bridge, path: "../integrations/elixir", env: :host_compiled}],
       elixirc_paths: ["lib", Path.expand("../integrations/elixir/lib", __DIR__)],
       xref: [exclude: [:jiffy]]
     ]

@@ -98,7 +98,9 @@ defmodule ObanBridge.DelegatedStep do
     opts = module.__delegation__()
     oban = opts.oban || ObanBridge.Protocol.setting(:oban, Oban)
     config_key = to_string(opts.config_key || ObanBridge.Protocol.setting(:config_key))
-    [meta: meta, tags: tags] = HephaestusOban.JobMetadata.build(instance.workflow, instance.id, step_ref: module)
+
+    [meta: meta, tags: tags] =
+      HephaestusOban.JobMetadata.build(instance.workflow, instance.id, step_ref: module)
 
     args = %{
       "protocol" => ObanBridge.Protocol.version(),

@@ -61,7 +61,9 @@ defmodule ObanBridge.StepWorker do
 
   defp precheck(repo, args) do
     {:ok, state} =
-      repo.transaction(fn -> Protocol.step_state(repo, args["instance_id"], args["step_ref"], false) end)
+      repo.transaction(fn ->
+        Protocol.step_state(repo, args["instance_id"], args["step_ref"], false)
+      end)
 
     if state in [:gone, :finished, :inactive, :recorded], do: {:noop, state}, else: :run
   end
@@ -165,7 +167,13 @@ defmodule ObanBridge.StepWorker do
 
     completed? =
       is_binary(failure_event) and
-        settle(job, repo, args, failure_event, %{}, %{}) in [:completed, :gone, :finished, :inactive, :recorded]
+        settle(job, repo, args, failure_event, %{}, %{}) in [
+          :completed,
+          :gone,
+          :finished,
+          :inactive,
+          :recorded
+        ]
 
     unless completed? or not is_binary(args["instance_id"]) or not is_binary(args["step_ref"]) do
       oban = Protocol.setting(:oban, Oban)
