@@ -18,6 +18,7 @@ from bridge.cli.queues import queues_group
 from bridge.cli.root import main
 from bridge.cli.schema import schema_group
 from bridge.cli.worker import worker_command
+from bridge.cli.workflow_graph import graph_command
 from bridge.cli.workflows import workflows_group
 
 for _command in (
@@ -35,5 +36,6 @@ for _command in (
     main.add_command(_command)
 
 workflows_group.add_command(export_elixir_command)
+workflows_group.add_command(graph_command)
 
 __all__ = ["main"]

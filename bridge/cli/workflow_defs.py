@@ -5,7 +5,7 @@ and loadable before a command changes it."""
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,12 +138,18 @@ def _last_segment(name: str) -> str:
 def pick_workflow(definitions: Definitions, name: str) -> Workflow:
     """The workflow named by its module (with or without ``Elixir.``) or, when only one has
     it, by its last segment (``Order``) or Hephaestus's short name (``order``)."""
-    flows = sorted(definitions.runner.workflows.values(), key=lambda w: w.name)
+    return pick_from(definitions.runner.workflows.values(), definitions.modules, name)
+
+
+def pick_from(workflows: Iterable[Workflow], modules: Sequence[str], name: str) -> Workflow:
+    """``pick_workflow`` among ``workflows`` loaded from ``modules``, for a command that needs
+    no runner (``bridge workflows graph``)."""
+    flows = sorted(workflows, key=lambda w: w.name)
     for workflow in flows:
         if name in (workflow.name, workflow.name.removeprefix("Elixir.")):
             return workflow
     matches = [w for w in flows if name in (_last_segment(w.name), w.short_name)]
-    where = ", ".join(definitions.modules)
+    where = ", ".join(modules)
     if len(matches) == 1:
         return matches[0]
     if matches:

@@ -307,6 +307,7 @@ def to_dot(
         f'digraph "{dot_text(workflow.name)}" {{',
         f'  label="{dot_text(_title(workflow, instance))}";',
         "  labelloc=t;",
+        '  fontname="Helvetica";',
         "  rankdir=TB;",
         '  node [fontname="Helvetica"];',
         '  edge [fontname="Helvetica"];',

@@ -73,6 +73,7 @@ ORDER_DOT = """\
 digraph "Elixir.RealStack.Flows.Order" {
   label="Elixir.RealStack.Flows.Order (version 1)";
   labelloc=t;
+  fontname="Helvetica";
   rankdir=TB;
   node [fontname="Helvetica"];
   edge [fontname="Helvetica"];
@@ -119,6 +120,7 @@ REVIEW_DOT = """\
 digraph "Elixir.Review.Flows.Review" {
   label="Elixir.Review.Flows.Review (version 1)";
   labelloc=t;
+  fontname="Helvetica";
   rankdir=TB;
   node [fontname="Helvetica"];
   edge [fontname="Helvetica"];
@@ -193,6 +195,7 @@ MARKED_DOT = """\
 digraph "Elixir.Realstack.WF.AsyncFanout" {
   label="Elixir.Realstack.WF.AsyncFanout (version 1), instance asyncfanout::x";
   labelloc=t;
+  fontname="Helvetica";
   rankdir=TB;
   node [fontname="Helvetica"];
   edge [fontname="Helvetica"];
