@@ -63,6 +63,20 @@ class NodeHandle:
             return
         self._started.set()
         self.loop.run_forever()
+        self._finish()
+
+    def _finish(self) -> None:
+        """What ``asyncio.run`` does at its end: cancel the tasks still pending (a workflow
+        runner's batch drains wait for work for ever), let them finish, close the loop. Left
+        pending, the garbage collector finalised them later outside any loop, where they raised
+        (and once broke pytest's own end of session)."""
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.loop.close()
 
     def start(self) -> NodeHandle:
         self._thread.start()
