@@ -72,6 +72,9 @@ class WorkflowServing:
     config_key: str = DEFAULT_CONFIG_KEY
     repair_grace: float | None = None  # seconds; None: no workflow lifeline
     repair_interval: float | None = None  # seconds; None: repair_grace / 10, 1 to 30
+    # A step job applies its own result (one job per step); False: HephaestusOban's job rows,
+    # an AdvanceWorker per result. Instance and step-result rows are the same either way.
+    inline_advance: bool = True
 
 
 def serve_workflows(
@@ -95,6 +98,7 @@ def serve_workflows(
         queue=serving.queue,
         config_key=serving.config_key,
         pool_size=min(serving.concurrency, 10),
+        inline_advance=serving.inline_advance,
     )
     register(config.registry, runner)
     config.queues[serving.queue] = serving.concurrency

@@ -109,6 +109,7 @@ class RunnerCore:
         pool_size: int = 10,
         coalesce: bool = True,
         step_threads: int = 100,
+        inline_advance: bool = True,
     ) -> None:
         if not isinstance(config_key, str) or not config_key:
             raise RunnerError(f"config_key must be a non-empty string, got {config_key!r}")
@@ -123,6 +124,10 @@ class RunnerCore:
         # each job sends its own, as HephaestusOban does. The rows are the same either way.
         self.coalesce = coalesce
         self.step_threads = step_threads
+        # A step job applies its own result (bridge.workflows.run.inline): one job per step;
+        # off, it queues an AdvanceWorker as HephaestusOban does. Instance and result rows are
+        # the same either way.
+        self.inline_advance = inline_advance
         self._threads: ThreadPoolExecutor | None = None
         self._open_drains()
 

@@ -32,6 +32,7 @@ from bridge.workflows.run.core import (
     log,
     step_active,
 )
+from bridge.workflows.run.inline import InlineAdvance
 from bridge.workflows.run.jobs import job_arg
 from bridge.workflows.run.recording import Recording
 from bridge.workflows.store.batch import (
@@ -45,9 +46,10 @@ from bridge.workflows.store.instances import (
 )
 
 
-class ExecuteStepJobs(Recording):
+class ExecuteStepJobs(InlineAdvance, Recording):
     """``HephaestusOban.ExecuteStepWorker``: run an active step's body once and record its
-    result."""
+    result, then queue the advance that applies it or, with ``inline_advance``, apply it in the
+    same transaction (:mod:`.inline`)."""
 
     _async_prechecks: AsyncCoalescer[tuple[str, str], tuple[Instance, bool], AConn]
     _async_recorders: AsyncCoalescer[tuple[Job, StepResult], bool, AConn]
@@ -62,7 +64,11 @@ class ExecuteStepJobs(Recording):
         result = self._execute_body(job, instance, step)
         if isinstance(result, Error | Discard):
             return result
-        self._record_one(job, result, resume=False, companions=self._companions(instance, step))
+        companions = self._companions(instance, step)
+        if self._inline(companions):
+            self._apply_one(job, result)
+        else:
+            self._record_one(job, result, resume=False, companions=companions)
         return None
 
     async def run_execute_step(self, job: Job) -> Any:
@@ -80,12 +86,23 @@ class ExecuteStepJobs(Recording):
         if isinstance(result, Error | Discard):
             return result
         companions = self._companions(instance, step)
-        if self.coalesce and companions is None:
+        if self._inline(companions):
+            if self.coalesce:
+                await self._async_inline.submit((job, result))
+            else:
+                await self._in_thread(self._apply_one, job, result)
+        elif self.coalesce and companions is None:
             await self._async_recorders.submit((job, result))
         else:
             record = partial(self._record_one, resume=False, companions=companions)
             await self._in_thread(record, job, result)
         return None
+
+    def _inline(self, companions: Any) -> bool:
+        """Whether this step job applies its result itself: with ``inline_advance``, unless the
+        step is run by Elixir (its companion job must exist exactly when the result does, and
+        the delegation door records through the advance job)."""
+        return self.inline_advance and companions is None
 
     def _companions(self, instance: Instance, step: str) -> Any:
         return getattr(self._workflow(instance.workflow).step(step).run, "companion_jobs", None)

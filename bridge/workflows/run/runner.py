@@ -26,6 +26,14 @@ runner is not, without changing any row shape:
   as ``current_step`` even when a sibling's result arrived after it (upstream flips it back to
   ``running`` and loses track of which step to resume).
 
+One difference is chosen, and can be turned off: by default (``inline_advance=True``) a step
+job applies its own result in the transaction that writes it, as the AdvanceWorker would
+(:mod:`.inline`), so a step costs one job instead of two. The instance and step-result rows are
+the same; the AdvanceWorker jobs a step's result would have queued are not written (the one
+``start`` queues, and those of resumes, repairs and Elixir-run steps, are). With
+``inline_advance=False`` every job row is HephaestusOban's. Elixir-owned instances are never
+run here.
+
 The job rows are :mod:`.jobs`; this module re-exports them with the runner, its public face.
 """
 
@@ -96,7 +104,7 @@ __all__ = [
 ]
 
 
-class WorkflowRunner(AdvanceJobs, ExecuteStepJobs, ResumeJobs):
+class WorkflowRunner(ExecuteStepJobs, AdvanceJobs, ResumeJobs):
     """Starts, resumes and cancels Python-owned workflow instances and runs their jobs.
 
     ``start``/``resume``/``cancel`` work on the caller's connection and join its transaction.
@@ -107,7 +115,8 @@ class WorkflowRunner(AdvanceJobs, ExecuteStepJobs, ResumeJobs):
     runner's own opened on first use, as are the rarer paths (failures, resumes).
 
     Each job kind's body is a module of its own: :mod:`.advance`, :mod:`.execute_step`,
-    :mod:`.resume` (results: :mod:`.recording`; shared paths: :mod:`.core`).
+    :mod:`.resume` (results: :mod:`.recording`; a step job applying its own result:
+    :mod:`.inline`, on unless ``inline_advance=False``; shared paths: :mod:`.core`).
     """
 
     def _open_drains(self) -> None:
@@ -115,6 +124,7 @@ class WorkflowRunner(AdvanceJobs, ExecuteStepJobs, ResumeJobs):
         self._async_prechecks = self._coalescer(self._precheck_batch, "bridge-precheck")
         self._async_recorders = self._coalescer(self._record_batch, "bridge-record")
         self._async_advances = self._coalescer(self._advance_batch, "bridge-advance")
+        self._async_inline = self._coalescer(self._apply_batch, "bridge-inline")
 
     def start(
         self,

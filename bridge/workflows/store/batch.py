@@ -358,12 +358,59 @@ _SAVE = (
 )
 
 
+@dataclass(frozen=True)
+class AppliedResult:
+    """A step result applied in the transaction that writes it (an inline advance): inserted
+    already processed, as ``insert_result(processed=True)``."""
+
+    instance_id: str
+    result: StepResult
+    workflow_version: int
+
+
+# The applied results, written as an advance leaves them (processed); added to _SAVE's CTEs.
+_APPLIED = (
+    " applied AS ("
+    " INSERT INTO {prefix}.hephaestus_step_results"
+    " (instance_id, step_ref, event, context_updates, metadata_updates, workflow_version,"
+    "  processed)"
+    " SELECT instance_id, step_ref, event, context_updates::jsonb, metadata_updates::jsonb,"
+    "  workflow_version, true"
+    " FROM unnest(%(r_instance_ids)b::text[], %(r_step_refs)b::text[], %(r_events)b::text[],"
+    "  %(r_context_updates)b::text[], %(r_metadata_updates)b::text[], %(r_versions)b::int[])"
+    "  WITH ORDINALITY AS t(instance_id, step_ref, event, context_updates, metadata_updates,"
+    "  workflow_version, ord) ORDER BY ord RETURNING 1),"
+)
+_SAVE_APPLIED = _SAVE.replace("WITH saved AS (", "WITH" + _APPLIED + " saved AS (", 1).replace(
+    " AS notified", " AS notified, (SELECT count(*) FROM applied) AS applied", 1
+)
+
+
+def _applied_params(results: Sequence[AppliedResult]) -> dict[str, Any]:
+    return {
+        "r_instance_ids": [r.instance_id for r in results],
+        "r_step_refs": [r.result.step_ref for r in results],
+        "r_events": [r.result.event for r in results],
+        "r_context_updates": [jsonfmt.dumps(dict(r.result.context_updates)) for r in results],
+        "r_metadata_updates": [
+            jsonfmt.dumps(dict(r.result.metadata_updates or {})) for r in results
+        ],
+        "r_versions": [r.workflow_version for r in results],
+    }
+
+
 async def save_and_commit(
-    conn: AConn, prefix: str, saves: Sequence[Instance], jobs: Sequence[Job]
+    conn: AConn,
+    prefix: str,
+    saves: Sequence[Instance],
+    jobs: Sequence[Job],
+    applied: Sequence[AppliedResult] = (),
 ) -> None:
     """``save_instance`` for each of ``saves`` and ``insert_all(jobs)`` with its
-    notifications, then ``COMMIT``, in one round trip."""
-    if not saves and not jobs:
+    notifications, then ``COMMIT``, in one round trip; with ``applied``, those results are
+    inserted too, already processed (an inline advance: the caller checked under the exclusive
+    locks that each step is active and has no unprocessed result)."""
+    if not saves and not jobs and not applied:
         await conn.commit()
         return
     rows = [to_row(instance) for instance in saves]
@@ -374,9 +421,12 @@ async def save_and_commit(
         "s_states": [jsonfmt.dumps(row.state) for row in rows],
         **_job_params(jobs, prefix),
     }
+    if applied:
+        params.update(_applied_params(applied))
     try:
         # updated_at: the database's clock, as save_instance (bridge.workflows.store.stamps)
-        template = _SAVE.replace("<stamp>", await instance_stamp_async(conn, prefix))
+        stamp = await instance_stamp_async(conn, prefix)
+        template = (_SAVE_APPLIED if applied else _SAVE).replace("<stamp>", stamp)
         cur = await conn.execute(_q(conn, template, prefix), params)
         await cur.fetchall()
         await conn.commit()

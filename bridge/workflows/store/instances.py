@@ -397,7 +397,13 @@ def _result(row: dict[str, Any]) -> StoredResult:
 
 
 def insert_result(
-    conn: Conn, prefix: str, instance_id: str, result: StepResult, workflow_version: int
+    conn: Conn,
+    prefix: str,
+    instance_id: str,
+    result: StepResult,
+    workflow_version: int,
+    *,
+    processed: bool = False,
 ) -> bool:
     """Insert-or-nothing against the partial unique index, as ``StepResults.insert/7``.
 
@@ -405,14 +411,16 @@ def insert_result(
     ``inserted_at`` is left to the column default (``now()`` in the session's time zone), as
     HephaestusOban's insert leaves it: its schema field is never set. Writing UTC instead would
     order Python's results apart from Elixir's on a server whose time zone is not UTC.
+    ``processed``: the result is applied in the same transaction (an inline advance, under the
+    instance's exclusive lock), so the row is written as the advance would leave it.
     """
     cur = conn.execute(
         _q(
             conn,
             "INSERT INTO {prefix}.hephaestus_step_results"
             " (instance_id, step_ref, event, context_updates, metadata_updates,"
-            "  workflow_version)"
-            " VALUES (%s, %s, %s, %s, %s, %s)"
+            "  workflow_version, processed)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (instance_id, step_ref) WHERE NOT processed DO NOTHING",
             prefix,
         ),
@@ -423,6 +431,7 @@ def insert_result(
             Jsonb(dict(result.context_updates), dumps=jsonfmt.dumps),
             Jsonb(dict(result.metadata_updates or {}), dumps=jsonfmt.dumps),
             workflow_version,
+            processed,
         ),
     )
     return cur.rowcount == 1

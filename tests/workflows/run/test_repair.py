@@ -461,16 +461,21 @@ def test_repair_enqueues_the_python_runners_own_advance(
     }
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["inline-advance", "advance-jobs"])
 async def test_a_node_with_the_workflow_lifeline_heals_a_python_instance(
-    runner: WorkflowRunner, conn: psycopg.Connection[Any], database_url: str
+    runner: WorkflowRunner, conn: psycopg.Connection[Any], database_url: str, inline: bool
 ) -> None:
+    """The lifeline's advance heals the instance; then, with inline advance (the default), the
+    steps apply their own results and no further AdvanceWorker is written."""
     build_stuck_python(runner, conn, "heal-3")
     await asyncio.sleep(0)
     config = NodeConfig(
         url=database_url, queues={}, prefix=runner.prefix, registry=Registry(), poll_interval=0.2
     )
     config.shutdown_grace = 2.0
-    serving = WorkflowServing(concurrency=4, repair_grace=30.0, repair_interval=0.2)
+    serving = WorkflowServing(
+        concurrency=4, repair_grace=30.0, repair_interval=0.2, inline_advance=inline
+    )
     served = serve_workflows(config, [HEAL], serving)
     node = Node(config)
     await node.start()
@@ -486,7 +491,8 @@ async def test_a_node_with_the_workflow_lifeline_heals_a_python_instance(
     advances = [
         j for j in jobs_json(database_url, runner.prefix, "heal-3") if j["worker"] == ADVANCE_WORKER
     ]
-    assert [a["meta"].get("step") for a in advances] == [None, "first", "second", "done"]
+    steps = [a["meta"].get("step") for a in advances]
+    assert steps == ([None, "first"] if inline else [None, "first", "second", "done"])
 
 
 def test_grace_is_measured_against_the_result_age(

@@ -244,6 +244,7 @@ def test_repair_passes_until_a_chain_that_sticks_again_is_clear(
     pass 2 (the grace waived: the instance has settled) heals that; pass 3 finds nothing. The
     test plays the node: it runs each job the passes enqueue, and loses the second advance the
     way HephaestusOban does (an advance that ran without seeing the result)."""
+    runner.inline_advance = False  # the advance lost is a job: HephaestusOban's job rows
     prefix = runner.prefix
     build_stuck_python(runner, conn, "twice")
     outcome: list[RepairRun] = []
@@ -458,6 +459,7 @@ async def test_the_lifeline_heals_a_second_loss_without_waiting_for_the_grace(
     stuck again is healed at the next tick although it is much younger than the grace."""
     from bridge.workflows.run.lifeline import WorkflowLifeline
 
+    runner.inline_advance = False  # the advance lost is a job: HephaestusOban's job rows
     prefix = runner.prefix
     build_stuck_python(runner, conn, "again")  # First's result an hour old
     lifeline = WorkflowLifeline(grace=1800, interval=0.1, runners=[runner])

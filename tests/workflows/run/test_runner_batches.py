@@ -367,11 +367,13 @@ def test_an_advance_batch_cancels_jobs_of_missing_instances_as_one_job_does(
     assert batched[0] == batched[2] == alone
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["inline-advance", "advance-jobs"])
 async def test_many_workflows_on_a_node_complete_in_shared_batches(
-    runner: WorkflowRunner, conn: psycopg.Connection[Any]
+    runner: WorkflowRunner, conn: psycopg.Connection[Any], inline: bool
 ) -> None:
     """On a real node at concurrency 20 the job bodies do share batches, and every instance
     completes with one result per step, none left unprocessed, no job left pending."""
+    runner.inline_advance = inline
     with conn.transaction():
         for k in range(60):
             runner.start(conn, LINE, {"n": k}, id=f"a-line-{k}")
@@ -388,11 +390,13 @@ async def test_many_workflows_on_a_node_complete_in_shared_batches(
             )
         await node.drain()
     used: list[AsyncCoalescer[Any, Any, Any]] = [
-        runner._async_advances,
-        runner._async_recorders,
+        runner._async_advances,  # with inline advance: the starts' advances only
+        runner._async_inline if inline else runner._async_recorders,
         runner._async_prechecks,
     ]
     assert all(c.items > c.batches > 0 for c in used), [(c.items, c.batches) for c in used]
+    unused = runner._async_recorders if inline else runner._async_inline
+    assert unused.batches == 0
     rows = conn.execute(
         _q(
             "SELECT count(*), count(*) FILTER (WHERE NOT processed),"
@@ -410,12 +414,15 @@ async def test_many_workflows_on_a_node_complete_in_shared_batches(
     assert pending == (0,)
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["inline-advance", "advance-jobs"])
 async def test_batches_go_on_when_the_server_closes_their_connections(
-    runner: WorkflowRunner, conn: psycopg.Connection[Any]
+    runner: WorkflowRunner, conn: psycopg.Connection[Any], inline: bool
 ) -> None:
     """The server terminates the batch drains' connections again and again while 40 workflows
     run: a batch in flight fails over to one job at a time, the next batch opens a new
     connection, and every instance completes with one result per step and no job failed."""
+    runner.inline_advance = inline
+    per_workflow = 4 if inline else 7  # the start's advance, three steps (and their advances)
     with conn.transaction():
         for k in range(40):
             runner.start(conn, LINE, {"n": k}, id=f"a-line-{k}")
@@ -448,11 +455,11 @@ async def test_batches_go_on_when_the_server_closes_their_connections(
             runner.prefix,
         )
     ).fetchall()
-    assert [(state, count) for state, count, _ in jobs] == [("completed", 40 * 7)]
+    assert [(state, count) for state, count, _ in jobs] == [("completed", 40 * per_workflow)]
     errors = conn.execute(
         _q("SELECT worker, errors FROM {prefix}.oban_jobs WHERE attempt > 1", runner.prefix)
     ).fetchall()
-    assert jobs[0][2] == 40 * 7, errors  # every job ran once: no error, no retry
+    assert jobs[0][2] == 40 * per_workflow, errors  # every job ran once: no error, no retry
 
 
 async def test_without_coalescing_the_node_runs_a_transaction_a_job(
@@ -472,7 +479,8 @@ async def test_without_coalescing_the_node_runs_a_transaction_a_job(
             plain._async_advances,
             plain._async_recorders,
             plain._async_prechecks,
+            plain._async_inline,
         ]
-        assert [c.batches for c in used] == [0, 0, 0]
+        assert [c.batches for c in used] == [0, 0, 0, 0]
     finally:
         plain.close()

@@ -106,10 +106,29 @@ SMALL = Workflow(
 PENDING = ("available", "scheduled", "executing", "retryable")
 
 
+FLOWS = [FAIL_LINEAR, CRASH_LINEAR, FAIL_FANOUT, SMALL]
+
+
+@pytest.fixture(params=[True, False], ids=["inline-advance", "advance-jobs"])
+def runner(
+    database_url: str, oban_prefix: str, request: pytest.FixtureRequest
+) -> Iterator[WorkflowRunner]:
+    """Each fault test runs with step jobs applying their own results (the default) and with
+    HephaestusOban's advance jobs."""
+    made = WorkflowRunner(
+        database_url, FLOWS, prefix=oban_prefix, pool_size=12, inline_advance=request.param
+    )
+    yield made
+    made.close()
+
+
 @pytest.fixture
-def runner(database_url: str, oban_prefix: str) -> Iterator[WorkflowRunner]:
-    flows = [FAIL_LINEAR, CRASH_LINEAR, FAIL_FANOUT, SMALL]
-    made = WorkflowRunner(database_url, flows, prefix=oban_prefix, pool_size=12)
+def advance_jobs_runner(database_url: str, oban_prefix: str) -> Iterator[WorkflowRunner]:
+    """For the races between recorders and AdvanceWorker jobs, which exist only without inline
+    advance."""
+    made = WorkflowRunner(
+        database_url, FLOWS, prefix=oban_prefix, pool_size=12, inline_advance=False
+    )
     yield made
     made.close()
 
@@ -251,11 +270,12 @@ def _set_state(runner: WorkflowRunner, job: Job, state: str) -> None:
 
 
 def test_a_result_written_while_an_advance_executes_gets_its_own_advance(
-    runner: WorkflowRunner, conn: psycopg.Connection[Any]
+    advance_jobs_runner: WorkflowRunner, conn: psycopg.Connection[Any]
 ) -> None:
     """Upstream dedupes the advance against an *executing* one that has already read its
     results, and the new result stays unprocessed for ever. The job bodies are called directly
     so the interleaving is exact."""
+    runner = advance_jobs_runner
     runner.start(conn, SMALL, {}, id="race")
     (first_advance,) = _jobs(runner, "race", ADVANCE_WORKER)
     _set_state(runner, first_advance, "executing")  # claimed, and it has read its results
@@ -286,12 +306,15 @@ def test_a_result_written_while_an_advance_executes_gets_its_own_advance(
 
 
 def test_sibling_recorders_share_the_lock_and_both_may_queue_an_advance(
-    runner: WorkflowRunner, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+    advance_jobs_runner: WorkflowRunner,
+    conn: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two sibling steps record at once (the lock is shared between recorders): each checks
     for an unstarted advance before the other commits, so both queue one. The first advance
     applies both results, the second finds nothing pending and writes nothing. (One job at a
     time, as without coalescing: together they would share one transaction.)"""
+    runner = advance_jobs_runner
     runner.coalesce = False
     runner.start(conn, SMALL, {}, id="pair")
     (advance,) = _jobs(runner, "pair", ADVANCE_WORKER)

@@ -1,0 +1,186 @@
+"""An inline advance: the step job applies its own result (one job per step instead of two).
+
+HephaestusOban's ExecuteStepWorker records its result and queues an AdvanceWorker, which then
+takes the instance's exclusive lock, applies every pending result and queues the next steps.
+For a Python-owned instance the step job may do that second transaction's work itself, in the
+transaction that writes the result: the exclusive lock, the instance ``FOR UPDATE`` with the
+"a step job was discarded" flag, every pending result taken, the result written (processed, as
+the advance would leave it), the engine's advance, the instance saved and the next steps' jobs
+queued, one ``COMMIT``. The instance and step-result rows are the ones the two jobs leave, and
+each transition is as atomic as an advance's; only the AdvanceWorker job is missing
+(``WorkflowServing(inline_advance=False)`` writes HephaestusOban's jobs).
+
+What the recorder refuses, this refuses too: a result for a step that is not active (or in a
+finished instance), or for a step that already has an unprocessed result (the partial unique
+index would have refused the row). A discarded step job of the instance (the failure path) is
+handled as the advance handles it: the result is written, then the instance is failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import partial
+
+from bridge.jobs.client.enqueue import insert_all
+from bridge.jobs.client.job import Job
+from bridge.workflows.model.engine import StepResult
+from bridge.workflows.model.instance import Instance
+from bridge.workflows.run.advance import _DISCARDED_STEP, AdvanceJobs, _OneByOne, _woken
+from bridge.workflows.run.core import found_instance, locked, log, step_active
+from bridge.workflows.run.jobs import EXECUTE_STEP_WORKER, job_arg
+from bridge.workflows.store.batch import (
+    AConn,
+    AppliedResult,
+    ResultsOf,
+    begin_and_take_pending,
+    results_of,
+    results_or_raise,
+    rollback_open,
+    save_and_commit,
+)
+from bridge.workflows.store.coalesce import AsyncCoalescer
+from bridge.workflows.store.instances import (
+    StoredResult,
+    insert_result,
+    load_and_take_pending,
+    save_instance,
+    save_instance_and_job,
+)
+
+_FLAG_PARAMS = {"worker": EXECUTE_STEP_WORKER}
+
+
+class InlineAdvance(AdvanceJobs):
+    """Record a step's result and advance its instance in one transaction (module docstring)."""
+
+    _async_inline: AsyncCoalescer[tuple[Job, StepResult], bool, AConn]
+
+    def _apply_one(self, job: Job, result: StepResult) -> bool:
+        """One step job's inline advance, on a connection of the runner's pool; answers whether
+        the result was written."""
+        instance_id = job_arg(job, "instance_id")
+        version = job_arg(job, "workflow_version")
+        with self._connection() as conn, locked(conn, instance_id):
+            instance, discarded, pending = load_and_take_pending(
+                conn, self.prefix, instance_id, self.workflows, _DISCARDED_STEP, _FLAG_PARAMS
+            )
+            if not _accepts(instance, result.step_ref, pending):
+                return False
+            insert_result(conn, self.prefix, instance_id, result, version, processed=True)
+            applied = [*pending, _stored(result)]
+            updated, jobs = self._advanced(conn, job, instance, discarded, applied)
+            if updated is not None and len(jobs) == 1:  # both rows in one statement
+                save_instance_and_job(conn, self.prefix, updated, jobs[0])
+                return True
+            if updated is not None:
+                save_instance(conn, self.prefix, updated)
+            insert_all(conn, jobs, prefix=self.prefix)
+        return True
+
+    async def _apply_batch(
+        self, conn: AConn, items: Sequence[tuple[Job, StepResult]]
+    ) -> list[bool | Exception]:
+        """Inline advances of concurrent step jobs in one transaction; a failure path (a
+        discarded step job, an unreadable row) or an error runs them one at a time."""
+        try:
+            return await self._apply_many(conn, items)
+        except Exception as exc:
+            if not isinstance(exc, _OneByOne):
+                log.info("batch of %d inline advances failed (%s); one by one", len(items), exc)
+        return [await self._outcome_in_thread(self._apply_one, job, res) for job, res in items]
+
+    async def _apply_many(
+        self, conn: AConn, items: Sequence[tuple[Job, StepResult]]
+    ) -> list[bool | Exception]:
+        """What :meth:`_apply_one` does for each item, with each statement sent once for all.
+
+        Every instance's lock is held exclusively for the whole transaction, taken in key
+        order; each instance is advanced once, over its pending results then the batch's
+        results for it in arrival order, as one advance after those recordings would. A second
+        result for one step (a duplicate delivery) is refused as the unique index refuses it.
+        """
+        ids = [job_arg(job, "instance_id") for job, _ in items]
+        taken = await begin_and_take_pending(
+            conn, self.prefix, ids, self.workflows, _DISCARDED_STEP, _FLAG_PARAMS
+        )
+        try:
+            for read in taken.values():
+                if isinstance(read.instance, Exception) or read.flag:
+                    raise _OneByOne()
+            outcomes: list[bool | Exception] = [False] * len(items)
+            fresh: dict[str, list[tuple[int, StepResult, int]]] = {}
+            for k, ((job, result), instance_id) in enumerate(zip(items, ids, strict=True)):
+                found = taken.get(instance_id)
+                try:
+                    version = job_arg(job, "workflow_version")
+                    instance = found_instance(
+                        None if found is None else found.instance, instance_id
+                    )
+                except Exception as exc:
+                    outcomes[k] = exc
+                    continue
+                assert found is not None
+                earlier = [*found.pending, *(_stored(r) for _, r, _ in fresh.get(instance_id, []))]
+                if _accepts(instance, result.step_ref, earlier):
+                    fresh.setdefault(instance_id, []).append((k, result, version))
+            woken = [
+                instance_id
+                for instance_id, new in fresh.items()
+                if _woken(
+                    taken[instance_id].instance,  # type: ignore[arg-type]
+                    [*taken[instance_id].pending, *(_stored(r) for _, r, _ in new)],
+                )
+            ]
+            every = await results_of(conn, self.prefix, woken) if woken else {}
+            saves: list[Instance] = []
+            new_jobs: list[Job] = []
+            applied: list[AppliedResult] = []
+            for instance_id, new in fresh.items():
+                read = taken[instance_id]
+                current = found_instance(read.instance, instance_id)
+                mine = [_stored(r) for _, r, _ in new]
+                updated, more = self._next(
+                    current,
+                    [*read.pending, *mine],
+                    partial(_with_mine, every, instance_id, mine),
+                )
+                if updated is not None:
+                    saves.append(updated)
+                new_jobs.extend(more)
+                for k, result, version in new:
+                    applied.append(AppliedResult(instance_id, result, version))
+                    outcomes[k] = True
+            await save_and_commit(conn, self.prefix, saves, new_jobs, applied)
+        except BaseException:
+            await rollback_open(conn)
+            raise
+        return outcomes
+
+
+def _accepts(instance: Instance, step: str, pending: Sequence[StoredResult]) -> bool:
+    """Whether the step's result may be written: the recorder's check (the step is active in
+    an unfinished instance) and the unique index's (no unprocessed result for the step)."""
+    if not step_active(instance, step):
+        log.info("%s: %s is no longer active; result dropped", instance.id, step)
+        return False
+    return all(p.step_ref != step for p in pending)
+
+
+def _stored(result: StepResult) -> StoredResult:
+    """A result about to be written, as the advance reads one (id and clock unused there)."""
+    return StoredResult(
+        id="",
+        step_ref=result.step_ref,
+        event=result.event,
+        context_updates=result.context_updates,
+        metadata_updates=result.metadata_updates or {},
+        processed=True,
+        inserted_at=datetime.now(UTC),
+    )
+
+
+def _with_mine(every: ResultsOf, instance_id: str, mine: list[StoredResult]) -> list[StoredResult]:
+    """All of an instance's results as an advance after the recordings would read them: the
+    stored ones (read in this transaction) and the ones this batch is writing."""
+    return [*results_or_raise(every, instance_id), *mine]

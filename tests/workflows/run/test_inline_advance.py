@@ -1,0 +1,212 @@
+"""Inline advance (the default): a step job applies its own result in the transaction that
+writes it. The instance and step-result rows must be the ones HephaestusOban's two jobs leave,
+column for column (ids and clocks aside), batched or one job at a time; only the AdvanceWorker
+jobs that step results would have queued are missing. Repair must see nothing stuck in an
+inline run, and the failure path (a discarded step job) must fail the instance as the advance
+does.
+
+Three sides of identical instances run the same jobs, claimed and acknowledged by hand so the
+order is fixed: ``a`` inline in batches, ``b`` inline one job at a time, ``c`` with advance
+jobs (HephaestusOban's job rows) one job at a time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from bridge.jobs.client.job import Job
+from bridge.workflows.model.engine import StepResult
+from bridge.workflows.run.repair import find_stuck
+from bridge.workflows.run.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
+from tests.workflows.run.test_runner_batches import (
+    FLOWS,
+    FORK,
+    LINE,
+    _q,
+    ack,
+    claim,
+    in_batch,
+    left,
+    right,
+    side_rows,
+)
+
+INLINE_BATCHED, INLINE_ONE, ADVANCE_JOBS = "a", "b", "c"
+SIDES = (INLINE_BATCHED, INLINE_ONE, ADVANCE_JOBS)
+
+
+@pytest.fixture
+def runner(database_url: str, oban_prefix: str) -> Iterator[WorkflowRunner]:
+    made = WorkflowRunner(database_url, FLOWS, prefix=oban_prefix, config_key="batch")
+    yield made
+    made.close()
+
+
+def _results(runner: WorkflowRunner, steps: list[Job]) -> list[tuple[Job, StepResult]]:
+    """Each step job's pre-check and body, as the job runs them before writing its result."""
+    done = []
+    for job in steps:
+        instance, ran = runner._precheck_one(job.args["instance_id"], job.args["step_ref"])
+        assert not ran
+        result = runner._execute_body(job, instance, job.args["step_ref"])
+        assert isinstance(result, StepResult)
+        done.append((job, result))
+    return done
+
+
+def run_round(runner: WorkflowRunner, conn: psycopg.Connection[Any], side: str) -> list[Any]:
+    """Claim the side's available jobs and run them the side's way; returns their outcomes."""
+    jobs = claim(conn, runner.prefix, side)
+    advances = [j for j in jobs if j.worker == ADVANCE_WORKER]
+    steps = _results(runner, [j for j in jobs if j.worker == EXECUTE_STEP_WORKER])
+    outcomes: list[Any] = []
+    if side == INLINE_BATCHED:
+        outcomes += in_batch(runner, runner._advance_batch, advances) if advances else []
+        outcomes += in_batch(runner, runner._apply_batch, steps) if steps else []
+    elif side == INLINE_ONE:
+        outcomes += [runner._advance_one(j) for j in advances]
+        outcomes += [runner._apply_one(j, r) for j, r in steps]
+    else:
+        outcomes += [runner._advance_one(j) for j in advances]
+        outcomes += [runner._record_one(j, r, resume=False) for j, r in steps]
+    ack(conn, runner.prefix, jobs)
+    return [(j.worker, o) for j, o in zip(advances + [j for j, _ in steps], outcomes, strict=True)]
+
+
+def without_result_advances(jobs: Counter[str]) -> Counter[str]:
+    """The job rows less the AdvanceWorkers a step's result queued (their meta names a step)."""
+    return Counter(
+        {row: n for row, n in jobs.items() if ADVANCE_WORKER not in row or "'step'" not in row}
+    )
+
+
+def test_inline_rows_are_the_two_job_rows_less_the_result_advances(
+    runner: WorkflowRunner, conn: psycopg.Connection[Any]
+) -> None:
+    for side in SIDES:
+        for k in range(3):
+            runner.start(conn, LINE, {"n": k}, id=f"{side}-line-{k}")
+            runner.start(conn, FORK, {"n": k}, id=f"{side}-fork-{k}")
+    rounds = {side: 0 for side in SIDES}
+    for side in SIDES:
+        while run_round(runner, conn, side):
+            rounds[side] += 1
+            # Between any two transitions nothing looks stuck to repair, grace or not.
+            assert find_stuck(conn, runner.prefix, grace=0) == []
+    # start, one, left+right, join, done (inline); each result's advance adds a round.
+    assert rounds == {INLINE_BATCHED: 5, INLINE_ONE: 5, ADVANCE_JOBS: 9}
+    rows = {side: side_rows(conn, runner.prefix, side) for side in SIDES}
+    assert [i["status"] for i in rows["a"]["instances"]] == ["completed"] * 6
+    assert rows["a"]["instances"] == rows["b"]["instances"] == rows["c"]["instances"]
+    assert rows["a"]["results"] == rows["b"]["results"] == rows["c"]["results"]
+    assert rows["a"]["jobs"] == rows["b"]["jobs"]
+    assert rows["a"]["jobs"] == without_result_advances(rows["c"]["jobs"])
+    advances_a = sum(n for row, n in rows["a"]["jobs"].items() if ADVANCE_WORKER in row)
+    advances_c = sum(n for row, n in rows["c"]["jobs"].items() if ADVANCE_WORKER in row)
+    assert (advances_a, advances_c) == (6, 6 + 3 * 3 + 3 * 4)
+
+
+def test_inline_refuses_duplicates_and_inactive_steps_as_the_recorder_does(
+    runner: WorkflowRunner, conn: psycopg.Connection[Any]
+) -> None:
+    """A step job delivered twice, and a stale result for a step no longer active: one result
+    is written and applied, the rest refused, batched or not; the rows are the recorder's."""
+    for side in SIDES:
+        runner.start(conn, LINE, {"n": 1}, id=f"{side}-line-0")
+        run_round(runner, conn, side)  # the start's advance: `one` becomes active
+        (step_job,) = claim(conn, runner.prefix, side)
+        [(_, result)] = _results(runner, [step_job])
+        stale = StepResult(left.name, "ok", {"n": -1}, {})  # a step this workflow never activates
+        items = [(step_job, result), (step_job, result), (step_job, stale)]
+        if side == INLINE_BATCHED:
+            written = in_batch(runner, runner._apply_batch, items)
+        elif side == INLINE_ONE:
+            written = [runner._apply_one(j, r) for j, r in items]
+        else:
+            written = [runner._record_one(j, r, resume=False) for j, r in items]
+            ack(conn, runner.prefix, [step_job])
+            run_round(runner, conn, side)  # the advance the result queued
+        assert written == [True, False, False]
+        ack(conn, runner.prefix, [step_job])
+    rows = {side: side_rows(conn, runner.prefix, side) for side in SIDES}
+    assert rows["a"]["instances"] == rows["b"]["instances"] == rows["c"]["instances"]
+    assert rows["a"]["results"] == rows["b"]["results"] == rows["c"]["results"]
+    assert sum(rows["a"]["results"].values()) == 1
+    assert rows["a"]["jobs"] == rows["b"]["jobs"] == without_result_advances(rows["c"]["jobs"])
+
+
+def _to_siblings(runner: WorkflowRunner, conn: psycopg.Connection[Any], side: str) -> list[Job]:
+    """Run a fork until its two siblings' step jobs are claimed; returns them, left first."""
+    runner.start(conn, FORK, {"n": 1}, id=f"{side}-fork-0")
+    while True:
+        jobs = claim(conn, runner.prefix, side)
+        if sorted(j.args.get("step_ref", "") for j in jobs) == [left.name, right.name]:
+            return sorted(jobs, key=lambda j: j.args["step_ref"])
+        advances = [j for j in jobs if j.worker == ADVANCE_WORKER]
+        steps = _results(runner, [j for j in jobs if j.worker == EXECUTE_STEP_WORKER])
+        for job in advances:
+            runner._advance_one(job)
+        for job, result in steps:
+            if side == ADVANCE_JOBS:
+                runner._record_one(job, result, resume=False)
+            else:
+                runner._apply_one(job, result)
+        ack(conn, runner.prefix, jobs)
+
+
+def test_a_discarded_sibling_fails_the_instance_in_the_inline_transition(
+    runner: WorkflowRunner, conn: psycopg.Connection[Any]
+) -> None:
+    """Left's step job was discarded (its node died on its last attempt); right's result is
+    written and the instance failed in right's own transaction, as right's advance would."""
+    for side in SIDES:
+        left_job, right_job = _to_siblings(runner, conn, side)
+        conn.execute(
+            _q("UPDATE {prefix}.oban_jobs SET state = 'discarded' WHERE id = %s", runner.prefix),
+            (left_job.id,),
+        )
+        [(_, result)] = _results(runner, [right_job])
+        if side == INLINE_BATCHED:
+            assert in_batch(runner, runner._apply_batch, [(right_job, result)]) == [True]
+        elif side == INLINE_ONE:
+            assert runner._apply_one(right_job, result) is True
+        else:
+            assert runner._record_one(right_job, result, resume=False) is True
+            ack(conn, runner.prefix, [right_job])
+            run_round(runner, conn, side)
+        ack(conn, runner.prefix, [right_job])
+    rows = {side: side_rows(conn, runner.prefix, side) for side in SIDES}
+    assert [i["status"] for i in rows["a"]["instances"]] == ["failed"]
+    assert rows["a"]["instances"] == rows["b"]["instances"] == rows["c"]["instances"]
+    assert rows["a"]["results"] == rows["b"]["results"] == rows["c"]["results"]
+    assert rows["a"]["jobs"] == rows["b"]["jobs"] == without_result_advances(rows["c"]["jobs"])
+
+
+def test_an_inline_transition_applies_a_result_a_two_job_node_recorded(
+    runner: WorkflowRunner, conn: psycopg.Connection[Any]
+) -> None:
+    """Nodes of both modes on one queue: left recorded by a node without inline advance (its
+    advance queued), right applied inline, which applies left's pending result too; the queued
+    advance then finds nothing to do. The instance and results end as with advance jobs only."""
+    for side in (INLINE_ONE, ADVANCE_JOBS):
+        left_job, right_job = _to_siblings(runner, conn, side)
+        steps = _results(runner, [left_job, right_job])
+        assert runner._record_one(*steps[0], resume=False) is True
+        if side == INLINE_ONE:
+            assert runner._apply_one(*steps[1]) is True
+        else:
+            assert runner._record_one(*steps[1], resume=False) is True
+        ack(conn, runner.prefix, [left_job, right_job])
+        while run_round(runner, conn, side):
+            pass
+    inline, two = (side_rows(conn, runner.prefix, side) for side in (INLINE_ONE, ADVANCE_JOBS))
+    assert [i["status"] for i in inline["instances"]] == ["completed"]
+    assert inline["instances"] == two["instances"]
+    assert inline["results"] == two["results"]
+    # Left's advance is there (and completed, having found nothing), right's is not.
+    assert without_result_advances(inline["jobs"]) == without_result_advances(two["jobs"])
