@@ -25,7 +25,6 @@ import click
 from bridge.cli.context import CliContext, connect, pass_ctx
 from bridge.cli.output import EXIT_USAGE, bad_parameter, fail, printable, usage_error
 from bridge.cli.startup import app_dir_option
-from bridge.jobs.client.admin import Undecodable
 
 if TYPE_CHECKING:
     from bridge.workflows.model.definition import Workflow
@@ -182,20 +181,15 @@ def _instance(
     row, owner = data["instance"], data["owner"]
     owner_kind = owner["kind"] if isinstance(owner, dict) else None
     workflow = _definition(instance_id, row["workflow"], owner_kind, workflow_name, names, flows)
-    state = row["state"]
-    shown = shlex.quote(instance_id)
-    if not isinstance(state, dict) or any(isinstance(v, Undecodable) for v in state.values()):
-        raise fail(
-            f"cannot graph {instance_id!r}: its state cannot be read; "
-            f"`bridge workflows show {shown}` shows what it holds"
-        )
+    state = row["state"] if isinstance(row["state"], dict) else {}
     active = _names(state.get("active_steps"))
     completed = _names(state.get("completed_steps"))
     current = state.get("current_step")
     if active is None or completed is None or not isinstance(current, str | None):
         raise fail(
-            f"cannot graph {instance_id!r}: its steps are not lists of step names; "
-            f"`bridge workflows show {shown}` shows what it holds"
+            f"cannot graph {instance_id!r}: its state holds no readable lists of active and "
+            f"completed steps; `bridge workflows show {shlex.quote(instance_id)}` shows what "
+            "it holds"
         )
     unknown = sorted({*active, *completed} - set(workflow.steps))
     if unknown:
@@ -255,6 +249,7 @@ def _definition(
 
 
 def _names(value: Any) -> list[str] | None:
+    """A list of step names; ``None`` for anything else (undecodable, another shape)."""
     if value is None:
         return []
     if isinstance(value, list) and all(isinstance(name, str) for name in value):

@@ -369,3 +369,46 @@ def test_draws_an_elixir_owned_instance_from_a_mirror(
         "which has no Python definition (no --workflows given): give --workflows a module "
         f"with {needed}",
     )
+
+
+def test_refuses_rows_it_cannot_draw(
+    database_url: str, oban_prefix: str, conn: psycopg.Connection[Any], app: Path
+) -> None:
+    """States a bug or a hand-written UPDATE may leave, and an instance of another version."""
+    from psycopg import sql
+
+    states = {
+        "odd": '{"active_steps": "x", "completed_steps": []}',
+        "deep": '{"active_steps": ' + "[" * 2000 + "]" * 2000 + "}",
+        "other": '{"active_steps": ["Elixir.Shop.Steps.Gone"], "completed_steps": []}',
+    }
+    for instance_id, state in states.items():
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.workflow_instances (id, workflow, status, state, inserted_at,"
+                " updated_at) VALUES (%s, 'Elixir.Shop.Flows.Order', 'running', %s::jsonb,"
+                " now(), now())"
+            ).format(sql.Identifier(oban_prefix)),
+            (instance_id, state),
+        )
+
+    def graph(instance_id: str) -> tuple[int, str, str]:
+        done = run_bridge(
+            "--database-url", database_url, "--prefix", oban_prefix, "workflows", "graph",
+            "--workflows", "flows", "--instance", instance_id, cwd=app,
+        )  # fmt: skip
+        return done.returncode, done.stdout, done.stderr
+
+    for instance_id in ("odd", "deep"):
+        assert graph(instance_id) == (
+            1,
+            "",
+            f"Error: cannot graph {instance_id!r}: its state holds no readable lists of active "
+            f"and completed steps; `bridge workflows show {instance_id}` shows what it holds\n",
+        )
+    assert graph("other") == (
+        1,
+        "",
+        "Error: instance 'other' (version 1) has steps that Elixir.Shop.Flows.Order (version 1) "
+        "lacks: Elixir.Shop.Steps.Gone; give --workflows the definition it ran\n",
+    )
