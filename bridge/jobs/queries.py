@@ -63,15 +63,25 @@ FROM job
 # Bulk path: ids come from the table's own sequence first, so COPY (which cannot RETURN) still
 # tells us every job's id, with the database's clock (the transaction's now(), as INSERT_JOBS
 # and the columns' defaults use) for the timestamps; the rows are the same as INSERT_JOBS writes.
+# The sequence is looked up once (per row, pg_get_serial_sequence cost 3 of the 3.4 ms of a
+# 1,000-id statement) and the ids come back as one array. The batch's oban_insert
+# notifications ride along: queued in the transaction like a separate NOTIFY, delivered only
+# at COMMIT, gone if the COPY fails; one round trip less.
 NEXT_JOB_IDS = """
-SELECT nextval(pg_get_serial_sequence(%(table)s, 'id')), timezone('UTC', now())
-FROM generate_series(1, %(n)s)
+SELECT array_agg(nextval(seq)) AS ids,
+       timezone('UTC', now()) AS now,
+       (SELECT count(pg_notify(%(channel)s, payload))
+        FROM unnest(%(payloads)s::text[]) AS payload) AS notified
+FROM CAST(pg_get_serial_sequence(%(table)s, 'id') AS regclass) AS seq,
+     generate_series(1, %(n)s)
 """
 
+# Text format, its data always UTF-8 whatever the session's client_encoding
+# (insert_rows.copy_data writes it).
 COPY_JOBS = """
 COPY {prefix}.oban_jobs
     (id, state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at, scheduled_at)
-FROM STDIN
+FROM STDIN (ENCODING 'UTF8')
 """
 
 # Oban's fetch: the CTE is an optimisation fence so the planner cannot turn the LIMIT into a

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -23,13 +22,14 @@ from bridge.jobs import queries
 from bridge.jobs.client.insert_rows import (
     atomic,
     atomic_async,
-    copy_rows,
+    copy_data,
     insert_notifications,
     insert_one_params,
     insert_params,
 )
 from bridge.jobs.client.job import Job
 from bridge.jobs.client.unique_insert import insert_unique, insert_unique_async
+from bridge.wire import notify
 
 # Above this many jobs, insert_all uses COPY with pre-allocated ids (about 3x the rows/s of one
 # INSERT ... SELECT FROM unnest here: 63,000 vs 23,000 jobs/s in batches of 1,000).
@@ -130,49 +130,49 @@ def insert_one_unless(
     return None if row is None else Job.from_row(row)
 
 
-def _id_params(prefix: str, n: int) -> dict[str, Any]:
-    # The table name goes in as a value (pg_get_serial_sequence parses it), never as SQL text.
-    return {"table": f"{quote_ident(prefix)}.oban_jobs", "n": n}
+def _id_params(prefix: str, jobs: Sequence[Job]) -> dict[str, Any]:
+    """NEXT_JOB_IDS's parameters: how many ids, and the batch's notifications (one per queue
+    with available jobs, as the INSERT path sends). The table name goes in as a value
+    (pg_get_serial_sequence parses it), never as SQL text."""
+    notes = insert_notifications(prefix, (vars(job) for job in jobs))
+    return {
+        "table": f"{quote_ident(prefix)}.oban_jobs",
+        "n": len(jobs),
+        "channel": notify.channel(prefix, "insert"),
+        "payloads": [note["payload"] for note in notes],
+    }
 
 
-def _validated_copies(jobs: Sequence[Job]) -> list[Job]:
-    """Each job checked before any SQL (so a bad one takes no ids and leaves the caller's
-    transaction usable), copied so that filling in ids never touches the caller's objects."""
+def _validate(jobs: Sequence[Job]) -> None:
+    """Each job checked before any SQL, so a bad one takes no ids and leaves the caller's
+    transaction usable."""
     for job in jobs:
         job.validate()
-    return [replace(job) for job in jobs]
 
 
 def _copy_all(conn: psycopg.Connection[Any], jobs: Sequence[Job], prefix: str) -> list[Job]:
-    fresh = _validated_copies(jobs)
+    _validate(jobs)
     with atomic(conn), conn.cursor() as cur:
-        next_ids = queries.render(queries.NEXT_JOB_IDS, prefix)
-        cur.execute(next_ids, _id_params(prefix, len(fresh)))
-        taken = cur.fetchall()
-        rows = copy_rows(fresh, [row[0] for row in taken], taken[0][1])
+        cur.execute(queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, jobs))
+        taken = cur.fetchone()
+        assert taken is not None  # an aggregate's one row
+        fresh, data = copy_data(jobs, sorted(taken[0]), taken[1])
         with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
-            for row in rows:
-                copy.write_row(row)
-        for note in insert_notifications(prefix, (vars(job) for job in fresh)):
-            cur.execute(queries.NOTIFY, note)
+            copy.write(data)
     return fresh
 
 
 async def _copy_all_async(
     conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], prefix: str
 ) -> list[Job]:
-    fresh = _validated_copies(jobs)
+    _validate(jobs)
     async with atomic_async(conn), conn.cursor() as cur:
-        await cur.execute(
-            queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, len(fresh))
-        )
-        taken = await cur.fetchall()
-        rows = copy_rows(fresh, [row[0] for row in taken], taken[0][1])
+        await cur.execute(queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, jobs))
+        taken = await cur.fetchone()
+        assert taken is not None  # an aggregate's one row
+        fresh, data = copy_data(jobs, sorted(taken[0]), taken[1])
         async with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
-            for row in rows:
-                await copy.write_row(row)
-        for note in insert_notifications(prefix, (vars(job) for job in fresh)):
-            await cur.execute(queries.NOTIFY, note)
+            await copy.write(data)
     return fresh
 
 

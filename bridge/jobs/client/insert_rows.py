@@ -57,31 +57,79 @@ def insert_params(jobs: Sequence[Job], now: datetime | None = None) -> dict[str,
     return params
 
 
-def copy_rows(jobs: Sequence[Job], ids: Sequence[int], now: datetime) -> list[tuple[Any, ...]]:
-    """Rows for COPY_JOBS, and fill in each Job as the database now holds it; pure. The jobs
-    are validated by the caller, before it takes their ids; ``now`` is the database's clock,
-    read with the ids (NEXT_JOB_IDS)."""
-    rows = []
+def copy_data(jobs: Sequence[Job], ids: Sequence[int], now: datetime) -> tuple[list[Job], bytes]:
+    """The COPY_JOBS data for ``jobs`` (COPY's text format, UTF-8) and a copy of each Job as
+    the database then holds it (id, ``inserted_at``, ``scheduled_at`` filled in; the caller's
+    objects untouched); pure. The jobs are validated by the caller, before it takes their
+    ids; ``now`` is the database's clock, read with the ids (NEXT_JOB_IDS).
+
+    Written here rather than by psycopg's ``write_row``, whose per-value adaptation cost
+    about 2 µs of a job's 14 here: the same values, so the same rows, with the JSON as
+    orjson's bytes and the texts that repeat from job to job (state, queue, worker, tags)
+    escaped once per batch. A ``scheduled_at`` with a time zone is written as naive UTC, as
+    the INSERT path binds it (``write_row`` sent its wall time, which a ``timestamp`` column
+    keeps, ignoring the offset)."""
+    fields: dict[Any, bytes] = {}
+    stamp = copy_timestamp(now)
+    fresh: list[Job] = []
+    lines: list[bytes] = []
     for job, job_id in zip(jobs, ids, strict=True):
-        job.id = job_id
-        job.inserted_at = now
-        job.scheduled_at = job.scheduled_at or now
-        rows.append(
-            (
+        scheduled = to_naive_utc(job.scheduled_at) if job.scheduled_at else now
+        copied = job.__class__.__new__(job.__class__)
+        copied.__dict__.update(vars(job))
+        copied.id, copied.inserted_at, copied.scheduled_at = job_id, now, scheduled
+        fresh.append(copied)
+        tags = tuple(job.tags)
+        if (tag_field := fields.get(tags)) is None:
+            tag_field = fields[tags] = copy_field(text_array(tags))
+        lines.append(
+            b"%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n"
+            % (
                 job_id,
-                job.state,
-                job.queue,
-                job.worker,
-                jsonfmt.dumps(job.args),
-                jsonfmt.dumps(job.meta),
-                job.tags,
+                fields.get(job.state) or fields.setdefault(job.state, copy_field(job.state)),
+                fields.get(job.queue) or fields.setdefault(job.queue, copy_field(job.queue)),
+                fields.get(job.worker) or fields.setdefault(job.worker, copy_field(job.worker)),
+                copy_bytes(jsonfmt.dumpb(job.args)),
+                copy_bytes(jsonfmt.dumpb(job.meta)),
+                tag_field,
                 job.max_attempts,
                 job.priority,
-                now,
-                job.scheduled_at,
+                stamp,
+                stamp if scheduled is now else copy_timestamp(scheduled),
             )
         )
-    return rows
+    return fresh, b"".join(lines)
+
+
+# COPY's text format: in a value, backslash, tab, newline and carriage return are escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_field(text: str) -> bytes:
+    """A text value as one field of COPY's text format, UTF-8."""
+    return text.translate(_COPY_ESCAPES).encode()
+
+
+def copy_bytes(data: bytes) -> bytes:
+    """UTF-8 text (JSON) as one field of COPY's text format."""
+    if b"\\" in data:
+        data = data.replace(b"\\", b"\\\\")
+    if b"\t" in data or b"\n" in data or b"\r" in data:
+        data = data.replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+    return data
+
+
+def text_array(items: Sequence[str]) -> str:
+    """A ``text[]`` literal: every element quoted, so any text (commas, braces, quotes,
+    spaces, the word NULL) is read back as it was."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
+
+
+def copy_timestamp(moment: datetime) -> bytes:
+    """A naive timestamp as PostgreSQL reads it back to the microsecond (ISO 8601, a
+    four-digit year, whatever the session's DateStyle)."""
+    return moment.isoformat(" ").encode()
 
 
 def insert_one_params(prefix: str, job: Job, now: datetime | None = None) -> dict[str, Any]:

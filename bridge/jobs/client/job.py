@@ -197,8 +197,12 @@ class Job:
             if not isinstance(tag, str):
                 raise JobValidationError(f"tags[{index}] is a {type(tag).__name__}, not a str")
             _check_text(tag, f"tags[{index}]")
-        check_json_value(self.args, "args")
-        check_json_value(self.meta, "meta")
+        # The plain case (what nearly every job holds) in one quick pass; anything else, valid
+        # or not, through the full walk, which alone words the errors.
+        if not _plainly_valid(self.args, 0):
+            check_json_value(self.args, "args")
+        if not _plainly_valid(self.meta, 0):
+            check_json_value(self.meta, "meta")
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
@@ -322,6 +326,37 @@ def _abridged(path: str, keep: int = 60) -> str:
 def _segment(key: Any) -> str:
     # ASCII-only JSON text, so a NUL or a surrogate in a key prints as an escape.
     return "[" + json.dumps(key) + "]"
+
+
+# How deep :func:`_plainly_valid` looks (it recurses) before leaving a value to the full walk.
+_QUICK_DEPTH = 32
+
+
+def _plainly_valid(value: Any, depth: int) -> bool:
+    """True when :func:`check_json_value` would certainly accept ``value``: only the exact
+    types dict (str keys), list, tuple, str, int, bool, None and finite float, text PostgreSQL
+    stores, at most :data:`_QUICK_DEPTH` levels. False means "look closer", not "invalid":
+    subclasses, deep values and every problem go to the full walk, which builds the paths its
+    messages need; this pass builds none, which is where the time of a validation went."""
+    kind = type(value)
+    if kind is str:
+        return _text_problem(value) is None
+    if kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if depth >= _QUICK_DEPTH:
+        return False
+    if kind is dict:
+        for key, child in value.items():
+            if type(key) is not str or _text_problem(key) is not None:
+                return False
+            if not _plainly_valid(child, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        return all(_plainly_valid(child, depth + 1) for child in value)
+    return False
 
 
 def check_json_value(value: Any, name: str) -> None:
