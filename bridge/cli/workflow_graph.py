@@ -269,12 +269,14 @@ def _step_jobs(jobs: list[dict[str, Any]], owner: str | None) -> list[StepJob]:
         if not isinstance(args, dict) or not isinstance(args.get("step_ref"), str):
             continue
         language: Language | None = None
+        delegated = "protocol" in args and job["worker"] not in WORKERS
         if job["worker"] == EXECUTE_STEP_WORKER:
             language = "elixir" if job["queue"] == ELIXIR_QUEUE else "python"
-        elif "protocol" in args and job["worker"] not in WORKERS and owner is not None:
+        elif delegated and owner is not None:
             language = "python" if owner == "elixir" else "elixir"  # the other side's worker
         if language is not None:
-            found.append(StepJob(job["id"], args["step_ref"], job["state"], language))
+            step_ref = args["step_ref"]
+            found.append(StepJob(job["id"], step_ref, job["state"], language, delegated))
     return found
 
 

@@ -54,12 +54,13 @@ class StepMark:
 @dataclass(frozen=True)
 class StepJob:
     """A job that ran (or will run) a step's body: HephaestusOban's ExecuteStepWorker or a
-    delegated job, with the language of the node that runs it."""
+    delegated job (``delegated``), with the language of the node that runs it."""
 
     id: int
     step_ref: str
     state: str
     language: Language
+    delegated: bool = False
 
 
 @dataclass(frozen=True)
@@ -351,15 +352,18 @@ def step_marks(
     - active: otherwise in ``active_steps`` (its job queued, running or retrying);
     - not reached: none of these.
 
-    ``results`` are ``(step_ref, event)`` in insertion order, ``jobs`` the step jobs in id
-    order; the language is the latest job's (a delegated job over the owner's ExecuteStep).
+    ``results`` are ``(step_ref, event)`` in insertion order. The job that tells the language
+    and a failure is the step's latest delegated job, else its latest ExecuteStep job: the
+    owner executes a delegated step again after its job went out (HephaestusOban runs every
+    active step again when a sibling finishes, golden s2b), and that re-execution only says
+    ``{:async}`` again, the other side still runs the body.
     """
     active_set, completed_set = set(active), set(completed)
     last_event: dict[str, str] = {}
     for step_ref, event in results:
         last_event[step_ref] = event
     last_job: dict[str, StepJob] = {}
-    for each in sorted(jobs, key=lambda j: j.id):
+    for each in sorted(jobs, key=lambda j: (j.delegated, j.id)):
         last_job[each.step_ref] = each
     marks: dict[str, StepMark] = {}
     for name in workflow.steps:

@@ -269,12 +269,23 @@ def _marks(**given: Any) -> dict[str, StepMark]:
         (
             {
                 "completed": [P + "Normal"],
-                "jobs": [
-                    StepJob(7, P + "Normal", "completed", "elixir"),  # the delegated job, latest
-                    StepJob(3, P + "Normal", "completed", "python"),
+                "jobs": [  # the owner's ExecuteStep ran again after the delegated job went out
+                    StepJob(9, P + "Normal", "completed", "elixir"),
+                    StepJob(7, P + "Normal", "completed", "python", delegated=True),
+                    StepJob(3, P + "Normal", "completed", "elixir"),
                 ],
             },
-            StepMark("completed", "elixir"),
+            StepMark("completed", "python"),
+        ),
+        (
+            {
+                "active": [P + "Normal"],
+                "jobs": [
+                    StepJob(9, P + "Normal", "completed", "elixir"),
+                    StepJob(7, P + "Normal", "discarded", "python", delegated=True),
+                ],
+            },
+            StepMark("failed", "python"),
         ),
     ],
 )
