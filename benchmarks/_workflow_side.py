@@ -212,6 +212,7 @@ def coalescers(runner: WorkflowRunner) -> dict[str, Any]:
         "precheck": runner._async_prechecks,
         "record": runner._async_recorders,
         "advance": runner._async_advances,
+        "inline": runner._async_inline,
     }
 
 
@@ -227,6 +228,7 @@ class Bench:
             queue=QUEUE,
             config_key=CONFIG_KEY,
             coalesce=not args.no_coalesce,
+            inline_advance=not args.no_inline_advance,
             **pool,
         )
         self.registry = timed_registry(self.runner)
@@ -274,7 +276,11 @@ class Bench:
         """
         instance_id = job.args.get("instance_id")
         if job.worker == EXECUTE_STEP_WORKER and job.args.get("step_ref") == DONE_STEP_NAME:
-            self.done_steps.add(instance_id)
+            if self.runner.inline_advance:  # the Done step's own transaction ended the instance
+                self.ended.add(instance_id)
+                self.wake.set()
+            else:
+                self.done_steps.add(instance_id)
         elif job.worker == ADVANCE_WORKER and instance_id in self.done_steps:
             self.done_steps.discard(instance_id)
             self.ended.add(instance_id)
@@ -456,6 +462,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-coalesce",
         action="store_true",
         help="WorkflowRunner(coalesce=False): a transaction a job",
+    )
+    parser.add_argument(
+        "--no-inline-advance",
+        action="store_true",
+        help="WorkflowRunner(inline_advance=False): an AdvanceWorker job per step result",
     )
     return parser.parse_args(argv)
 

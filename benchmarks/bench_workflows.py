@@ -57,41 +57,42 @@ WORKLOADS = ("fanout", "linear")
 DASH = "\u2013"
 
 # Genuine HephaestusOban 0.5.0 (Oban 2.23.1, one BEAM node, local PostgreSQL 15, 2 cores), from
-# tests/data/golden/README.md: min / median / max over 3 runs. Not measured here.
+# tests/data/golden/README.md: steps/s, workflows/s and unfinished from the 2026-12-03 re-measure
+# (the faster machine of the same kind, one run per row unless noted); statements per step from
+# the first measure (not re-counted on 2026-12-03). Not measured here.
 GOLDEN: dict[tuple[str, int], dict[str, str]] = {
     ("fanout", 10): {
-        "steps": "58 / 84 / 93",
-        "steps_median": "84",
+        "steps": f"{DASH} (join never ran, 2 of 2 runs)",
         "workflows": DASH,
         "statements": "14.5\u201315",
         "statements_mid": "14.75",
-        "unfinished": "0 of 3 (2 of 10 in extra runs)",
+        "unfinished": "1 of 1, twice",
     },
     ("fanout", 50): {
-        "steps": "121 (2 runs)",
-        "steps_median": "121",
+        "steps": "146 / 171 (2 runs)",
+        "steps_median": "158.5",
         "workflows": DASH,
         "statements": "14.2",
         "statements_mid": "14.2",
-        "unfinished": "1 of 3 (1 of 10 in extra runs)",
+        "unfinished": "0",
     },
     ("linear", 10): {
-        "steps": "112 / 115 / 118",
-        "steps_median": "115",
-        "workflows": "37 / 38 / 39",
-        "workflows_median": "38",
+        "steps": "191",
+        "steps_median": "191",
+        "workflows": "64",
+        "workflows_median": "64",
         "statements": "30",
         "statements_mid": "30",
-        "unfinished": "0 of 3,000",
+        "unfinished": "0 of 1,000",
     },
     ("linear", 50): {
-        "steps": "125 / 128 / 155",
-        "steps_median": "128",
-        "workflows": "41 / 42 / 52",
-        "workflows_median": "42",
+        "steps": "225",
+        "steps_median": "225",
+        "workflows": "75",
+        "workflows_median": "75",
         "statements": "30",
         "statements_mid": "30",
-        "unfinished": "27 of 3,000",
+        "unfinished": "5 of 1,000",
     },
 }
 
@@ -309,6 +310,8 @@ def side_argv(args: argparse.Namespace, url: str, workload: str, concurrency: in
         argv += ["--runner-pool", str(args.runner_pool)]
     if args.no_coalesce:
         argv.append("--no-coalesce")
+    if args.no_inline_advance:
+        argv.append("--no-inline-advance")
     return argv
 
 
@@ -728,8 +731,9 @@ def report(
         f"- bridge {first.get('bridge', '?')}, {runner_mode(args)}, "
         f"{args.runs} runs per row (median, range in small "
         "print); reference columns copied from tests/data/golden/README.md (genuine "
-        "HephaestusOban 0.5.0 on Oban 2.23.1, one BEAM node, same machine kind), not measured "
-        "here",
+        "HephaestusOban 0.5.0 on Oban 2.23.1, one BEAM node, same machine kind: steps/s, "
+        "workflows/s and unfinished from its 2026-12-03 re-measure, statements per step from "
+        "the first measure), not measured here",
         *machine(args.url, *loads),
         "",
         table(runs),
@@ -750,11 +754,18 @@ def report(
 
 
 def runner_mode(args: argparse.Namespace) -> str:
+    advance = (
+        "**an AdvanceWorker job per step result, HephaestusOban's job rows "
+        "(`--no-inline-advance`)**"
+        if args.no_inline_advance
+        else "step jobs applying their own results (inline advance, the default)"
+    )
     if args.no_coalesce:
         return (
-            "**runner with `coalesce=False` (`--no-coalesce`): a transaction per job, no batches**"
+            "**runner with `coalesce=False` (`--no-coalesce`): a transaction per job, no "
+            f"batches**, {advance}"
         )
-    return "runner coalescing concurrent jobs' database work (the default)"
+    return f"runner coalescing concurrent jobs' database work (the default), {advance}"
 
 
 def docs_section(body: str, args: argparse.Namespace, runs: Runs) -> str:
@@ -842,6 +853,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--no-coalesce",
         action="store_true",
         help="run WorkflowRunner(coalesce=False): a transaction a job, for comparison",
+    )
+    parser.add_argument(
+        "--no-inline-advance",
+        action="store_true",
+        help="run WorkflowRunner(inline_advance=False): an AdvanceWorker job per step result",
     )
     parser.add_argument("--write-docs", action="store_true", help=f"update {SECTION} of docs")
     parser.add_argument("--docs", type=Path, default=DOCS)

@@ -19,6 +19,7 @@ Example::
     workflow_config_key = "bridge"
     workflow_repair_after = 60  # enable the workflow lifeline (grace, seconds); off by default
     workflow_repair_interval = 6  # how often it looks (default: repair_after / 10, 1 to 30)
+    workflow_inline_advance = false  # HephaestusOban's job rows: an AdvanceWorker per result
     log_format = "json"
     wait_for_database = 120
 
@@ -68,6 +69,7 @@ class WorkerSettings:
     workflow_config_key: str | None = None
     workflow_repair_after: float | None = None
     workflow_repair_interval: float | None = None
+    workflow_inline_advance: bool | None = None
     app_dir: list[str] = field(default_factory=list)
     cron: list[str] = field(default_factory=list)
     cron_timezone: str | None = None
@@ -151,6 +153,13 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds between the workflow lifeline's looks",
     ),
     Setting(
+        "workflow_inline_advance",
+        "--workflow-inline-advance",
+        "BRIDGE_WORKFLOW_INLINE_ADVANCE",
+        "on",
+        "step jobs apply their own results (off: an AdvanceWorker each)",
+    ),
+    Setting(
         "wait_for_database",
         "--wait-for-database",
         "BRIDGE_WAIT_FOR_DATABASE",
@@ -218,7 +227,7 @@ _POSITIVE = (
 )
 _STRINGS = ("prefix", "node", "name", "cron_timezone", "workflow_queue", "workflow_config_key")
 _LISTS = ("workers", "workflows", "app_dir", "cron")
-_BOOLEANS = ("gossip",)
+_BOOLEANS = ("gossip", "workflow_inline_advance")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 

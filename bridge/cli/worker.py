@@ -74,6 +74,13 @@ def workflow_options(fn: F) -> F:
             "(workflow-repair-after / 10, between 1 and 30): an instance stuck by an upstream "
             "defect is healed within workflow-repair-after + this.",
         ),
+        click.option(
+            "--workflow-inline-advance/--no-workflow-inline-advance",
+            default=None,
+            help="Step jobs apply their own results in the transaction that writes them, one "
+            "job per step (default); off, each result queues an AdvanceWorker job as "
+            "HephaestusOban does. Instance and step-result rows are the same either way.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -90,6 +97,7 @@ class NodeWorkflows:
     config_key: str | None = None
     repair_after: float | None = None
     repair_interval: float | None = None
+    inline_advance: bool = True
 
     @property
     def needs_workflow_tables(self) -> bool:
@@ -106,6 +114,7 @@ class NodeWorkflows:
             config_key=self.config_key or DEFAULT_CONFIG_KEY,
             repair_grace=self.repair_after,
             repair_interval=self.repair_interval,
+            inline_advance=self.inline_advance,
         )
         if self.workflows:
             return serve_workflows(config, self.workflows, serving)
@@ -163,6 +172,7 @@ def workflows_for_node(
         config_key=config_key or settings.workflow_config_key,
         repair_after=repair_after,
         repair_interval=repair_interval,
+        inline_advance=settings.workflow_inline_advance is not False,
     )
 
 
@@ -317,6 +327,7 @@ def worker_command(
     workflow_config_key: str | None,
     workflow_repair_after: float | None,
     workflow_repair_interval: float | None,
+    workflow_inline_advance: bool | None,
     wait_for_database: float | None,
     log_format: str | None,
     log_level: str | None,
@@ -355,6 +366,7 @@ def worker_command(
         "workflow_config_key": workflow_config_key,
         "workflow_repair_after": workflow_repair_after,
         "workflow_repair_interval": workflow_repair_interval,
+        "workflow_inline_advance": workflow_inline_advance,
         "wait_for_database": wait_for_database,
         "log_format": log_format.lower() if log_format else None,
         "log_level": log_level.lower() if log_level else None,
