@@ -8,6 +8,7 @@ Example::
     queues = { badges = 10, default = 5 }
     workers = ["myapp.workers"]
     node = "worker-1"
+    processes = 2            # one node per process (worker-1-1, worker-1-2); 1 by default
     grace = 15
     rescue_after = 3600      # enable the lifeline (seconds); off by default
     rescue_interval = 60     # how often the leader looks (default: rescue_after / 10, 1 to 60)
@@ -56,6 +57,7 @@ class WorkerSettings:
     workers: list[str] = field(default_factory=list)
     prefix: str | None = None
     node: str | None = None
+    processes: int | None = None
     name: str | None = None
     grace: float | None = None
     poll_interval: float | None = None
@@ -102,6 +104,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("app_dir", "--app-dir", "BRIDGE_APP_DIR", "current dir", "where those modules are"),
     Setting("prefix", "--prefix", "BRIDGE_PREFIX", "public", "schema of the Oban tables"),
     Setting("node", "--node", "BRIDGE_NODE", "host name", "node name in attempted_by"),
+    Setting(
+        "processes",
+        "--processes",
+        "BRIDGE_PROCESSES",
+        "1",
+        "nodes, each a process of its own (node-1, node-2, ...)",
+    ),
     Setting("name", "--name", "BRIDGE_NAME", "Oban", "Elixir instance whose signals it obeys"),
     Setting("grace", "--grace", "BRIDGE_GRACE", "15", "seconds running jobs get to finish"),
     Setting("poll_interval", "--poll-interval", "BRIDGE_POLL_INTERVAL", "1", "seconds"),
@@ -287,7 +296,7 @@ def _check(key: str, value: Any) -> Any:
         return _number(value, allow_zero=False)
     if key == "wait_for_database":
         return _number(value, allow_zero=True)
-    if key == "workflow_concurrency":
+    if key in ("workflow_concurrency", "processes"):
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

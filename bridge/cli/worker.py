@@ -11,8 +11,11 @@ workflows come from them or ``[tool.bridge]`` through ``workflows_for_node``.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,7 +23,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from bridge.cli.context import CliContext, pass_ctx
-from bridge.cli.output import EXIT_INTERRUPTED, EXIT_USAGE, bad_parameter, fail
+from bridge.cli.output import (
+    EXIT_INTERRUPTED,
+    EXIT_NO_DATABASE,
+    EXIT_SCHEMA,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    bad_parameter,
+    fail,
+)
 from bridge.cli.settings import settings_epilog
 from bridge.db import DEFAULT_PREFIX
 
@@ -36,6 +47,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("bridge.cli")
 
 DEFAULT_WAIT_FOR_DATABASE = 60.0
+# Set by the --processes supervisor in each node process it starts: that node's number.
+PROCESS_ENV = "BRIDGE_WORKER_PROCESS"
 
 
 def workflow_options(fn: F) -> F:
@@ -240,6 +253,15 @@ def _root_context() -> click.Context:
     "--node", "node_name", default=None, help="Node name for attempted_by (default: host)."
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Run this many nodes, each a process of its own named NODE-1, NODE-2, ... (1): "
+    "CPU-bound sync workers then use that many cores. A supervisor replaces a node process "
+    "that dies, failing the jobs it was running with Oban's crash entry, and forwards "
+    "SIGTERM/SIGINT so each drains within --grace.",
+)
+@click.option(
     "--name",
     "instance_name",
     default=None,
@@ -312,6 +334,7 @@ def worker_command(
     app_dirs: tuple[str, ...],
     config_path: Path | None,
     node_name: str | None,
+    processes: int | None,
     instance_name: str | None,
     grace: float | None,
     poll_interval: float | None,
@@ -351,6 +374,7 @@ def worker_command(
         "workers": modules,
         "app_dir": app_dirs,
         "node": node_name,
+        "processes": processes,
         "name": instance_name,
         "grace": grace,
         "poll_interval": poll_interval,
@@ -386,10 +410,70 @@ def worker_command(
         prefix = settings.prefix or DEFAULT_PREFIX
     else:
         prefix = ctx.prefix
+    child = os.environ.get(PROCESS_ENV)
+    if child:
+        # One of the supervisor's node processes: an ordinary node under a numbered name.
+        settings.node = f"{settings.node or socket.gethostname()}-{child}"
+    elif (settings.processes or 1) > 1:
+        _supervise(ctx, settings, prefix)
+        return
     try:
         _run(ctx, settings, prefix)
     except KeyboardInterrupt:
         raise fail("interrupted before the node started", EXIT_INTERRUPTED) from None
+
+
+def _supervise(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
+    """Run ``settings.processes`` nodes, each this same command in a process of its own.
+
+    Each child runs the whole start-up itself (modules, database, schema); the first that fails
+    there ends them all with its exit status, having printed why. A child that dies later is
+    replaced, after the jobs it was running are failed with Oban's crash entry."""
+    import sys
+
+    from bridge.jobs.runtime.crashed import crash_text, fail_crashed_jobs
+    from bridge.jobs.runtime.supervisor import Supervisor
+
+    base = settings.node or socket.gethostname()
+    url = ctx.url
+
+    def command(index: int) -> list[str]:
+        del index
+        return [sys.executable, "-m", "bridge.cli", *sys.argv[1:]]
+
+    def env(index: int) -> dict[str, str]:
+        return {**os.environ, PROCESS_ENV: str(index)}
+
+    def on_death(index: int, returncode: int, started_at: datetime) -> None:
+        failed = fail_crashed_jobs(url, prefix, f"{base}-{index}", started_at, returncode)
+        if failed:
+            log.error(
+                "supervisor: %d job(s) node %s-%d was running failed with %r: %s",
+                len(failed),
+                base,
+                index,
+                crash_text(returncode),
+                ", ".join(str(ack.id) for ack in failed),
+            )
+
+    supervisor = Supervisor(
+        settings.processes or 1,
+        command,
+        env,
+        grace=settings.grace or 15.0,
+        on_death=on_death,
+        fatal=(EXIT_USAGE, EXIT_NO_DATABASE, EXIT_UNREACHABLE, EXIT_SCHEMA),
+    )
+    log.info(
+        "supervisor: running %d nodes %s-1..%s-%d",
+        settings.processes,
+        base,
+        base,
+        settings.processes,
+    )
+    status = supervisor.run()
+    if status:
+        raise SystemExit(status)  # the child said why, in one line
 
 
 def _run(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
@@ -400,6 +484,7 @@ def _run(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
     from bridge.jobs.client.registry import default_registry
     from bridge.jobs.node import Node, NodeConfig
     from bridge.jobs.runtime import telemetry
+    from bridge.jobs.runtime.supervisor import report_ready
     from bridge.workflows.serving import WorkflowModuleError, delegated_steps_of, serve_delegated
 
     imported = import_worker_modules(settings.workers, settings.app_dir, default_registry)
@@ -453,6 +538,7 @@ def _run(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
             "pass --workers",
             ", ".join(config.queues) or "its queues",
         )
+    report_ready()  # start-up is over: from now on an exit is a death, not a refusal
     try:
         asyncio.run(Node(config).run_until_signalled())
     finally:

@@ -68,7 +68,7 @@ def _resolve(future: asyncio.Future[float], value: float) -> None:
         future.set_result(value)
 
 
-def _error_ack(job: Job, spec: WorkerSpec | None, entry: dict[str, Any], now: datetime) -> Ack:
+def error_ack(job: Job, spec: WorkerSpec | None, entry: dict[str, Any], now: datetime) -> Ack:
     """retryable with backoff, or discarded when attempts are used up (Oban's handle_exhausted)."""
     if job.attempt >= job.max_attempts:
         return Ack(job.id or 0, "discarded", discarded_at=now, error=entry, kind="discard")
@@ -104,7 +104,7 @@ def outcome_to_ack(job: Job, spec: WorkerSpec, result: Any, now: datetime) -> Ac
         return Ack(job_id, "discarded", discarded_at=now, error=entry, kind="discard")
     if isinstance(result, Error):
         entry = wire_errors.result_entry(job.worker, "error", result.reason, job.attempt, now)
-        return _error_ack(job, spec, entry, now)
+        return error_ack(job, spec, entry, now)
     meta = None
     if spec.recorded and isinstance(job.meta, dict):
         value = result.value if isinstance(result, Ok) else result
@@ -150,7 +150,7 @@ class JobExecutor:
         try:
             if spec is None:
                 entry = wire_errors.unknown_worker_entry(job.worker, job.attempt, utc_now())
-                ack = _error_ack(job, None, entry, utc_now())
+                ack = error_ack(job, None, entry, utc_now())
                 ack.kind = "unknown_worker" if ack.state == "retryable" else ack.kind
                 return ack
             if not isinstance(job.args, dict):
@@ -158,25 +158,25 @@ class JobExecutor:
                 # Elixir worker crash on its pattern match. Fail the attempt the same way.
                 bad = ValueError(f"args must be a JSON object, got {type(job.args).__name__}")
                 entry = wire_errors.exception_entry(bad, job.attempt, utc_now())
-                return _error_ack(job, spec, entry, utc_now())
+                return error_ack(job, spec, entry, utc_now())
             try:
                 result = await self._call(spec, job)
             except _Deadline:
                 timeout_ms = int((spec.timeout or 0) * 1000)
                 entry = wire_errors.timeout_entry(job.worker, timeout_ms, job.attempt, utc_now())
-                return _error_ack(job, spec, entry, utc_now())
+                return error_ack(job, spec, entry, utc_now())
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
                     raise
                 entry = wire_errors.exception_entry(exc, job.attempt, utc_now())
-                return _error_ack(job, spec, entry, utc_now())
+                return error_ack(job, spec, entry, utc_now())
             try:
                 return outcome_to_ack(job, spec, result, utc_now())
             except Exception as exc:  # e.g. a recorded value too large or not encodable
                 entry = wire_errors.exception_entry(exc, job.attempt, utc_now())
-                return _error_ack(job, spec, entry, utc_now())
+                return error_ack(job, spec, entry, utc_now())
         finally:
             log.debug("job %s (%s) finished", job.id, job.worker)
 
