@@ -26,6 +26,7 @@ from bridge.jobs.client.insert_rows import (
     insert_notifications,
     insert_one_params,
     insert_params,
+    shallow_copies,
 )
 from bridge.jobs.client.job import Job
 from bridge.jobs.client.unique_insert import insert_unique, insert_unique_async
@@ -153,12 +154,15 @@ def _validate(jobs: Sequence[Job]) -> None:
 def _copy_all(conn: psycopg.Connection[Any], jobs: Sequence[Job], prefix: str) -> list[Job]:
     _validate(jobs)
     with atomic(conn), conn.cursor() as cur:
-        cur.execute(queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, jobs))
-        taken = cur.fetchone()
+        # Pipelined: the copies are made while the database takes the ids.
+        with conn.pipeline():
+            cur.execute(queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, jobs))
+            fresh = shallow_copies(jobs)
+            taken = cur.fetchone()
         assert taken is not None  # an aggregate's one row
-        fresh, data = copy_data(jobs, sorted(taken[0]), taken[1])
         with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
-            copy.write(data)
+            for data in copy_data(fresh, sorted(taken[0]), taken[1]):
+                copy.write(data)
     return fresh
 
 
@@ -167,12 +171,16 @@ async def _copy_all_async(
 ) -> list[Job]:
     _validate(jobs)
     async with atomic_async(conn), conn.cursor() as cur:
-        await cur.execute(queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, jobs))
-        taken = await cur.fetchone()
+        async with conn.pipeline():
+            await cur.execute(
+                queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, jobs)
+            )
+            fresh = shallow_copies(jobs)
+            taken = await cur.fetchone()
         assert taken is not None  # an aggregate's one row
-        fresh, data = copy_data(jobs, sorted(taken[0]), taken[1])
         async with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
-            await copy.write(data)
+            for data in copy_data(fresh, sorted(taken[0]), taken[1]):
+                await copy.write(data)
     return fresh
 
 
