@@ -168,6 +168,37 @@ class Job:
         """Refuse, before any SQL, what Oban's changeset or the table would refuse, and what
         would be stored other than as given (NaN as ``null``, ``True`` as ``1``): the message
         names the field and the path to the value, e.g. ``args["a"][3]``."""
+        if not self._plainly_valid():
+            self._check()
+
+    def _plainly_valid(self) -> bool:
+        """True when :meth:`_check` would certainly pass: every field of the exact type it
+        should have and in range, text PostgreSQL stores, plain JSON (:func:`_plainly_valid`).
+        One quick pass for what nearly every job is; anything else goes to :meth:`_check`,
+        which alone words the errors (a bulk insert validates every job again)."""
+        worker, queue, tags = self.worker, self.queue, self.tags
+        return (
+            type(worker) is str
+            and 0 < len(worker) < 128
+            and _text_problem(worker) is None
+            and type(queue) is str
+            and 0 < len(queue) < 128
+            and _text_problem(queue) is None
+            and type(self.max_attempts) is int
+            and 0 < self.max_attempts <= _INT4_MAX
+            and type(self.priority) is int
+            and 0 <= self.priority <= 9
+            and (self.scheduled_at is None or type(self.scheduled_at) is datetime)
+            and type(tags) is list
+            and (not tags or all(type(tag) is str and _text_problem(tag) is None for tag in tags))
+            and type(self.args) is dict
+            and type(self.meta) is dict
+            and (not self.args or _plainly_valid(self.args, 0))
+            and (not self.meta or _plainly_valid(self.meta, 0))
+        )
+
+    def _check(self) -> None:
+        """Every check of :meth:`validate`, field by field, raising the first problem."""
         if not isinstance(self.worker, str) or not 0 < len(self.worker) < 128:
             raise JobValidationError(f"worker must be 1..127 characters, got {self.worker!r}")
         if not isinstance(self.queue, str) or not 0 < len(self.queue) < 128:
@@ -349,9 +380,18 @@ def _plainly_valid(value: Any, depth: int) -> bool:
         return False
     if kind is dict:
         for key, child in value.items():
-            if type(key) is not str or _text_problem(key) is not None:
+            if type(key) is not str or (
+                not (key.isascii() and "\x00" not in key) and _text_problem(key) is not None
+            ):
                 return False
-            if not _plainly_valid(child, depth + 1):
+            # Scalar members checked here rather than in a call each: most members are.
+            child_kind = type(child)
+            if child_kind is str:
+                if not (child.isascii() and "\x00" not in child) and _text_problem(child):
+                    return False
+            elif not (child_kind is int or child_kind is bool or child is None) and not (
+                _plainly_valid(child, depth + 1)
+            ):
                 return False
         return True
     if kind is list or kind is tuple:

@@ -205,3 +205,44 @@ def test_quick_validation_leaves_deep_values_to_the_full_check() -> None:
     assert not _plainly_valid({"d": deep}, 0)
     with pytest.raises(JobValidationError, match="nested deeper than 512"):
         Job.new("W", {"d": deep})
+
+
+def test_quick_job_check_agrees_with_the_full_check() -> None:
+    """Seeded random jobs, fields valid and not (subclasses, bools for ints, out of range,
+    NUL, surrogates): the quick pass says "valid" only where the full check passes, and
+    validate raises exactly the full check's error."""
+
+    class _Int(int):
+        pass
+
+    choices: dict[str, list[Any]] = {
+        "worker": ["W", "", "W" * 128, "W" * 127, _Str("W"), "a\x00", "\udc00", 1, "é"],
+        "queue": ["q", "", "Q" * 128, _Str("q"), "q\x00", None],
+        "max_attempts": [1, 0, -1, 2**31 - 1, 2**31, True, _Int(3), 1.0, "3"],
+        "priority": [0, 9, 10, -1, False, _Int(2), None],
+        "scheduled_at": [None, datetime(2030, 1, 1), datetime.now(UTC), "2030-01-01", 0],
+        "tags": [[], ["a"], ["a", 1], ("a",), ["a\x00"], [_Str("t")], "a", ["\ud800"]],
+        "args": [{}, {"i": 1}, [], _Dict(), {"f": math.nan}, {1: 2}, {"k": _Str("v")}],
+        "meta": [{}, {"m": [1, 2.5, None]}, None, {"x": {"y": "\x00"}}],
+    }
+    rng = random.Random(1818)
+    quick = 0
+    for _ in range(20_000):
+        job = Job("W")
+        for name, values in choices.items():
+            setattr(job, name, values[0] if rng.random() < 0.8 else rng.choice(values))
+        try:
+            job._check()
+            expected = None
+        except JobValidationError as exc:
+            expected = str(exc)
+        if job._plainly_valid():
+            quick += 1
+            assert expected is None, vars(job)
+        try:
+            job.validate()
+            got = None
+        except JobValidationError as exc:
+            got = str(exc)
+        assert got == expected
+    assert quick > 100
