@@ -121,9 +121,10 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
   3.0 steps per workflow of the reference figures); all {linear:,} `start()` calls in one
   client transaction (so they become visible at once), timed from the first call to every
   instance being seen `completed` (the inserting transaction, {linear_insert}, is inside).
-- **Completion** is seen without polling: a node listener notes each instance whose `Done`
-  step job has finished and wakes the waiter when that instance's next AdvanceWorker job
-  finishes; the waiter then checks the rows (and also every 250 ms as a fallback). Those checks
+- **Completion** is seen without polling: a node listener wakes the waiter when an instance's
+  `Done` step job finishes (with inline advance its own transaction completed the instance;
+  without, when that instance's next AdvanceWorker job finishes); the waiter then checks the
+  rows (and also every 250 ms as a fallback). Those checks
   run on a connection of their own and are excluded from every count below.
 - **Statements** are counted on the client, in the benchmark process, by wrapping psycopg's
   `Cursor.execute/executemany/copy` (sync and async; `Connection.execute` goes through them):
@@ -165,10 +166,13 @@ How it was measured (`benchmarks/bench_workflows.py`, child process `_workflow_s
 """
 
 BATCHES = """\
-concurrent jobs' database work is grouped by the runner's three coalescers
+concurrent jobs' database work is grouped by the runner's coalescers
   (`bridge.workflows.store.coalesce.AsyncCoalescer`): the step jobs' pre-checks (each instance once,
   with which of the asked steps already have a result: one statement), the step results'
-  recordings, and the advances. Each has one drain task on the node's event loop that runs one
+  recordings, the advances and, with inline advance (the default), the step jobs' own
+  advances (each result written processed and its instance advanced in one transaction under
+  the exclusive lock: the recordings' and advances' batches then hold only the starts'
+  advances). Each has one drain task on the node's event loop that runs one
   batch at a time, on an async connection of its own, over every job that submitted since its
   last batch began (at most 100); while one runs, the next gathers. A recording or advance
   batch is one transaction (`bridge/workflows/store/batch.py`): `BEGIN`, every instance's
@@ -540,11 +544,12 @@ EXECUTE = "HephaestusOban.ExecuteStepWorker"
 LOCK = "instance lock"
 BODY = "step body"
 # The runner's coalescers, as the side names them: its ``coalesced`` keys and "<kind> batch".
-KINDS = ("precheck", "record", "advance")
+KINDS = ("precheck", "record", "advance", "inline")
 KIND_NAMES = {
     "precheck": "step pre-checks",
     "record": "recordings",
     "advance": "advances",
+    "inline": "inline advances",
 }
 
 

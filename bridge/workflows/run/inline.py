@@ -33,7 +33,7 @@ from bridge.workflows.store.batch import (
     AConn,
     AppliedResult,
     ResultsOf,
-    begin_and_take_pending,
+    begin_and_take_free,
     results_of,
     results_or_raise,
     rollback_open,
@@ -95,15 +95,19 @@ class InlineAdvance(AdvanceJobs):
     ) -> list[bool | Exception]:
         """What :meth:`_apply_one` does for each item, with each statement sent once for all.
 
-        Every instance's lock is held exclusively for the whole transaction, taken in key
-        order; each instance is advanced once, over its pending results then the batch's
-        results for it in arrival order, as one advance after those recordings would. A second
-        result for one step (a duplicate delivery) is refused as the unique index refuses it.
+        Every instance's lock is held exclusively for the whole transaction; each instance is
+        advanced once, over its pending results then the batch's results for it in arrival
+        order, as one advance after those recordings would. A second result for one step (a
+        duplicate delivery) is refused as the unique index refuses it. The locks are only
+        tried: the jobs of an instance whose lock another transaction holds run one at a time
+        after the batch commits, waiting for it there, so that one held lock does not keep
+        every other step job of the batch executing (and past a lifeline's rescue age).
         """
         ids = [job_arg(job, "instance_id") for job, _ in items]
-        taken = await begin_and_take_pending(
+        taken, busy = await begin_and_take_free(
             conn, self.prefix, ids, self.workflows, _DISCARDED_STEP, _FLAG_PARAMS
         )
+        deferred = [k for k, instance_id in enumerate(ids) if instance_id in busy]
         try:
             for read in taken.values():
                 if isinstance(read.instance, Exception) or read.flag:
@@ -111,6 +115,8 @@ class InlineAdvance(AdvanceJobs):
             outcomes: list[bool | Exception] = [False] * len(items)
             fresh: dict[str, list[tuple[int, StepResult, int]]] = {}
             for k, ((job, result), instance_id) in enumerate(zip(items, ids, strict=True)):
+                if instance_id in busy:
+                    continue
                 found = taken.get(instance_id)
                 try:
                     version = job_arg(job, "workflow_version")
@@ -155,6 +161,8 @@ class InlineAdvance(AdvanceJobs):
         except BaseException:
             await rollback_open(conn)
             raise
+        for k in deferred:
+            outcomes[k] = await self._outcome_in_thread(self._apply_one, *items[k])
         return outcomes
 
 

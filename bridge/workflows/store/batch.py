@@ -300,6 +300,52 @@ async def begin_and_take_pending(
     return answer
 
 
+# _TAKE_PENDING over the instances whose exclusive lock was free: the ones another transaction
+# holds are left out, not waited for.
+_TAKE_FREE = (
+    "WITH got AS MATERIALIZED (SELECT t.id FROM unnest(%(ids)s::text[], %(keys)s::bigint[])"
+    " AS t(id, key) WHERE pg_try_advisory_xact_lock(t.key)), "
+    + _TAKE_PENDING.removeprefix("WITH ")
+    .replace("instance_id = ANY(%(ids)s::text[])", "instance_id IN (SELECT id FROM got)")
+    .replace("i.id = ANY(%(ids)s::text[])", "i.id IN (SELECT id FROM got)")
+)
+
+
+async def begin_and_take_free(
+    conn: AConn,
+    prefix: str,
+    instance_ids: Sequence[str],
+    workflows: Mapping[str, Workflow],
+    flag: str,
+    params: Mapping[str, Any],
+) -> tuple[dict[str, Taken], set[str]]:
+    """:func:`begin_and_take_pending` for the instances whose lock is free now, and the others.
+
+    Each lock is only tried (``pg_try_advisory_xact_lock``, exclusive), in the same round trip:
+    an instance another transaction holds (a frozen node's, a slow one's) is answered as busy
+    for its jobs to wait on their own, so it cannot hold up every other job of the batch. A
+    missing instance is answered as busy too (the rows cannot tell it apart); its own job then
+    finds it missing. No lock is waited for, so the key order does not matter here."""
+    ids = list(dict.fromkeys(instance_ids))
+    body = _q(conn, _TAKE_FREE.replace("{flag}", flag), prefix)
+    query = _begin_locked_then(conn, [], body, shared=False)
+    try:
+        values = {**params, "ids": ids, "keys": [phash2(i) for i in ids]}
+        rows = await _last_rows(conn, query, values, dicts=True)
+    except BaseException:
+        await rollback_open(conn)
+        raise
+    answer: dict[str, Taken] = {}
+    for row in rows:
+        try:
+            pending = taken_results(row["pending"], row["id"])
+            instance = _decode(row, workflows)
+        except UndecodableRowError as exc:
+            pending, instance = [], exc
+        answer[row["id"]] = Taken(instance, bool(row["flag"]), pending)
+    return answer, set(ids) - set(answer)
+
+
 # Each instance's results as one jsonb array in ``inserted_at`` (then id) order, timestamps as
 # JSON text: one instance's unreadable result cannot fail the fetch of the others'.
 _RESULTS_OF = (

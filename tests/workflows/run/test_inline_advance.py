@@ -12,14 +12,17 @@ jobs (HephaestusOban's job rows) one job at a time.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
 import pytest
 
 from bridge.jobs.client.job import Job
+from bridge.wire.phash2 import phash2
 from bridge.workflows.model.engine import StepResult
 from bridge.workflows.run.repair import find_stuck
 from bridge.workflows.run.runner import ADVANCE_WORKER, EXECUTE_STEP_WORKER, WorkflowRunner
@@ -32,8 +35,10 @@ from tests.workflows.run.test_runner_batches import (
     claim,
     in_batch,
     left,
+    one,
     right,
     side_rows,
+    two,
 )
 
 INLINE_BATCHED, INLINE_ONE, ADVANCE_JOBS = "a", "b", "c"
@@ -210,3 +215,60 @@ def test_an_inline_transition_applies_a_result_a_two_job_node_recorded(
     assert inline["results"] == two["results"]
     # Left's advance is there (and completed, having found nothing), right's is not.
     assert without_result_advances(inline["jobs"]) == without_result_advances(two["jobs"])
+
+
+def test_a_held_instance_lock_does_not_hold_up_the_rest_of_the_batch(
+    runner: WorkflowRunner, conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    """Another transaction holds one instance's lock (a frozen node's batch): the batch applies
+    the other instance's result and commits at once; the held instance's job waits on its own
+    and is applied once the lock is released, with the rows of an unhindered run."""
+    for side in SIDES:
+        for k in range(2):
+            runner.start(conn, LINE, {"n": k}, id=f"{side}-line-{k}")
+        run_round(runner, conn, side)  # the start advances: `one` active in both
+    steps = {side: _results(runner, claim(conn, runner.prefix, side)) for side in SIDES}
+    for side in (INLINE_ONE, ADVANCE_JOBS):
+        for job, result in steps[side]:
+            if side == INLINE_ONE:
+                runner._apply_one(job, result)
+            else:
+                runner._record_one(job, result, resume=False)
+        ack(conn, runner.prefix, [job for job, _ in steps[side]])
+    run_round(runner, conn, ADVANCE_JOBS)  # the results' advances
+    holder = psycopg.connect(database_url, autocommit=True)
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            holder.execute("BEGIN")
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (phash2("a-line-0"),))
+            batch = pool.submit(in_batch, runner, runner._apply_batch, steps[INLINE_BATCHED])
+            assert _wait_for_active(conn, runner.prefix, "a-line-1", two.name)
+            assert not batch.done()  # a-line-0's job waits for the lock, alone
+            assert _active(conn, runner.prefix, "a-line-0") == [one.name]
+        finally:
+            holder.close()  # releases the lock (and lets a failed run's batch end)
+        assert batch.result(timeout=30) == [True, True]
+    ack(conn, runner.prefix, [job for job, _ in steps[INLINE_BATCHED]])
+    rows = {side: side_rows(conn, runner.prefix, side) for side in SIDES}
+    assert rows["a"]["instances"] == rows["b"]["instances"] == rows["c"]["instances"]
+    assert rows["a"]["results"] == rows["b"]["results"] == rows["c"]["results"]
+    assert rows["a"]["jobs"] == rows["b"]["jobs"] == without_result_advances(rows["c"]["jobs"])
+
+
+def _active(conn: psycopg.Connection[Any], prefix: str, instance_id: str) -> Any:
+    row = conn.execute(
+        _q("SELECT state->'active_steps' FROM {prefix}.workflow_instances WHERE id = %s", prefix),
+        (instance_id,),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def _wait_for_active(
+    conn: psycopg.Connection[Any], prefix: str, instance_id: str, step: str
+) -> bool:
+    """Whether the instance shows ``step`` as its only active step within 10 s."""
+    for _ in range(200):
+        if _active(conn, prefix, instance_id) == [step]:
+            return True
+        threading.Event().wait(0.05)
+    return False
