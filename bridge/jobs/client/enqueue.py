@@ -11,10 +11,12 @@ it is): an args value with an integer of 5,000 digits is stored and read back wh
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from contextvars import ContextVar
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from bridge.db import DEFAULT_PREFIX, quote_ident, read_json_as_jason
@@ -26,6 +28,7 @@ from bridge.jobs.client.insert_rows import (
     insert_notifications,
     insert_one_params,
     insert_params,
+    owns_transaction,
     shallow_copies,
 )
 from bridge.jobs.client.job import Job
@@ -153,16 +156,27 @@ def _validate(jobs: Sequence[Job]) -> None:
 
 def _copy_all(conn: psycopg.Connection[Any], jobs: Sequence[Job], prefix: str) -> list[Job]:
     _validate(jobs)
-    with atomic(conn), conn.cursor() as cur:
-        # Pipelined: the copies are made while the database takes the ids.
-        with conn.pipeline():
-            cur.execute(queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, jobs))
-            fresh = shallow_copies(jobs)
-            taken = cur.fetchone()
-        assert taken is not None  # an aggregate's one row
-        with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
-            for data in copy_data(fresh, sorted(taken[0]), taken[1]):
-                copy.write(data)
+    own = owns_transaction(conn)
+    with conn.cursor() as cur:
+        try:
+            # One round trip for BEGIN and the ids; the copies are made meanwhile.
+            with conn.pipeline():
+                if own:
+                    cur.execute("BEGIN")
+                cur.execute(queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, jobs))
+                fresh = shallow_copies(jobs)
+                taken = cur.fetchone()
+            assert taken is not None  # an aggregate's one row
+            with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
+                for data in copy_data(fresh, sorted(taken[0]), taken[1]):
+                    copy.write(data)
+            if own:
+                cur.execute("COMMIT")
+        except BaseException:
+            if own and not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                with suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
     return fresh
 
 
@@ -170,17 +184,28 @@ async def _copy_all_async(
     conn: psycopg.AsyncConnection[Any], jobs: Sequence[Job], prefix: str
 ) -> list[Job]:
     _validate(jobs)
-    async with atomic_async(conn), conn.cursor() as cur:
-        async with conn.pipeline():
-            await cur.execute(
-                queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, jobs)
-            )
-            fresh = shallow_copies(jobs)
-            taken = await cur.fetchone()
-        assert taken is not None  # an aggregate's one row
-        async with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
-            for data in copy_data(fresh, sorted(taken[0]), taken[1]):
-                await copy.write(data)
+    own = owns_transaction(conn)
+    async with conn.cursor() as cur:
+        try:
+            async with conn.pipeline():
+                if own:
+                    await cur.execute("BEGIN")
+                await cur.execute(
+                    queries.render(queries.NEXT_JOB_IDS, prefix), _id_params(prefix, jobs)
+                )
+                fresh = shallow_copies(jobs)
+                taken = await cur.fetchone()
+            assert taken is not None  # an aggregate's one row
+            async with cur.copy(queries.render(queries.COPY_JOBS, prefix)) as copy:
+                for data in copy_data(fresh, sorted(taken[0]), taken[1]):
+                    await copy.write(data)
+            if own:
+                await cur.execute("COMMIT")
+        except BaseException:
+            if own and not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                with suppress(psycopg.Error):
+                    await conn.execute("ROLLBACK")
+            raise
     return fresh
 
 

@@ -182,16 +182,18 @@ def insert_notifications(prefix: str, rows: Iterable[dict[str, Any]]) -> list[di
     return [{"channel": channel, "payload": notify.encode({"queue": q})} for q in queues]
 
 
-def atomic(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
-    """Our own transaction only on an autocommit connection that is idle.
+def owns_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an insert on ``conn`` runs in a transaction of its own: only on an autocommit
+    connection that is idle. Otherwise the caller owns the transaction (psycopg opens one
+    implicitly on a non-autocommit connection): the jobs and the NOTIFY commit or roll back
+    with the caller."""
+    return conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
 
-    Otherwise the caller owns the transaction (psycopg opens one implicitly on a
-    non-autocommit connection): the jobs and the NOTIFY commit or roll back with the caller.
-    """
-    idle = conn.info.transaction_status == TransactionStatus.IDLE
-    return conn.transaction() if conn.autocommit and idle else nullcontext()
+
+def atomic(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+    """Our own transaction when :func:`owns_transaction`, else none."""
+    return conn.transaction() if owns_transaction(conn) else nullcontext()
 
 
 def atomic_async(conn: psycopg.AsyncConnection[Any]) -> AbstractAsyncContextManager[Any]:
-    idle = conn.info.transaction_status == TransactionStatus.IDLE
-    return conn.transaction() if conn.autocommit and idle else nullcontext()
+    return conn.transaction() if owns_transaction(conn) else nullcontext()

@@ -4,6 +4,7 @@ what the full check refuses."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from datetime import UTC, datetime, timedelta, timezone
@@ -246,3 +247,45 @@ def test_quick_job_check_agrees_with_the_full_check() -> None:
             got = str(exc)
         assert got == expected
     assert quick > 100
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_failed_copy_rolls_back_its_own_transaction(
+    conn: Conn, oban_prefix: str, database_url: str, use_async: bool
+) -> None:
+    """The bulk path's own transaction (BEGIN sent with the ids): when the COPY fails (ids that
+    collide with rows already there), nothing is written, no notification is delivered and
+    the autocommit connection is idle and usable again."""
+    table = sql.Identifier(oban_prefix, "oban_jobs")
+    channel = f"{oban_prefix}.oban_insert"
+    insert_all(conn, [Job.new("W") for _ in range(COPY_THRESHOLD)], prefix=oban_prefix)
+    restart = sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), 1)")
+    conn.execute(restart.format(sql.Literal(f'"{oban_prefix}".oban_jobs')))
+    jobs = [Job.new("W", queue="failed") for _ in range(COPY_THRESHOLD)]
+    with psycopg.connect(database_url, autocommit=True) as listener:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        if use_async:
+
+            async def attempt() -> None:
+                async with await psycopg.AsyncConnection.connect(
+                    database_url, autocommit=True
+                ) as aconn:
+                    with pytest.raises(psycopg.errors.UniqueViolation):
+                        await insert_all_async(aconn, jobs, prefix=oban_prefix)
+                    assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+                    await aconn.execute("SELECT 1")
+
+            asyncio.run(attempt())
+        else:
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                insert_all(conn, jobs, prefix=oban_prefix)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
+    count = sql.SQL("SELECT count(*) FROM {} WHERE queue = 'failed'").format(table)
+    assert conn.execute(count).fetchone() == (0,)
+    conn.execute(
+        sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), max(id)) FROM {}").format(
+            sql.Literal(f'"{oban_prefix}".oban_jobs'), table
+        )
+    )
+    assert len(insert_all(conn, jobs, prefix=oban_prefix)) == COPY_THRESHOLD
