@@ -6,23 +6,34 @@ fixture's `Fixture.Echo` records with `record: true` (plain) or `"compressed"`; 
 with ``bridge.wire.recorded``. A Python worker registered with ``recorded=True`` records through
 the runtime's ack; the VM decodes it with its own `binary_to_term`, shows it with `inspect` and
 re-encodes it, which must give back exactly the bytes bridge writes for the same value.
+
+Elixir -> Python runs on the plugin's fixtures (``bridge_elixir_app`` records, the stdin VM only
+inserts as an app's code does); Python -> Elixir keeps the stdin VM, whose `inspect` and
+`term_to_binary` commands an app has no way to answer.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from bridge import Job, Ok, insert_all
 from bridge.jobs.client.registry import Registry, worker
+from bridge.testing import ElixirApp
+from bridge.testing.database import BridgeDatabase
 from bridge.wire import term
 from bridge.wire.atom import Atom
 from bridge.wire.recorded import decode_recorded
-from interop_tests.fixture import ElixirFixture, wait_until
+from interop_tests.fixture import ElixirFixture
 from interop_tests.support import ECHO, eventually, in_thread, value_differences
 from tests.jobs.support import job_row, running_node
 
 RECORDER = "interop.Recorder"
+
+pytestmark = pytest.mark.usefixtures("compiled_fixture")
 
 # Elixir -> Python: what Echo returns (built from JSON args) and what Python must decode.
 FROM_ELIXIR: list[tuple[dict[str, Any], Any]] = [
@@ -69,19 +80,32 @@ def completed(fx: ElixirFixture, ids: list[int]) -> list[dict[str, Any]] | None:
     return rows if all(row["state"] == "completed" for row in rows) else None
 
 
+@pytest.fixture
+def enqueuer(elixir: ElixirFixture, bridge_db: BridgeDatabase) -> Iterator[ElixirFixture]:
+    """The module's VM on the test database, only to insert as an Elixir app's code does (it
+    starts no queue: the app runs the jobs)."""
+    elixir.connect(bridge_db.url, bridge_db.prefix, node="enqueuer")
+    yield elixir
+    elixir.call("disconnect")
+
+
 def test_python_decodes_what_elixir_recorded(
-    fx: ElixirFixture, database_url: str, schema: str
+    bridge_elixir_app: ElixirApp, bridge_db: BridgeDatabase, enqueuer: ElixirFixture
 ) -> None:
+    """On the plugin's fixtures: the app (queue `echo`) runs and records the jobs."""
     specs = [
-        {"worker": ECHO, "queue": "ex", "args": {"record": True, **args}} for args, _ in FROM_ELIXIR
+        {"worker": ECHO, "queue": "echo", "args": {"record": True, **args}}
+        for args, _ in FROM_ELIXIR
     ]
-    rows = fx.enqueue(specs)
-    fx.call("start_queue", queue="ex", limit=5)
+    rows = enqueuer.enqueue(specs)
     ids = [row["id"] for row in rows]
-    wait_until(lambda: completed(fx, ids), what="the fixture to run the recording jobs")
+    for job_id in ids:
+        done = bridge_db.wait_for_job(job_id)  # completed (fails at once on another final state)
+        assert done.attempted_by is not None
+        assert done.attempted_by[0] == bridge_elixir_app.node == "fixture_app"
     diffs: list[str] = []
     for job_id, (args, expected) in zip(ids, FROM_ELIXIR, strict=True):
-        meta = job_row(database_url, schema, job_id)["meta"]
+        meta = job_row(bridge_db.url, bridge_db.prefix, job_id)["meta"]
         assert set(meta) == {"recorded", "return"} and meta["recorded"] is True, meta
         value = decode_recorded(meta)
         if isinstance(expected, Atom):
