@@ -31,6 +31,8 @@ from bridge.wire.atom import atom
 from bridge.wire.inspect import inspect
 from bridge.wire.timefmt import utc_now
 
+CONNECT_TIMEOUT = 10  # seconds
+
 ORPHANS = """
 SELECT id, worker, attempt, max_attempts, attempted_by
 FROM {prefix}.oban_jobs
@@ -80,7 +82,9 @@ def fail_crashed_jobs(
     """Error every job ``node`` left executing since ``since`` (when the dead process started):
     call only once that process is reaped and before another runs under ``node``."""
     now = utc_now()
-    with psycopg.connect(url, autocommit=False) as conn:
+    # Bounded: the supervisor waits on this before it replaces the node; a database that does
+    # not answer leaves the jobs to a lifeline instead.
+    with psycopg.connect(url, autocommit=False, connect_timeout=CONNECT_TIMEOUT) as conn:
         rows = conn.execute(
             queries.render(ORPHANS, prefix), {"node": node, "since": since}
         ).fetchall()
