@@ -1,6 +1,6 @@
-"""examples/mixed_workflow/tests run as its README says: plain ``pytest`` in the example's folder
-(its own pyproject.toml: pythonpath, and [tool.bridge.testing] naming elixir_fixture/ as the
-Elixir app), with only the database given. Nothing of this repository's conftests is loaded."""
+"""Each example's tests run as its README says: plain ``pytest`` in the example's folder (its own
+pyproject.toml: pythonpath, and [tool.bridge.testing] naming elixir_fixture/ as the Elixir app),
+with only the database given. Nothing of this repository's conftests is loaded."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mixed_workflow"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 pytestmark = pytest.mark.usefixtures("compiled_fixture")
 
 
-def test_the_example_tests_pass_with_plain_pytest(database_url: str) -> None:
+@pytest.mark.parametrize(("example", "tests"), [("badge_forge", 3), ("mixed_workflow", 2)])
+def test_the_example_tests_pass_with_plain_pytest(
+    database_url: str, example: str, tests: int
+) -> None:
     pytest_script = Path(sys.executable).parent / "pytest"
     env = dict(
         os.environ,
@@ -27,7 +30,7 @@ def test_the_example_tests_pass_with_plain_pytest(database_url: str) -> None:
     env.pop("PYTHONPATH", None)
     proc = subprocess.run(
         [str(pytest_script), "-p", "no:cacheprovider", "-q"],
-        cwd=EXAMPLE,
+        cwd=EXAMPLES / example,
         env=env,
         capture_output=True,
         text=True,
@@ -36,4 +39,4 @@ def test_the_example_tests_pass_with_plain_pytest(database_url: str) -> None:
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
-    assert "2 passed" in output.splitlines()[-1], output
+    assert f"{tests} passed" in output.splitlines()[-1], output
