@@ -33,6 +33,7 @@ from bridge.jobs.client.job import Job, UndecodableRowError
 from bridge.jobs.client.registry import Registry, default_registry
 from bridge.jobs.runtime.acker import ack_params
 from bridge.jobs.runtime.executor import Ack, JobExecutor
+from bridge.jobs.runtime.producer import undecodable_ack
 from bridge.testing.perform import naive_utc
 from bridge.testing.running import (
     RESULT_KEYS,
@@ -40,7 +41,6 @@ from bridge.testing.running import (
     CapturingRegistry,
     ContextThreads,
 )
-from bridge.wire import errors as wire_errors
 from bridge.wire.timefmt import utc_now
 
 # Oban's drainer claims "everything" as a limit of 100,000,000.
@@ -69,24 +69,6 @@ def _stage_params(queue: str, with_scheduled: bool | datetime) -> tuple[str, dat
 
 def _claim_params(queue: str, demand: int, attempted_by: list[str]) -> dict[str, Any]:
     return {"queue": queue, "demand": demand, "now": utc_now(), "attempted_by": attempted_by}
-
-
-def _undecodable_ack(error: UndecodableRowError) -> Ack:
-    """A claimed row Python cannot hold ends as the producer ends it: discarded at once, with
-    an entry naming the column (``Producer._end_undecodable``)."""
-    job = error.job
-    now = utc_now()
-    text = f"** ({wire_errors.exception_kind(error)}) {error}"
-    return Ack(
-        job.id or 0,
-        "discarded",
-        discarded_at=now,
-        error=wire_errors.entry(job.attempt, now, text),
-        attempt=job.attempt,
-        attempted_by=job.attempted_by,
-        worker=job.worker,
-        kind="discard",
-    )
 
 
 async def _drain(
@@ -147,7 +129,7 @@ async def _drain_passes(
             try:
                 job = Job.from_text_row(row)
             except UndecodableRowError as exc:
-                await store([_undecodable_ack(exc)])
+                await store([undecodable_ack(exc)])
                 counts["discard"] += 1
                 continue
             ack = await executor.run(job)

@@ -40,6 +40,25 @@ REFRESH_SECONDS = 60.0
 MAX_BATCH = 1000
 
 
+def undecodable_ack(error: UndecodableRowError) -> Ack:
+    """The outcome of a claimed row holding a value Python cannot (``Job.from_text_row``):
+    discarded at once, since no retry could decode it, with an Oban-shaped entry naming the
+    column and why. Shared with ``bridge.testing.drain``, which ends such rows the same way."""
+    job = error.job
+    now = utc_now()
+    text = f"** ({wire_errors.exception_kind(error)}) {error}"
+    return Ack(
+        job.id or 0,
+        "discarded",
+        discarded_at=now,
+        error=wire_errors.entry(job.attempt, now, text),
+        attempt=job.attempt,
+        attempted_by=job.attempted_by,
+        worker=job.worker,
+        kind="discard",
+    )
+
+
 class Producer:
     def __init__(
         self,
@@ -222,18 +241,7 @@ class Producer:
         discarded at once, since no retry could decode it, with an entry naming the column and
         why, stored like any outcome and handed to the ack listeners."""
         job = error.job
-        now = utc_now()
-        text = f"** ({wire_errors.exception_kind(error)}) {error}"
-        ack = Ack(
-            job.id or 0,
-            "discarded",
-            discarded_at=now,
-            error=wire_errors.entry(job.attempt, now, text),
-            attempt=job.attempt,
-            attempted_by=job.attempted_by,
-            worker=job.worker,
-            kind="discard",
-        )
+        ack = undecodable_ack(error)
         log.warning(
             "queue %s: job %s (%s) discarded: its row cannot be decoded: %s",
             self.queue,
