@@ -199,6 +199,35 @@ def test_an_unknown_worker_fails_as_on_a_node(
     assert "Elixir.Only" in entry["error"]
 
 
+def test_a_row_python_cannot_decode_is_discarded_as_a_node_discards_it(
+    conn: Conn, oban_prefix: str, database_url: str
+) -> None:
+    """An available row with an infinite inserted_at: the drain ends it as the producer does
+    (``producer.undecodable_ack``), discarded at once with the entry naming the column, and the
+    other job of the pass runs."""
+    fine = put(conn, oban_prefix, {"outcome": "ok"})
+    row = conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.oban_jobs (state, queue, worker, args, inserted_at) VALUES "
+            "('available', 'outcomes', 'tests.testing.workers.Outcomes', '{{}}', 'infinity') "
+            "RETURNING id"
+        ).format(sql.Identifier(oban_prefix))
+    ).fetchone()
+    assert row is not None
+    bad = int(str(row[0]))
+    counts = drain_queue(conn, "outcomes", prefix=oban_prefix, registry=REGISTRY)
+    assert counts == {**ZERO, "success": 1, "discard": 1}
+    ended = conn.execute(
+        sql.SQL("SELECT state::text, errors[1]->>'error' FROM {}.oban_jobs WHERE id = %s").format(
+            sql.Identifier(oban_prefix)
+        ),
+        (bad,),
+    ).fetchone()
+    assert ended is not None and ended[0] == "discarded"
+    assert str(ended[1]).startswith("** (bridge.jobs.client.job.UndecodableRowError) inserted_at")
+    assert job_row(database_url, oban_prefix, fine.id or 0)["state"] == "completed"
+
+
 def test_sync_drain_refuses_a_running_loop(conn: Conn, oban_prefix: str) -> None:
     async def inside() -> None:
         drain_queue(conn, "outcomes", prefix=oban_prefix)
