@@ -269,6 +269,21 @@ class Taken:
     pending: list[StoredResult]
 
 
+def _taken(rows: Sequence[dict[str, Any]], workflows: Mapping[str, Workflow]) -> dict[str, Taken]:
+    """Each instance's row of a take statement: its decoded instance, flag and pending results;
+    a row that cannot be decoded is that instance's :class:`UndecodableRowError` (its job fails
+    with it), never the batch's."""
+    answer: dict[str, Taken] = {}
+    for row in rows:
+        try:
+            pending = taken_results(row["pending"], row["id"])
+            instance: Loaded = _decode(row, workflows)
+        except UndecodableRowError as exc:
+            pending, instance = [], exc
+        answer[row["id"]] = Taken(instance, bool(row["flag"]), pending)
+    return answer
+
+
 async def begin_and_take_pending(
     conn: AConn,
     prefix: str,
@@ -289,15 +304,7 @@ async def begin_and_take_pending(
     except BaseException:
         await rollback_open(conn)
         raise
-    answer: dict[str, Taken] = {}
-    for row in rows:
-        try:
-            pending = taken_results(row["pending"], row["id"])
-            instance = _decode(row, workflows)
-        except UndecodableRowError as exc:  # this instance's job fails with it
-            pending, instance = [], exc
-        answer[row["id"]] = Taken(instance, bool(row["flag"]), pending)
-    return answer
+    return _taken(rows, workflows)
 
 
 # _TAKE_PENDING over the instances whose exclusive lock was free: the ones another transaction
@@ -335,14 +342,7 @@ async def begin_and_take_free(
     except BaseException:
         await rollback_open(conn)
         raise
-    answer: dict[str, Taken] = {}
-    for row in rows:
-        try:
-            pending = taken_results(row["pending"], row["id"])
-            instance = _decode(row, workflows)
-        except UndecodableRowError as exc:
-            pending, instance = [], exc
-        answer[row["id"]] = Taken(instance, bool(row["flag"]), pending)
+    answer = _taken(rows, workflows)
     return answer, set(ids) - set(answer)
 
 
