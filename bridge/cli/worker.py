@@ -551,13 +551,11 @@ def _run(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
 def _plugins(settings: WorkerSettings) -> list[Any]:
     """Oban's always-on plugins, plus the lifeline, pruner and cron when configured (the node
     adds gossip when configured)."""
+    from bridge.jobs.node import default_plugins
     from bridge.jobs.plugins.lifeline import Lifeline
-    from bridge.jobs.plugins.peer import Peer
     from bridge.jobs.plugins.pruner import Pruner
-    from bridge.jobs.plugins.sonar import Sonar
-    from bridge.jobs.plugins.stager import Stager
 
-    plugins: list[Any] = [Stager(), Peer(), Sonar()]
+    plugins: list[Any] = default_plugins()
     if settings.rescue_after:
         plugins.append(
             Lifeline(rescue_after=settings.rescue_after, interval=settings.rescue_interval)
