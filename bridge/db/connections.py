@@ -12,6 +12,7 @@ past 4,300 digits, both of which an Elixir app writes and reads without trouble.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -99,29 +100,37 @@ class LazyPool:
 
     Workflow runners and delegation hosts are built where a node is configured, often in
     processes that only start or inspect instances; opening connections there would cost every
-    such process a pool it never uses.
+    such process a pool it never uses. The first use is usually several job threads at once, so
+    opening is done under a lock: without it each opened a pool, and all but one were dropped
+    unclosed, holding their connections until garbage collection.
     """
 
     def __init__(self, url: str, size: int) -> None:
         self.url = url
         self.size = max(2, size)
         self._pool: ConnectionPool[Any] | None = None
+        self._opening = threading.Lock()
+
+    def _opened(self) -> ConnectionPool[Any]:
+        with self._opening:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=self.size,
+                    kwargs={"autocommit": True},
+                    configure=read_json_as_jason,
+                    open=True,
+                )
+            return self._pool
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._pool is None:
-            self._pool = ConnectionPool(
-                self.url,
-                min_size=1,
-                max_size=self.size,
-                kwargs={"autocommit": True},
-                configure=read_json_as_jason,
-                open=True,
-            )
-        with self._pool.connection() as conn:
+        with self._opened().connection() as conn:
             yield conn
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        with self._opening:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
