@@ -1,0 +1,101 @@
+"""tests/guide/runner.py on small pages of its own (no database is reached): a sample that does
+not do what the page says fails with the page, the line, the command and its output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.guide.runner import GuideFailure, PageRun
+from tests.support.guide import parse_page
+
+FENCE = "```"
+NO_DATABASE = "postgresql://nobody@127.0.0.1:1/none"
+
+
+def run(tmp_path: Path, *lines: str) -> PageRun:
+    scratch = tmp_path / "reader"
+    scratch.mkdir(parents=True)
+    page_run = PageRun(
+        parse_page("docs/guide/99-x.md", "\n".join(lines) + "\n"), scratch, NO_DATABASE
+    )
+    page_run.run()
+    return page_run
+
+
+def test_a_failing_command_names_page_line_command_and_output(tmp_path: Path) -> None:
+    with pytest.raises(GuideFailure) as failed:
+        run(tmp_path, "# x", f"{FENCE}sh", "echo fine", "echo broken >&2; exit 3", FENCE)
+    message = str(failed.value)
+    assert message.startswith(
+        "docs/guide/99-x.md:4: `echo broken >&2; exit 3` exited 3, the page expects 0"
+    ), message
+    assert "    broken" in message
+
+
+def test_expected_status_and_output(tmp_path: Path) -> None:
+    run(
+        tmp_path,
+        f"{FENCE}sh",
+        "export WHO=ada",
+        "mkdir -p sub",
+        "cd sub",
+        'echo "hi $WHO from $(basename $PWD)"; exit 5  # exits 5',
+        FENCE,
+        f"{FENCE}output",
+        "hi ... from sub",
+        FENCE,
+    )
+    with pytest.raises(GuideFailure) as failed:
+        run(tmp_path / "2", f"{FENCE}sh", "echo one", FENCE, f"{FENCE}output", "two", FENCE)
+    assert "printed something else than the output block at line 4" in str(failed.value)
+
+
+def test_files_python_and_the_page_environment(tmp_path: Path) -> None:
+    run(
+        tmp_path,
+        f"{FENCE}python",
+        "# myapp/greet.py",
+        "WORD = 'hello'",
+        FENCE,
+        f"{FENCE}sh",
+        "touch myapp/__init__.py",
+        "export BRIDGE_DATABASE_URL=postgresql://postgres@localhost:5432/myapp_dev",
+        FENCE,
+        f"{FENCE}python",
+        "import os, sys",
+        "from myapp.greet import WORD",
+        "print(WORD, os.environ['BRIDGE_DATABASE_URL'], os.environ.get('PYTHONPATH'))",
+        FENCE,
+        f"{FENCE}output",
+        f"hello {NO_DATABASE} None",
+        FENCE,
+    )
+
+
+def test_background_commands_are_stopped_and_must_exit_0(tmp_path: Path) -> None:
+    run(
+        tmp_path,
+        f"{FENCE}sh",
+        "trap 'exit 0' TERM; while true; do sleep 0.1; done &",
+        "sleep 1",  # the trap is set
+        FENCE,
+    )
+    with pytest.raises(GuideFailure) as failed:
+        run(tmp_path / "2", f"{FENCE}sh", "echo started; exit 4 &", "sleep 1", FENCE)
+    assert "exited 4 before the page ended" in str(failed.value)
+    assert "started" in str(failed.value)
+
+
+def test_output_is_retried_while_something_runs_in_the_background(tmp_path: Path) -> None:
+    run(
+        tmp_path,
+        f"{FENCE}sh",
+        "trap 'exit 0' TERM; sleep 1; echo done > state; while true; do sleep 0.1; done &",
+        "cat state",
+        FENCE,
+        f"{FENCE}output",
+        "done",
+        FENCE,
+    )
