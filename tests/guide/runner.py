@@ -92,6 +92,7 @@ def page_environment(database_url: str) -> dict[str, str]:
     }
     bins = [str(Path(bridge_script()).parent), str(Path(sys.executable).parent)]
     env["PATH"] = os.pathsep.join([*dict.fromkeys(bins), env.get("PATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"  # stdout and stderr in the order a terminal shows them
     env["BRIDGE_DATABASE_URL"] = database_url
     env["DATABASE_URL"] = database_url
     return env

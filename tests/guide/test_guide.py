@@ -22,9 +22,12 @@ def test_the_page_runs_as_written(path: Path, server_url: str, tmp_path: Path) -
     with scratch_database(server_url) as database_url:
         run = PageRun(page, tmp_path / "reader", database_url)
         run.scratch.mkdir()
+        failure = None
         try:
             run.run()
-        except AssertionError as failure:
-            pytest.fail(str(failure), pytrace=False)
+        except AssertionError as failed:
+            failure = str(failed)  # failed outside the except: no "during handling" chain
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
     for skipped in run.skipped:
         print(f"{page.name}:{skipped.line}: ```{skipped.language} block not run: {skipped.reason}")
