@@ -669,6 +669,22 @@ def findings(results: Sequence[dict[str, Any]], nodes: Sequence[int]) -> list[st
         f"{med(top, lambda r: r['db_cores']):.2f} of the {os.cpu_count()} cores busy, and the "
         f"machine was {med(top, lambda r: r['machine_busy']):.0%} busy."
     )
+
+    def event_share(r: dict[str, Any], *events: str) -> float:
+        active = r["waits"]["active_samples"]
+        return sum(r["waits"]["by_event"].get(e, 0) for e in events) / active if active else 0.0
+
+    wal = ", ".join(
+        f"{med(n, lambda r: event_share(r, 'LWLock:WALWrite', 'IO:WALSync')):.0%}" for n in counts
+    )
+    client = ", ".join(
+        f"{med(n, lambda r: event_share(r, 'Client:ClientRead')):.0%}" for n in counts
+    )
+    lines.append(
+        f"- Where the backends' time went ({', '.join(map(str, counts))} nodes): waiting for the "
+        f"WAL flush at commit (`LWLock:WALWrite` + `IO:WALSync`) {wal} of the active samples; "
+        f"waiting for the node to send its next message (`Client:ClientRead`) {client}."
+    )
     noop = [r for r in results if r["workload"] == "noop"]
     locks = max(r["waits"]["lock_wait_fraction"] for r in noop)
     lock_events: dict[str, int] = {}
