@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+from bridge import db
 from tests.support.cli import _CLEARED as CLEARED
 from tests.support.cli import ROOT, bridge_script
 from tests.support.guide import (
@@ -369,6 +370,8 @@ class PageRun:
             job.log.close()
         if self.app is not None:
             self.app.stop()
+        for pgdata in self.scratch.rglob(".bridge/pgdata"):
+            db.stop_embedded(pgdata)  # `bridge demo` leaves it running; a failed page, too
         if check and problems:
             raise self.fail(self.step_line, "at the end of the page: " + "; ".join(problems))
 
