@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import psycopg
 
 from bridge import schema
 from bridge.cli.context import CliContext, connect, pass_ctx
@@ -99,7 +100,18 @@ def schema_verify(ctx: CliContext, as_json: bool) -> None:
     (harmless: a newer migration, an Ecto setting)."""
     prefix = _checked_prefix(ctx)
     with connect(ctx) as conn:
-        report = schema.verify(conn, prefix)
+        try:
+            report = schema.verify(conn, prefix)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # The comparison builds the expected schema in a scratch schema (rolled back): a
+            # least-privilege role, the usual worker's, may not. Say so rather than "unexpected".
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise fail(
+                f"schema {shown(prefix)} was not compared with what bridge needs ({reason}): "
+                "the comparison builds the expected schema in a scratch schema, which needs "
+                "CREATE on the database; run `bridge schema verify` as a role that has it (a "
+                "worker started as this role checks only that oban_jobs exists)"
+            ) from None
     if as_json:
         echo_json(_report_json(prefix, report))
     else:

@@ -5,8 +5,10 @@ incompatible schema is never "nothing to do", every failure is one line with its
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -275,3 +277,40 @@ def test_every_schema_command_and_option_has_help(scratch: Path) -> None:
         lines = done.stdout.splitlines()
         options = [line for line in lines if line.lstrip().startswith("--")]
         assert options and all(len(line.split(None, 1)) == 2 for line in options), lines
+
+
+def test_verify_as_a_role_without_create_says_what_it_could_not_compare(
+    database_url: str, prefix: str, conn: Conn, scratch: Path
+) -> None:
+    """The comparison builds the expected schema in a scratch schema; the usual least-privilege
+    worker role may not, and verify says so in one line (it said "unexpected
+    InsufficientPrivilege" before) with exit status 1, never "compatible"."""
+    assert (
+        run_bridge(
+            "--database-url", database_url, "--prefix", prefix, "schema", "install", cwd=scratch
+        ).returncode
+        == 0
+    )
+    role = f"bridge_verify_{uuid.uuid4().hex[:8]}"
+    name = sql.Identifier(role)
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(name))
+    try:
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(prefix), name))
+        parts = urlsplit(database_url)
+        url = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+        done = run_bridge(
+            "--database-url", url, "--prefix", prefix, "schema", "verify", cwd=scratch
+        )
+        assert (done.returncode, done.stdout) == (1, "")
+        assert done.stderr.startswith(
+            f"Error: schema {shown(prefix)} was not compared with what bridge needs (permission "
+            "denied for database "
+        )
+        assert done.stderr.endswith(
+            "run `bridge schema verify` as a role that has it (a worker started as this role "
+            "checks only that oban_jobs exists)\n"
+        )
+        assert done.stderr.count("\n") == 1
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(name))
+        conn.execute(sql.SQL("DROP ROLE {}").format(name))
