@@ -332,6 +332,7 @@ def summarise(
     # The driver's own transactions in the window: the release and each completion poll.
     stats["xact_commit"] -= polls + 1
     db_cpu = cpu_s("db_ticks")
+    backends_seen = len({(r[0], r[1]) for s in samples for r in s["db_ticks"]})
     node_cpu = cpu_s("node_ticks")
     return {
         "workload": work.key,
@@ -350,7 +351,9 @@ def summarise(
         "node_ms_per_job": node_cpu * 1000 / work.jobs,
         "db_cores": db_cpu / wall if wall > 0 else 0.0,
         "machine_busy": (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0,
-        "db_backends_seen": len({tuple(r[:2]) for s in samples for r in s["db_ticks"]}),
+        "db_backends_seen": backends_seen,
+        # each backend's delta is whole ticks read twice: off by up to one tick each
+        "db_ms_per_job_error": backends_seen * 1000 / CLK_TCK / work.jobs,
         "waits": wait_fractions(probe.backends),
         "fairness": queue_fairness(by_queue, window) if len(work.queues) > 1 else None,
         "per_node": by_node,
@@ -660,14 +663,20 @@ def findings(results: Sequence[dict[str, Any]], nodes: Sequence[int]) -> list[st
     def plural(n: int) -> str:
         return f"{n} node{'s' if n > 1 else ''}"
 
-    db = ", ".join(f"{med(n, lambda r: r['db_ms_per_job']):.3f} ms at {plural(n)}" for n in counts)
+    db = ", ".join(
+        f"{med(n, lambda r: r['db_ms_per_job']):.3f} \u00b1 "
+        f"{med(n, lambda r: r['db_ms_per_job_error']):.3f} ms at {plural(n)}"
+        for n in counts
+    )
+    per_core = 1 / statistics.median(r["db_ms_per_job"] for r in results if r["workload"] == "noop")
     own = ", ".join(f"{med(n, lambda r: r['node_ms_per_job']):.3f} ms" for n in counts)
     top = counts[-1]
     lines.append(
         f"- PostgreSQL CPU per no-op job (claim, outcome, the nodes' plugins): {db}; the nodes' "
         f"own: {own}. At {plural(top)} PostgreSQL's backends kept "
         f"{med(top, lambda r: r['db_cores']):.2f} of the {os.cpu_count()} cores busy, and the "
-        f"machine was {med(top, lambda r: r['machine_busy']):.0%} busy."
+        f"machine was {med(top, lambda r: r['machine_busy']):.0%} busy. At this cost one "
+        f"core of PostgreSQL CPU serves about {per_core * 1000:,.0f} no-op jobs a second."
     )
 
     def event_share(r: dict[str, Any], *events: str) -> float:
@@ -721,8 +730,8 @@ def report(
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- command: `{command}` ({minutes:.1f} minutes)",
         f"- bridge {bridge.__version__} (Python {sys.version.split()[0]}), {args.rounds} "
-        f"round(s) (median, range over rounds in small print when more than one); burn "
-        f"n = {burn_rounds:,} rounds per CPU-bound job",
+        f"round(s) (median, range over rounds in small print when more than one)"
+        + (f"; burn n = {burn_rounds:,} rounds per CPU-bound job" if burn_rounds else ""),
         *machine(args.url, *loads),
         "",
         tables(results, args.nodes, args.burn_ms),
