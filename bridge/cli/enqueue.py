@@ -1,8 +1,10 @@
 """``bridge enqueue``: insert jobs for any worker, Python or Elixir, by its string name.
 
-One job from the options, or many from a JSON-lines file (``--from-file``). With ``--workers``
-a registered worker's defaults (queue, max_attempts, priority, tags, unique) apply as they do
-for ``Worker.new`` in code; options override them. The row is inserted before anything is
+One job from the options, or many from a JSON-lines file (``--from-file``). With worker
+modules (``--workers``, else ``BRIDGE_WORKERS``, else ``workers`` in ``[tool.bridge]``: the
+sources ``bridge worker`` reads, so a project's node and its shell agree on a worker's queue) a
+registered worker's defaults (queue, max_attempts, priority, tags, unique) apply as they do for
+``Worker.new`` in code; options override them. The row is inserted before anything is
 printed, and printing cannot fail (``output.json_text``), so a user never has to wonder whether
 to enqueue again.
 """
@@ -141,6 +143,22 @@ class JobBuilder:
         return spec.new(args, **chosen)
 
 
+def worker_modules(
+    config_path: Path | None, modules: Sequence[str], app_dirs: Sequence[Path]
+) -> tuple[list[str], list[str]]:
+    """The worker modules and app directories, from the sources ``bridge worker`` reads them
+    (option > ``BRIDGE_*`` variable > settings file); a bad setting stops the command (exit 2)
+    with the line naming it."""
+    from bridge.cli.settings import ConfigError, resolve_settings
+
+    options = {"workers": tuple(modules), "app_dir": tuple(str(d) for d in app_dirs)}
+    try:
+        settings = resolve_settings(config_path, options, keys=("workers", "app_dir"))
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_USAGE) from exc
+    return settings.workers, settings.app_dir
+
+
 def _json_object(text: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(text)  # the stdlib keeps integers beyond 64 bits exact
@@ -175,9 +193,17 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     "modules",
     multiple=True,
     help="Module(s) defining the worker: its queue, max_attempts, priority, tags and unique "
-    "options become the defaults.",
+    "options become the defaults [env BRIDGE_WORKERS; default: workers in [tool.bridge]].",
 )
 @app_dir_option
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML settings to take workers and app_dir from ([tool.bridge] of ./pyproject.toml "
+    "by default) [env BRIDGE_CONFIG].",
+)
 @click.option(
     "--unique-period",
     metavar="SECONDS|infinity",
@@ -228,6 +254,7 @@ def enqueue_command(
     meta_json: str | None,
     modules: tuple[str, ...],
     app_dirs: tuple[Path, ...],
+    config_path: Path | None,
     unique_period: str | None,
     unique_fields: str | None,
     unique_keys: str | None,
@@ -239,13 +266,12 @@ def enqueue_command(
     jobs of --from-file.
 
     On a unique conflict nothing is inserted and the existing job is shown (exit 0)."""
-    from bridge.cli.settings import split_list
     from bridge.jobs.client.job import JobValidationError
 
     if (worker_name is None) == (from_file is None):
         raise usage_error("give WORKER_NAME or --from-file, not both or neither")
-    names = [name for item in modules for name in split_list(item)]
-    import_user_modules(names, app_dirs, kind="worker")
+    names, import_dirs = worker_modules(config_path, modules, app_dirs)
+    import_user_modules(names, import_dirs, kind="worker")
     defaults: dict[str, Any] = {
         key: value
         for key, value in {

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -358,12 +358,15 @@ def load_settings(path: Path | None = None) -> WorkerSettings:
     return settings
 
 
-def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+def env_values(environ: Mapping[str, str], keys: Collection[str] | None = None) -> dict[str, Any]:
     """The settings given by ``BRIDGE_*`` variables (empty ones count as unset); a malformed
-    one raises ConfigError naming the variable."""
+    one raises ConfigError naming the variable. With ``keys``, only those settings' variables
+    are read: a command that uses two settings is not stopped by a third one's typo."""
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         if setting.env is None or setting.key == "prefix":  # BRIDGE_PREFIX: the root's option
+            continue
+        if keys is not None and setting.key not in keys:
             continue
         text = environ.get(setting.env, "").strip()
         if not text:
@@ -405,13 +408,18 @@ def resolve_settings(
     config_path: Path | None,
     options: Mapping[str, Any],
     environ: Mapping[str, str] | None = None,
+    *,
+    keys: Collection[str] | None = None,
 ) -> WorkerSettings:
-    """Option > environment variable > file > default, one setting at a time."""
+    """Option > environment variable > file > default, one setting at a time.
+
+    ``keys`` limits the variables read to those settings (``bridge enqueue`` takes ``workers``
+    and ``app_dir`` only); the file is still checked whole, as ``bridge worker`` checks it."""
     environ = os.environ if environ is None else environ
     if config_path is None and environ.get(CONFIG_ENV, "").strip():
         config_path = Path(environ[CONFIG_ENV].strip())
     settings = load_settings(config_path)
-    for values in (env_values(environ), option_values(options)):
+    for values in (env_values(environ, keys), option_values(options)):
         for key, value in values.items():
             setattr(settings, key, value)
     return settings
