@@ -253,11 +253,16 @@ def measure(args: argparse.Namespace, work: Workload, count: int, round_no: int)
     dbname = f"bench_scale_{os.getpid()}_{work.key}_{count}_{round_no}"
     load_before = os.getloadavg()
     with fresh_database(args.url, dbname) as url:
-        subprocess.run(
+        install = subprocess.run(
             ["bridge", "--database-url", url, "schema", "install"],
-            check=True,
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
         )
+        if install.returncode != 0:
+            tail = "\n".join(install.stderr.strip().splitlines()[-5:])
+            raise BenchError(f"`bridge schema install` exited {install.returncode}:\n{tail}")
         errs: list[IO[str]] = []
         nodes: list[subprocess.Popen[bytes]] = []
         probe: Probe | None = None
