@@ -731,10 +731,19 @@ def report(
 ) -> str:
     import bridge  # the tree beside this script; only for its version
 
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%h"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "bridge"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    tree = f"commit {head or '?'}" + (", bridge/ with uncommitted changes" if dirty else "")
     lines = [
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- command: `{command}` ({minutes:.1f} minutes)",
-        f"- bridge {bridge.__version__} (Python {sys.version.split()[0]}), {args.rounds} "
+        f"- bridge {bridge.__version__} ({tree}; Python {sys.version.split()[0]}), {args.rounds} "
         f"round(s) (median, range over rounds in small print when more than one)"
         + (f"; burn n = {burn_rounds:,} rounds per CPU-bound job" if burn_rounds else ""),
         *machine(args.url, *loads),
