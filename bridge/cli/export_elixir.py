@@ -4,7 +4,9 @@ An Elixir app that shares the database must declare every Python-owned workflow 
 ObanBridge.PythonWorkflow``), or HephaestusEcto raises on its rows. The declarations are
 generated from the Python definitions (:func:`bridge.workflows.delegation.declaration.
 elixir_declarations`) so the two sides cannot drift; ``--check`` tells a stale file in CI.
-No database is needed.
+The text is laid out as ``mix format`` lays it out (``--line-length``: the app's
+``.formatter.exs`` value, 98 by default), so the app's ``mix format --check-formatted`` passes on
+it. No database is needed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import click
 
 from bridge.cli.output import EXIT_USAGE, bad_parameter, fail
 from bridge.cli.startup import app_dir_option
+from bridge.workflows.delegation.elixir_layout import LINE_LENGTH
 
 
 @click.command("export-elixir")
@@ -33,9 +36,21 @@ from bridge.cli.startup import app_dir_option
     is_flag=True,
     help="Do not write: exit 1 if the --output file differs from what would be written.",
 )
+@click.option(
+    "--line-length",
+    type=click.IntRange(min=20),
+    default=LINE_LENGTH,
+    show_default=True,
+    help="Lay the text out as `mix format` does with this :line_length (that of the app's "
+    ".formatter.exs).",
+)
 @app_dir_option
 def export_elixir_command(
-    modules: tuple[str, ...], output: Path | None, check: bool, app_dirs: tuple[Path, ...]
+    modules: tuple[str, ...],
+    output: Path | None,
+    check: bool,
+    line_length: int,
+    app_dirs: tuple[Path, ...],
 ) -> None:
     """Print the ObanBridge.PythonWorkflow declarations of the workflows in MODULE.
 
@@ -53,11 +68,12 @@ def export_elixir_command(
         flows = load_workflows(modules)
     except WorkflowError as exc:
         raise bad_parameter(str(exc), "MODULE") from exc
-    text = elixir_declarations(flows, source=" ".join(modules))
+    text = elixir_declarations(flows, source=" ".join(modules), line_length=line_length)
     if output is None:
         click.echo(text, nl=False)
         return
-    command = f"bridge workflows export-elixir {' '.join(modules)} --output {output}"
+    length = f" --line-length {line_length}" if line_length != LINE_LENGTH else ""
+    command = f"bridge workflows export-elixir {' '.join(modules)}{length} --output {output}"
     if check:
         try:
             current = output.read_text(encoding="utf-8")

@@ -10,7 +10,8 @@ defmodule ColdPy.Declared.Flow do
       {ColdPy.Declared.AwaitZq, key: :await_zq, events: [:arrived_zq]},
       {ColdPy.Declared.BoomZq, key: :boom_zq, events: [:boomed_zq]},
       {ColdPy.Declared.FlakyZq, key: :flaky_zq, events: [:recovered_zq]},
-      {ColdPy.Declared.PickZq, key: :pick_zq, events: [:to_wait_zq, :to_flaky_zq, :to_fail_zq, :to_done_zq]}
+      {ColdPy.Declared.PickZq,
+       key: :pick_zq, events: [:to_wait_zq, :to_flaky_zq, :to_fail_zq, :to_done_zq]}
     ],
     elixir_steps: [
       {Hephaestus.Steps.Done, key: :done, events: [:done]}
