@@ -32,7 +32,7 @@ from bridge.workflows.run.core import (
     log,
     step_active,
 )
-from bridge.workflows.run.inline import InlineAdvance
+from bridge.workflows.run.inline import InlineAdvance, Seen
 from bridge.workflows.run.jobs import job_arg
 from bridge.workflows.run.recording import Recording
 from bridge.workflows.store.batch import (
@@ -51,7 +51,7 @@ class ExecuteStepJobs(InlineAdvance, Recording):
     result, then queue the advance that applies it or, with ``inline_advance``, apply it in the
     same transaction (:mod:`.inline`)."""
 
-    _async_prechecks: AsyncCoalescer[tuple[str, str], tuple[Instance, bool], AConn]
+    _async_prechecks: AsyncCoalescer[tuple[str, str], tuple[Instance, bool, str | None], AConn]
     _async_recorders: AsyncCoalescer[tuple[Job, StepResult], bool, AConn]
 
     def perform_execute_step(self, job: Job) -> Any:
@@ -76,8 +76,10 @@ class ExecuteStepJobs(InlineAdvance, Recording):
         thread (of the runner's, ``step_threads`` at most)."""
         instance_id = job_arg(job, "instance_id")
         step = job_arg(job, "step_ref")
+        since = self._inline_applies
+        xmin: str | None = None
         if self.coalesce:
-            instance, ran = await self._async_prechecks.submit((instance_id, step))
+            instance, ran, xmin = await self._async_prechecks.submit((instance_id, step))
         else:
             instance, ran = await self._in_thread(self._precheck_one, instance_id, step)
         if not _runnable(instance, step, ran):
@@ -88,7 +90,8 @@ class ExecuteStepJobs(InlineAdvance, Recording):
         companions = self._companions(instance, step)
         if self._inline(companions):
             if self.coalesce:
-                await self._async_inline.submit((job, result))
+                seen = None if xmin is None else Seen(instance, xmin, since)
+                await self._async_inline.submit((job, result, seen))
             else:
                 await self._in_thread(self._apply_one, job, result)
         elif self.coalesce and companions is None:
@@ -141,19 +144,24 @@ class ExecuteStepJobs(InlineAdvance, Recording):
 
     async def _precheck_batch(
         self, conn: AConn, items: Sequence[tuple[str, str]]
-    ) -> list[tuple[Instance, bool] | Exception]:
+    ) -> list[tuple[Instance, bool, str | None] | Exception]:
         """:meth:`_precheck_one` for concurrent step jobs in one statement, each instance read
-        once however many of its steps ask (a fan-out's siblings); if the statement fails (a
-        connection the server closed), each job reads on its own."""
+        once however many of its steps ask (a fan-out's siblings), with the row version read
+        (for :meth:`_apply_unchanged`); if the statement fails (a connection the server
+        closed), each job reads on its own (no version)."""
         try:
             return await self._precheck_many(conn, items)
         except Exception as exc:
             log.info("batch of %d pre-checks failed (%s); one by one", len(items), exc)
-        return [await self._outcome_in_thread(self._precheck_one, *item) for item in items]
+        answer: list[tuple[Instance, bool, str | None] | Exception] = []
+        for item in items:
+            read = await self._outcome_in_thread(self._precheck_one, *item)
+            answer.append(read if isinstance(read, Exception) else (*read, None))
+        return answer
 
     async def _precheck_many(
         self, conn: AConn, items: Sequence[tuple[str, str]]
-    ) -> list[tuple[Instance, bool] | Exception]:
+    ) -> list[tuple[Instance, bool, str | None] | Exception]:
         checks = await load_for_steps(
             conn,
             self.prefix,
@@ -161,7 +169,7 @@ class ExecuteStepJobs(InlineAdvance, Recording):
             [step for _, step in items],
             self.workflows,
         )
-        answer: list[tuple[Instance, bool] | Exception] = []
+        answer: list[tuple[Instance, bool, str | None] | Exception] = []
         for instance_id, step in items:
             check = checks.get(instance_id)
             try:
@@ -170,7 +178,7 @@ class ExecuteStepJobs(InlineAdvance, Recording):
                 answer.append(exc)
                 continue
             assert check is not None
-            answer.append((instance, step in check.ran))
+            answer.append((instance, step in check.ran, check.xmin))
         return answer
 
     def _run_body(self, workflow: Workflow, instance: Instance, step: str) -> Any:

@@ -19,6 +19,7 @@ handled as the advance handles it: the result is written, then the instance is f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
@@ -33,6 +34,8 @@ from bridge.workflows.store.batch import (
     AConn,
     AppliedResult,
     ResultsOf,
+    Unchanged,
+    apply_if_unchanged,
     begin_and_take_free,
     results_of,
     results_or_raise,
@@ -49,12 +52,52 @@ from bridge.workflows.store.instances import (
 )
 
 _FLAG_PARAMS = {"worker": EXECUTE_STEP_WORKER}
+# Instances this runner advanced inline, remembered at most (then forgotten all at once: that
+# costs only attempts of the one-round-trip path that find the row changed).
+_REMEMBERED = 100_000
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a step job's batched pre-check read: the instance, its row version (``xmin``), and
+    how many inline advances this runner had made when the pre-check was asked for."""
+
+    instance: Instance
+    xmin: str
+    since: int
+
+
+# A step job's inline advance: its job, its result, and its pre-check's read when batched.
+Item = tuple[Job, StepResult, "Seen | None"]
 
 
 class InlineAdvance(AdvanceJobs):
     """Record a step's result and advance its instance in one transaction (module docstring)."""
 
-    _async_inline: AsyncCoalescer[tuple[Job, StepResult], bool, AConn]
+    _async_inline: AsyncCoalescer[Item, bool, AConn]
+    # How many inline advances this runner made, and the count at each instance's last one:
+    # an instance advanced here after its step job's pre-check has certainly changed since.
+    _inline_applies: int = 0
+    _inline_applied_at: dict[str, int]
+
+    def _note_applied(self, instance_ids: Sequence[str]) -> None:
+        """Remember that these instances were just advanced inline by this runner."""
+        if not instance_ids:
+            return
+        memory = self._inline_applied_at
+        if len(memory) > _REMEMBERED:
+            memory.clear()
+        self._inline_applies += 1
+        for instance_id in instance_ids:
+            memory[instance_id] = self._inline_applies
+
+    def _maybe_unchanged(self, instance_id: str, seen: Seen | None) -> bool:
+        """Whether the one-round-trip path is worth trying: the pre-check's read is known and
+        this runner has not advanced the instance since (a fan-out's siblings, usually). Only a
+        guess: :func:`apply_if_unchanged` checks the row version itself."""
+        if seen is None:
+            return False
+        return self._inline_applied_at.get(instance_id, -1) <= seen.since
 
     def _apply_one(self, job: Job, result: StepResult) -> bool:
         """One step job's inline advance, on a connection of the runner's pool; answers whether
@@ -72,27 +115,108 @@ class InlineAdvance(AdvanceJobs):
             updated, jobs = self._advanced(conn, job, instance, discarded, applied)
             if updated is not None and len(jobs) == 1:  # both rows in one statement
                 save_instance_and_job(conn, self.prefix, updated, jobs[0])
-                return True
-            if updated is not None:
-                save_instance(conn, self.prefix, updated)
-            insert_all(conn, jobs, prefix=self.prefix)
+            else:
+                if updated is not None:
+                    save_instance(conn, self.prefix, updated)
+                insert_all(conn, jobs, prefix=self.prefix)
+        self._note_applied([instance_id])
         return True
 
-    async def _apply_batch(
-        self, conn: AConn, items: Sequence[tuple[Job, StepResult]]
-    ) -> list[bool | Exception]:
-        """Inline advances of concurrent step jobs in one transaction; a failure path (a
-        discarded step job, an unreadable row) or an error runs them one at a time."""
+    async def _apply_batch(self, conn: AConn, items: Sequence[Item]) -> list[bool | Exception]:
+        """Inline advances of concurrent step jobs: those of instances unchanged since their
+        pre-check in one round trip (:meth:`_apply_unchanged`), the others in one transaction
+        that reads each instance first; a failure path (a discarded step job, an unreadable
+        row) or an error runs the latter one at a time."""
+        outcomes: dict[int, bool | Exception] = {}
+        if any(self._maybe_unchanged(job_arg(job, "instance_id"), seen) for job, _, seen in items):
+            try:
+                outcomes.update(await self._apply_unchanged(conn, items))
+            except Exception as exc:
+                log.info("%d inline advances in one round trip failed (%s)", len(items), exc)
+        rest = [k for k in range(len(items)) if k not in outcomes]
+        if rest:
+            read = await self._apply_read(conn, [items[k] for k in rest])
+            outcomes.update(zip(rest, read, strict=True))
+        return [outcomes[k] for k in range(len(items))]
+
+    async def _apply_read(self, conn: AConn, items: Sequence[Item]) -> list[bool | Exception]:
         try:
             return await self._apply_many(conn, items)
         except Exception as exc:
             if not isinstance(exc, _OneByOne):
                 log.info("batch of %d inline advances failed (%s); one by one", len(items), exc)
-        return [await self._outcome_in_thread(self._apply_one, job, res) for job, res in items]
+        return [await self._outcome_in_thread(self._apply_one, job, res) for job, res, _ in items]
 
-    async def _apply_many(
-        self, conn: AConn, items: Sequence[tuple[Job, StepResult]]
-    ) -> list[bool | Exception]:
+    async def _apply_unchanged(self, conn: AConn, items: Sequence[Item]) -> dict[int, bool]:
+        """The outcomes of the items whose instance had not changed since their pre-check,
+        written in one round trip (:func:`apply_if_unchanged`); the other items are left out.
+
+        Each such instance's advance is computed from the pre-check's read as the read path
+        computes it from its own (no pending result, the step job flag false: the statement
+        writes only if both still hold and the row is the version read), over the batch's
+        results for it in arrival order. An instance whose items disagree on the version
+        read, that must read all its results (a waiting one) or that any item cannot use is
+        left to the read path whole.
+        """
+        groups: dict[str, list[int]] = {}
+        for k, (job, _, _) in enumerate(items):
+            groups.setdefault(job_arg(job, "instance_id"), []).append(k)
+        writes: list[Unchanged] = []
+        writes_of: dict[str, Instance] = {}  # the instance each write was computed from
+        decided: dict[str, dict[int, bool]] = {}
+        for instance_id, ks in groups.items():
+            seens = [items[k][2] for k in ks]
+            first = seens[0]
+            if first is None or not self._maybe_unchanged(instance_id, first):
+                continue
+            if any(s is None or s.xmin != first.xmin for s in seens):
+                continue
+            try:
+                write, outcome = self._unchanged_write(instance_id, first, [items[k] for k in ks])
+            except Exception:
+                continue  # the read path reports it for its own job
+            if write is None:
+                continue
+            writes.append(write)
+            writes_of[instance_id] = first.instance
+            decided[instance_id] = dict(zip(ks, outcome, strict=True))
+        if not writes:
+            return {}
+        written = await apply_if_unchanged(conn, self.prefix, writes, _DISCARDED_STEP, _FLAG_PARAMS)
+        self._note_applied(sorted(written))
+        answer: dict[int, bool] = {}
+        for instance_id in written:
+            answer.update(decided[instance_id])
+            for k, accepted in decided[instance_id].items():
+                step = items[k][1].step_ref
+                if not accepted and not step_active(writes_of[instance_id], step):
+                    log.info("%s: %s is no longer active; result dropped", instance_id, step)
+        return answer
+
+    def _unchanged_write(
+        self, instance_id: str, seen: Seen, items: Sequence[Item]
+    ) -> tuple[Unchanged | None, list[bool]]:
+        """What the read path would write for the instance if it read ``seen``: the write
+        (``None``: the read path must do it) and whether each item's result is written."""
+        instance = seen.instance
+        mine: list[StoredResult] = []
+        accepted: list[bool] = []
+        versions: list[tuple[StepResult, int]] = []
+        for job, result, _ in items:
+            ok = _accepts(instance, result.step_ref, mine, quiet=True)
+            accepted.append(ok)
+            if ok:
+                mine.append(_stored(result))
+                versions.append((result, job_arg(job, "workflow_version")))
+        if not mine:
+            return Unchanged(instance_id, seen.xmin, None, [], []), accepted
+        if _woken(instance, mine):
+            return None, accepted
+        updated, jobs = self._next(instance, mine, _never)
+        applied = [AppliedResult(instance_id, r, version) for r, version in versions]
+        return Unchanged(instance_id, seen.xmin, updated, jobs, applied), accepted
+
+    async def _apply_many(self, conn: AConn, items: Sequence[Item]) -> list[bool | Exception]:
         """What :meth:`_apply_one` does for each item, with each statement sent once for all.
 
         Every instance's lock is held exclusively for the whole transaction; each instance is
@@ -103,7 +227,7 @@ class InlineAdvance(AdvanceJobs):
         after the batch commits, waiting for it there, so that one held lock does not keep
         every other step job of the batch executing (and past a lifeline's rescue age).
         """
-        ids = [job_arg(job, "instance_id") for job, _ in items]
+        ids = [job_arg(job, "instance_id") for job, _, _ in items]
         taken, busy = await begin_and_take_free(
             conn, self.prefix, ids, self.workflows, _DISCARDED_STEP, _FLAG_PARAMS
         )
@@ -114,7 +238,7 @@ class InlineAdvance(AdvanceJobs):
                     raise _OneByOne()
             outcomes: list[bool | Exception] = [False] * len(items)
             fresh: dict[str, list[tuple[int, StepResult, int]]] = {}
-            for k, ((job, result), instance_id) in enumerate(zip(items, ids, strict=True)):
+            for k, ((job, result, _), instance_id) in enumerate(zip(items, ids, strict=True)):
                 if instance_id in busy:
                     continue
                 found = taken.get(instance_id)
@@ -161,18 +285,28 @@ class InlineAdvance(AdvanceJobs):
         except BaseException:
             await rollback_open(conn)
             raise
+        self._note_applied(list(fresh))
         for k in deferred:
-            outcomes[k] = await self._outcome_in_thread(self._apply_one, *items[k])
+            outcomes[k] = await self._outcome_in_thread(self._apply_one, *items[k][:2])
         return outcomes
 
 
-def _accepts(instance: Instance, step: str, pending: Sequence[StoredResult]) -> bool:
+def _accepts(
+    instance: Instance, step: str, pending: Sequence[StoredResult], *, quiet: bool = False
+) -> bool:
     """Whether the step's result may be written: the recorder's check (the step is active in
     an unfinished instance) and the unique index's (no unprocessed result for the step)."""
     if not step_active(instance, step):
-        log.info("%s: %s is no longer active; result dropped", instance.id, step)
+        if not quiet:
+            log.info("%s: %s is no longer active; result dropped", instance.id, step)
         return False
     return all(p.step_ref != step for p in pending)
+
+
+def _never() -> list[StoredResult]:
+    """``every`` for an advance that must not read all results (:meth:`_unchanged_write`
+    leaves a waking advance to the read path)."""
+    raise AssertionError("an inline advance of an unchanged instance read all its results")
 
 
 def _stored(result: StepResult) -> StoredResult:

@@ -125,6 +125,7 @@ class WorkflowRunner(ExecuteStepJobs, AdvanceJobs, ResumeJobs):
         self._async_recorders = self._coalescer(self._record_batch, "bridge-record")
         self._async_advances = self._coalescer(self._advance_batch, "bridge-advance")
         self._async_inline = self._coalescer(self._apply_batch, "bridge-inline")
+        self._inline_applied_at = {}
 
     def start(
         self,

@@ -64,6 +64,7 @@ class StepCheck:
 
     instance: Loaded
     ran: frozenset[str]
+    xmin: str  # the row version read (apply_if_unchanged)
 
 
 async def load_for_steps(
@@ -78,7 +79,7 @@ async def load_for_steps(
     A missing instance is missing from the answer."""
     query = _q(
         conn,
-        "SELECT i.id, i.workflow, i.status, i.state, i.workflow_version,"
+        "SELECT i.id, i.workflow, i.status, i.state, i.workflow_version, i.xmin::text AS xmin,"
         " ARRAY(SELECT DISTINCT r.step_ref FROM {prefix}.hephaestus_step_results r"
         "  WHERE r.instance_id = i.id AND r.step_ref = ANY(%(steps)s::text[])) AS ran"
         " FROM {prefix}.workflow_instances i WHERE i.id = ANY(%(ids)s::text[])",
@@ -89,7 +90,10 @@ async def load_for_steps(
             query, {"ids": list(dict.fromkeys(instance_ids)), "steps": sorted(set(steps))}
         )
         rows = await cur.fetchall()
-    return {row["id"]: StepCheck(_decode(row, workflows), frozenset(row["ran"])) for row in rows}
+    return {
+        row["id"]: StepCheck(_decode(row, workflows), frozenset(row["ran"]), row["xmin"])
+        for row in rows
+    }
 
 
 async def _last_rows(
@@ -138,6 +142,23 @@ async def begin_and_load_activities(
         await rollback_open(conn)
         raise
     return {row["id"]: _decode(row, workflows) for row in rows}
+
+
+async def execute_and_commit(conn: AConn, query: Any, params: Mapping[str, Any]) -> list[Any]:
+    """Run a batch's last statement and ``COMMIT`` in one round trip; its rows.
+
+    Pipelined, so both go out before one Sync: the commit's wait (a WAL flush, the longest
+    part of a batch on a loaded server) is not preceded by a round trip of its own. If the
+    statement fails, PostgreSQL skips the ``COMMIT`` and the transaction is rolled back here.
+    """
+    try:
+        async with conn.pipeline():
+            cur = await conn.execute(query, params)
+            await conn.commit()
+        return await cur.fetchall() if cur.description is not None else []
+    except BaseException:
+        await rollback_open(conn)
+        raise
 
 
 async def rollback_open(conn: AConn) -> None:
@@ -236,13 +257,7 @@ async def record_and_commit(
         "guard_queue": guard_queue,
         **_job_params([r.advance for r in results], prefix),
     }
-    try:
-        cur = await conn.execute(_q(conn, _RECORD, prefix), params)
-        rows = await cur.fetchall()
-        await conn.commit()
-    except BaseException:
-        await rollback_open(conn)
-        raise
+    rows = await execute_and_commit(conn, _q(conn, _RECORD, prefix), params)
     return {(row[0], row[1]) for row in rows}
 
 
@@ -445,6 +460,114 @@ def _applied_params(results: Sequence[AppliedResult]) -> dict[str, Any]:
     }
 
 
+# An inline batch's one round trip for instances unchanged since their step jobs' pre-check
+# (apply_if_unchanged): BEGIN; the locks tried, the ones got kept in a setting local to the
+# transaction; the writes, each instance's only if its row is the version the pre-check read and
+# nothing changed it since; COMMIT.
+_TRY_LOCKS = (
+    "SELECT set_config('bridge.inline_locked', coalesce(jsonb_agg(t.id), '[]')::text, true)"
+    " FROM unnest(%(l_ids)b::text[], %(l_keys)b::bigint[]) AS t(id, key)"
+    " WHERE pg_try_advisory_xact_lock(t.key)"
+)
+_IF_UNCHANGED = (
+    "WITH unchanged AS MATERIALIZED ("
+    " SELECT i.id FROM {prefix}.workflow_instances i"
+    " JOIN unnest(%(e_ids)b::text[], %(e_xmins)b::text[]) AS e(id, xmin) ON e.id = i.id"
+    " WHERE i.id IN (SELECT jsonb_array_elements_text("
+    "  current_setting('bridge.inline_locked')::jsonb))"
+    "  AND i.xmin::text = e.xmin"
+    "  AND NOT EXISTS (SELECT 1 FROM {prefix}.hephaestus_step_results r"
+    "   WHERE r.instance_id = i.id AND NOT r.processed)"
+    "  AND NOT {flag}"
+    " FOR UPDATE OF i),"
+    + _APPLIED.replace(
+        "workflow_version, ord) ORDER BY ord",
+        "workflow_version, ord) WHERE t.instance_id IN (SELECT id FROM unchanged) ORDER BY ord",
+    )
+    + " saved AS ("
+    " UPDATE {prefix}.workflow_instances AS w"
+    " SET workflow = u.workflow, status = u.status, state = u.state::jsonb,"
+    "  updated_at = <stamp>"
+    " FROM unnest(%(s_ids)b::text[], %(s_workflows)b::text[], %(s_statuses)b::text[],"
+    "  %(s_states)b::text[])"
+    "  AS u(id, workflow, status, state)"
+    " WHERE w.id = u.id AND u.id IN (SELECT id FROM unchanged) RETURNING 1),"
+    " jobs AS (" + _JOB_ROWS + " WHERE x.n IN (SELECT q.n FROM"
+    "  unnest(%(j_instance_ids)b::text[]) WITH ORDINALITY AS q(instance_id, n)"
+    "  WHERE q.instance_id IN (SELECT id FROM unchanged))"
+    " ORDER BY x.n RETURNING queue, state)"
+    " SELECT ARRAY(SELECT id FROM unchanged) AS unchanged,"
+    " (SELECT count(*) FROM applied) AS applied, (SELECT count(*) FROM saved) AS saved,"
+    " (SELECT count(pg_notify(n.channel, n.payload)) FROM unnest(%(n_queues)b::text[],"
+    "  %(n_channels)b::text[], %(n_payloads)b::text[]) AS n(queue, channel, payload)"
+    "  WHERE n.queue IN (SELECT queue FROM jobs WHERE state = 'available')) AS notified"
+)
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """An instance as a step job's pre-check read it (its row version, ``xmin``), and what an
+    inline advance writes for it if the row is still that version: the state to save
+    (``None``: unchanged), the step jobs to queue and the results to insert processed."""
+
+    instance_id: str
+    xmin: str
+    save: Instance | None
+    jobs: Sequence[Job]
+    applied: Sequence[AppliedResult]
+
+
+async def apply_if_unchanged(
+    conn: AConn, prefix: str, writes: Sequence[Unchanged], flag: str, params: Mapping[str, Any]
+) -> set[str]:
+    """An inline batch's writes for instances that did not change since their step jobs'
+    pre-check, in one round trip and one transaction; the ids of the instances written.
+
+    ``BEGIN``; each instance's exclusive lock tried (``pg_try_advisory_xact_lock``, as
+    :func:`begin_and_take_free`: one held elsewhere is left out, never waited for); then, in a
+    statement whose snapshot is taken with those locks held, the writes of each locked instance
+    whose row is still the version read (``xmin``), with no unprocessed result and ``flag``
+    false; ``COMMIT``. What the take path (:func:`begin_and_take_free`, then
+    :func:`save_and_commit`) would compute for such an instance is what the caller computed from
+    the pre-check's read, so it writes the same rows; an instance left out is written by nothing
+    here and goes the take path. Pipelined: the statements go out before one Sync.
+    """
+    require_idle_autocommit(conn, "a batch")
+    for key in params:  # the flag's placeholders, apart from the job rows' (``worker``…)
+        flag = flag.replace(f"%({key})s", f"%(flag_{key})s")
+    ids = [w.instance_id for w in writes]
+    saves = [to_row(w.save) for w in writes if w.save is not None]
+    jobs = [(w.instance_id, job) for w in writes for job in w.jobs]
+    values: dict[str, Any] = {
+        **{f"flag_{key}": value for key, value in params.items()},
+        "e_ids": ids,
+        "e_xmins": [w.xmin for w in writes],
+        "s_ids": [row.id for row in saves],
+        "s_workflows": [row.workflow for row in saves],
+        "s_statuses": [row.status for row in saves],
+        "s_states": [jsonfmt.dumps(row.state) for row in saves],
+        "j_instance_ids": [instance_id for instance_id, _ in jobs],
+        **_job_params([job for _, job in jobs], prefix),
+        **_applied_params([a for w in writes for a in w.applied]),
+    }
+    locked = sorted(set(ids))
+    locks = {"l_ids": locked, "l_keys": [phash2(i) for i in locked]}
+    stamp = await instance_stamp_async(conn, prefix)
+    template = _IF_UNCHANGED.replace("{flag}", flag).replace("<stamp>", stamp)
+    try:
+        async with conn.pipeline():
+            await conn.execute(b"BEGIN")
+            await conn.execute(_TRY_LOCKS, locks)
+            cur = await conn.execute(_q(conn, template, prefix), values)
+            await conn.execute(b"COMMIT")
+        row = await cur.fetchone()
+    except BaseException:
+        await rollback_open(conn)
+        raise
+    assert row is not None
+    return set(row[0])
+
+
 async def save_and_commit(
     conn: AConn,
     prefix: str,
@@ -473,9 +596,7 @@ async def save_and_commit(
         # updated_at: the database's clock, as save_instance (bridge.workflows.store.stamps)
         stamp = await instance_stamp_async(conn, prefix)
         template = (_SAVE_APPLIED if applied else _SAVE).replace("<stamp>", stamp)
-        cur = await conn.execute(_q(conn, template, prefix), params)
-        await cur.fetchall()
-        await conn.commit()
     except BaseException:
         await rollback_open(conn)
         raise
+    await execute_and_commit(conn, _q(conn, template, prefix), params)
