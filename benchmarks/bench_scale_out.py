@@ -1,6 +1,6 @@
 """Scale-out benchmark: 1, 2 and 4 ``bridge worker`` nodes draining one PostgreSQL database.
 
-    python benchmarks/bench_scale_out.py                 # table on stdout (about 3 minutes)
+    python benchmarks/bench_scale_out.py                 # table on stdout (about 4 minutes)
     python benchmarks/bench_scale_out.py --write-docs    # ... and the "## Scale-out" section
     python benchmarks/bench_scale_out.py --nodes 1,2 --noop-jobs 4000 --cpu-jobs 0   # quick
 
@@ -805,11 +805,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--noop-jobs", type=int, default=20_000, help="0 skips the no-op drain")
     parser.add_argument("--queues", type=int, default=4, help="no-op queues, equal backlogs")
     parser.add_argument("--noop-limit", type=int, default=10, help="per queue per node (10)")
-    parser.add_argument("--cpu-jobs", type=int, default=1_000, help="0 skips the CPU drain")
+    parser.add_argument("--cpu-jobs", type=int, default=600, help="0 skips the CPU drain")
     parser.add_argument("--cpu-limit", type=int, default=10, help="per node (10)")
     parser.add_argument("--burn-ms", type=float, default=20.0)
     parser.add_argument("--burn-rounds", type=int, default=None, help="n; calibrated when absent")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds (node order alternates)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds (node order alternates)")
     parser.add_argument("--sample-interval", type=float, default=0.05, help="seconds (0.05)")
     parser.add_argument("--settle", type=float, default=1.5, help="seconds after LISTEN (1.5)")
     parser.add_argument("--start-timeout", type=float, default=90.0)
