@@ -33,6 +33,7 @@ from bridge.jobs.runtime import telemetry
 from bridge.jobs.runtime.acker import Acker
 from bridge.jobs.runtime.executor import Ack, JobExecutor
 from bridge.jobs.runtime.notifier import Handler, Notifier
+from bridge.jobs.runtime.process_pool import ProcessPool, process_worker_modules
 from bridge.jobs.runtime.producer import Producer
 from bridge.jobs.runtime.threads import JobThreads
 
@@ -62,6 +63,10 @@ class NodeConfig:
     # claiming slows to a crawl (convoy effect). 0.5 ms keeps other queues moving (measured in
     # tests/jobs/runtime/test_node.py). None leaves the interpreter's setting alone.
     switch_interval: float | None = 0.0005
+    # Child processes for executor="process" workers (None: one per core), started when first
+    # needed; a child is replaced after process_max_jobs jobs (None: never).
+    process_pool_size: int | None = None
+    process_max_jobs: int | None = None
 
     def add_plugin(self, plugin: Plugin) -> None:
         """Run ``plugin`` besides the others: a config still on the defaults gets them first
@@ -98,7 +103,12 @@ class Node:
             configure=configure_pool_connection,  # JSON read as Jason reads it
             open=False,
         )
-        self.executor = JobExecutor(config.registry, self.threads)
+        self.processes = ProcessPool(
+            config.process_pool_size,
+            max_jobs_per_child=config.process_max_jobs,
+            preload=process_worker_modules(config.registry),
+        )
+        self.executor = JobExecutor(config.registry, self.threads, self.processes)
         self.acker = Acker(self.pool, self.prefix, async_commit=config.async_commit)
         self.producers: dict[str, Producer] = {}
         # `leader` is for the Peer plugin (a leader stepping down): one LISTEN connection a node.
@@ -159,6 +169,7 @@ class Node:
         await self.notifier.stop()
         await self.pool.close()
         self.threads.shutdown(wait=False, cancel_futures=True)
+        await self.processes.close()
         self._stopped.set()
         log.info("node %s stopped", self.config.node)
 

@@ -18,6 +18,10 @@ from bridge.jobs.client.job import DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAU
 Backoff = Callable[[Job], int]
 T = TypeVar("T")
 
+# Where a sync body runs: a thread of the node (the default), or a child process of the node's
+# pool (bridge.jobs.runtime.process_pool), which can be killed on timeout or pkill.
+EXECUTORS = ("thread", "process")
+
 
 class WorkerRegistrationError(ValueError):
     """A worker definition that cannot be registered (bad name, duplicate, no process)."""
@@ -39,6 +43,7 @@ class WorkerSpec:
     recorded: bool = False
     backoff: Backoff | None = None
     target: Any = None  # the decorated class or function
+    executor: str = "thread"  # one of EXECUTORS; "process" only for sync workers
 
     def new(self, args: dict[str, Any] | None = None, **options: Any) -> Job:
         """A job for this worker with its defaults, overridable per call like ``Worker.new/2``."""
@@ -124,6 +129,7 @@ def worker(
     timeout: float | None = ...,
     recorded: bool = ...,
     backoff: Backoff | None = ...,
+    executor: str = ...,
     registry: Registry | None = ...,
 ) -> Callable[[T], T]: ...
 def worker(
@@ -138,16 +144,20 @@ def worker(
     timeout: float | None = None,
     recorded: bool = False,
     backoff: Backoff | None = None,
+    executor: str = "thread",
     registry: Registry | None = None,
 ) -> Any:
     """Register a class with ``process(job)`` or a function ``f(job)``, sync or async.
 
     ``timeout`` is in seconds. ``backoff(job) -> seconds`` replaces Oban's default exponential
-    backoff. The decorated object gains ``.spec`` and ``.new(args, **opts)``.
+    backoff. ``executor="process"`` runs a sync body in a child process of the node's pool
+    instead of a thread, so a timeout or a pkill stops it (docs/worker.md). The decorated object
+    gains ``.spec`` and ``.new(args, **opts)``.
     """
 
     def decorate(obj: Any) -> Any:
         perform, is_async = _perform_callable(obj)
+        _check_executor(obj, executor, is_async)
         spec = WorkerSpec(
             name=name or default_name(obj),
             perform=perform,
@@ -161,6 +171,7 @@ def worker(
             recorded=recorded,
             backoff=backoff if backoff is not None else _method_backoff(obj),
             target=obj,
+            executor=executor,
         )
         (registry or default_registry).register(spec)
         obj.spec = spec
@@ -170,6 +181,33 @@ def worker(
     if target is not None:
         return decorate(target)
     return decorate
+
+
+def _check_executor(obj: Any, executor: str, is_async: bool) -> None:
+    """Refuse what a child process could not run, at decoration rather than at the first job.
+
+    A child finds the body again by importing its module and walking its qualified name (never
+    by anything a row says), so the body must be reachable that way; an ``async def`` body runs
+    on the node's event loop and gains nothing from a process."""
+    label = getattr(obj, "__qualname__", repr(obj))
+    if executor not in EXECUTORS:
+        raise WorkerRegistrationError(
+            f"{label}: executor must be one of {', '.join(map(repr, EXECUTORS))}, got {executor!r}"
+        )
+    if executor != "process":
+        return
+    if is_async:
+        raise WorkerRegistrationError(
+            f"{label}: executor='process' runs sync workers only; an async worker runs on the "
+            "node's event loop (drop executor=, or make process a plain def)"
+        )
+    module = getattr(obj, "__module__", None)
+    if not module or module == "__main__" or "<locals>" in label:
+        raise WorkerRegistrationError(
+            f"{label}: executor='process' needs a worker defined at the top level of an "
+            "importable module (not __main__, not inside a function): the child process imports "
+            "it by module name"
+        )
 
 
 def _method_backoff(obj: Any) -> Backoff | None:

@@ -16,7 +16,6 @@ attempt the dead node claimed, so a job rescued or finished meanwhile is left al
 
 from __future__ import annotations
 
-import signal
 from datetime import datetime
 from typing import Any
 
@@ -26,10 +25,11 @@ from bridge.jobs import queries
 from bridge.jobs.client.job import Job
 from bridge.jobs.runtime.acker import ack_params
 from bridge.jobs.runtime.executor import Ack, error_ack
+from bridge.jobs.runtime.exits import crash_text, exit_reason
 from bridge.wire import errors as wire_errors
-from bridge.wire.atom import atom
-from bridge.wire.inspect import inspect
 from bridge.wire.timefmt import utc_now
+
+__all__ = ["crash_acks", "crash_text", "exit_reason", "fail_crashed_jobs"]
 
 CONNECT_TIMEOUT = 10  # seconds
 
@@ -39,27 +39,6 @@ FROM {prefix}.oban_jobs
 WHERE state = 'executing' AND attempted_by[1] = %(node)s AND attempted_at >= %(since)s
 ORDER BY id
 """
-
-
-def exit_reason(returncode: int) -> str:
-    """How Elixir would print the exit of a process that ended so; pure.
-
-    Killed (SIGKILL, what the OOM killer sends) is Erlang's ``killed``; another signal is
-    ``{:signal, :sigsegv}``; an exit status is ``{:exit_status, 3}``."""
-    if returncode == -signal.SIGKILL:
-        return "killed"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name.lower()
-        except ValueError:
-            name = f"sig{-returncode}"
-        return inspect((atom("signal"), atom(name)))
-    return inspect((atom("exit_status"), returncode))
-
-
-def crash_text(returncode: int) -> str:
-    """The first line of Oban's entry for a job whose process exited so; pure."""
-    return f"** (Oban.CrashError) ** (exit) {exit_reason(returncode)}"
 
 
 def crash_acks(rows: list[tuple[Any, ...]], returncode: int, now: datetime) -> list[Ack]:

@@ -1,16 +1,20 @@
 """Run one claimed job and turn what happened into the row update Oban would make.
 
-The decision table is Oban's executor + Basic engine (2.23.1): success -> completed; an
-exception or ``Error`` -> retryable with backoff, or discarded once ``attempt >=
-max_attempts``; ``Cancel`` -> cancelled with an entry; ``Discard`` -> discarded with an entry;
-``Snooze`` -> scheduled later with ``max_attempts + 1``; a timeout errors like an exception; an
-unregistered worker errors with Oban's "unknown worker" text (never an import).
+The row updates themselves are :mod:`bridge.jobs.runtime.acks` (Oban's executor + Basic engine
+decision table); here is where a body runs and what ends it: a timeout errors like an exception
+(``Oban.TimeoutError``); an unregistered worker errors with Oban's "unknown worker" text (never
+an import).
 
 A job's timeout runs from the moment its code starts, as in Oban, which starts every job in its
 own process at once: a sync body's clock starts in its thread, and sync bodies never wait for a
 thread (:class:`JobThreads`). A thread cannot be stopped, so a sync body that times out (or is
 killed by ``pkill``) runs on after its outcome was decided; :meth:`JobExecutor.lingering_body`
 hands it to the producer, which keeps the job's slot until the thread returns.
+
+A worker declared ``executor="process"`` runs in a child process of the node's
+:class:`ProcessPool` instead: its clock starts when a child has it, and a timeout or a pkill
+kills the child, so nothing runs on; a child that dies on its own fails its job with Oban's
+crash entry. Its outcomes are built by the same functions, so the rows are the same.
 """
 
 from __future__ import annotations
@@ -19,44 +23,19 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.jobs.client.job import Job
-from bridge.jobs.client.outcome import Cancel, Discard, Error, Ok, Snooze
 from bridge.jobs.client.registry import Registry, WorkerSpec
-from bridge.wire import backoff as wire_backoff
+from bridge.jobs.runtime.acks import Ack, error_ack, outcome_to_ack, raised_ack, result_ack
+from bridge.jobs.runtime.exits import crash_text
+from bridge.jobs.runtime.process_pool import BodyTimedOut, ChildDied, ProcessPool
 from bridge.wire import errors as wire_errors
-from bridge.wire.recorded import encode_recorded
 from bridge.wire.timefmt import utc_now
 
+__all__ = ["Ack", "JobExecutor", "error_ack", "outcome_to_ack"]
+
 log = logging.getLogger("bridge.jobs")
-
-
-@dataclass
-class Ack:
-    """The final write for one attempt; ``None`` fields are left as they are in the row."""
-
-    id: int
-    state: str
-    completed_at: datetime | None = None
-    discarded_at: datetime | None = None
-    cancelled_at: datetime | None = None
-    scheduled_at: datetime | None = None
-    max_attempts_inc: int = 0
-    error: dict[str, Any] | None = None
-    meta: dict[str, Any] | None = None
-    # The attempt this outcome belongs to, as its claim wrote it (attempt, attempted_by = [node,
-    # producer uuid]): the write applies only while the row still carries both.
-    attempt: int = 0
-    attempted_by: list[str] | None = None
-    # For logs and telemetry, not written.
-    worker: str = ""
-    kind: str = ""
-    duration: float = 0.0
-    detail: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Deadline(Exception):
@@ -68,67 +47,17 @@ def _resolve(future: asyncio.Future[float], value: float) -> None:
         future.set_result(value)
 
 
-def error_ack(job: Job, spec: WorkerSpec | None, entry: dict[str, Any], now: datetime) -> Ack:
-    """retryable with backoff, or discarded when attempts are used up (Oban's handle_exhausted)."""
-    if job.attempt >= job.max_attempts:
-        return Ack(job.id or 0, "discarded", discarded_at=now, error=entry, kind="discard")
-    if spec is not None and spec.backoff is not None:
-        seconds = int(spec.backoff(job))
-    else:
-        seconds = wire_backoff.default_backoff(job.attempt, job.max_attempts)
-    return Ack(
-        job.id or 0,
-        "retryable",
-        scheduled_at=now + timedelta(seconds=seconds),
-        error=entry,
-        kind="error",
-    )
-
-
-def outcome_to_ack(job: Job, spec: WorkerSpec, result: Any, now: datetime) -> Ack:
-    """Map a worker's return value to its row update; pure, for tests and for the runtime."""
-    job_id = job.id or 0
-    if isinstance(result, Snooze):
-        return Ack(
-            job_id,
-            "scheduled",
-            scheduled_at=now + timedelta(seconds=result.seconds),
-            max_attempts_inc=1,
-            kind="snooze",
-        )
-    if isinstance(result, Cancel):
-        entry = wire_errors.result_entry(job.worker, "cancel", result.reason, job.attempt, now)
-        return Ack(job_id, "cancelled", cancelled_at=now, error=entry, kind="cancel")
-    if isinstance(result, Discard):
-        entry = wire_errors.result_entry(job.worker, "discard", result.reason, job.attempt, now)
-        return Ack(job_id, "discarded", discarded_at=now, error=entry, kind="discard")
-    if isinstance(result, Error):
-        entry = wire_errors.result_entry(job.worker, "error", result.reason, job.attempt, now)
-        return error_ack(job, spec, entry, now)
-    meta = None
-    if spec.recorded and isinstance(job.meta, dict):
-        value = result.value if isinstance(result, Ok) else result
-        meta = encode_recorded(value)
-    elif spec.recorded:
-        # A row written by hand with meta that is not an object (Oban's changeset casts meta to
-        # a map, and an Elixir node cannot load such a row): there is nowhere to put the keys.
-        # Merged with ||, jsonb would make the array [..., {"recorded": ...}], so the meta is
-        # left as written and nothing is recorded.
-        log.warning(
-            "job %s (%s): output not recorded: its meta is a JSON %s, not an object",
-            job_id,
-            job.worker,
-            _json_kind(job.meta),
-        )
-    return Ack(job_id, "completed", completed_at=now, meta=meta, kind="success", detail=result)
-
-
 class JobExecutor:
     """Runs jobs: async workers on the loop, sync ones on threads (:class:`JobThreads`)."""
 
-    def __init__(self, registry: Registry, threads: Executor) -> None:
+    def __init__(
+        self, registry: Registry, threads: Executor, processes: ProcessPool | None = None
+    ) -> None:
         self.registry = registry
         self.threads = threads
+        # Child processes for executor="process" workers; made at the first such job when none
+        # is given (its children are then killed at interpreter exit).
+        self.processes = processes
         # Sync bodies still running when their run ended, by id() of the job, until the
         # producer takes them (lingering_body).
         self._lingering: dict[int, asyncio.Future[Any]] = {}
@@ -160,6 +89,8 @@ class JobExecutor:
                 entry = wire_errors.exception_entry(bad, job.attempt, utc_now())
                 return error_ack(job, spec, entry, utc_now())
             try:
+                if spec.executor == "process":
+                    return await self._call_process(spec, job)
                 result = await self._call(spec, job)
             except _Deadline:
                 timeout_ms = int((spec.timeout or 0) * 1000)
@@ -170,13 +101,9 @@ class JobExecutor:
             except BaseException as exc:
                 if isinstance(exc, KeyboardInterrupt | SystemExit):
                     raise
-                entry = wire_errors.exception_entry(exc, job.attempt, utc_now())
-                return error_ack(job, spec, entry, utc_now())
-            try:
-                return outcome_to_ack(job, spec, result, utc_now())
-            except Exception as exc:  # e.g. a recorded value too large or not encodable
-                entry = wire_errors.exception_entry(exc, job.attempt, utc_now())
-                return error_ack(job, spec, entry, utc_now())
+                return raised_ack(job, spec, exc)
+            # A recorded value too large or not encodable errors the attempt.
+            return result_ack(job, spec, result)
         finally:
             log.debug("job %s (%s) finished", job.id, job.worker)
 
@@ -203,6 +130,31 @@ class JobExecutor:
             if scope.expired():
                 raise _Deadline from None
             raise
+
+    async def _call_process(self, spec: WorkerSpec, job: Job) -> Ack:
+        """Run a sync body in a child process: the outcome the child built, the timeout entry
+        once the child was killed at the deadline, or Oban's crash entry when it died on its
+        own. A cancellation (pkill, a stop) kills the child and goes on."""
+        if self.processes is None:
+            self.processes = ProcessPool()
+        target = spec.target
+        try:
+            return await self.processes.run(
+                target.__module__, target.__qualname__, job, spec.timeout
+            )
+        except BodyTimedOut:
+            raise _Deadline from None
+        except ChildDied as died:
+            log.error(
+                "job %s (%s): its child process died (%s); the job fails with the crash entry",
+                job.id,
+                job.worker,
+                crash_text(died.returncode),
+            )
+            now = utc_now()
+            return error_ack(
+                job, spec, wire_errors.entry(job.attempt, now, crash_text(died.returncode)), now
+            )
 
     async def _call_sync(self, spec: WorkerSpec, job: Job) -> Any:
         """Run a sync body on a thread; its timeout runs from the moment it starts there.
@@ -237,16 +189,6 @@ class JobExecutor:
         finally:
             if not done.done() and not handle.cancel():
                 self._lingering[id(job)] = done
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    return "number" if isinstance(value, int | float) else type(value).__name__
 
 
 def _claimed_by(ack: Ack, job: Job) -> Ack:
