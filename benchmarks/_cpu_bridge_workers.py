@@ -1,8 +1,9 @@
 """bridge workers for ``bench_cpu.py``, loaded by ``bridge worker --workers _cpu_bridge_workers``.
 
 ``bench.Burn`` is a plain sync worker (threads, or one node per process with ``--processes``);
-``bench.BurnPool`` is the prototype of a per-worker process pool measured against it: an async
-body that hands the burn to a ``ProcessPoolExecutor`` of one process per core.
+``bench.BurnProcess`` is the same body with ``executor="process"`` (the node's pool of child
+processes, ``--process-pool``); ``bench.BurnPool`` is the earlier prototype of a per-worker
+process pool: an async body that hands the burn to a ``ProcessPoolExecutor``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ _POOL: ProcessPoolExecutor | None = None
 
 @worker(name="bench.Burn", queue="cpu")
 def burn_sync(job: Job) -> None:
+    burn(int(job.args["n"]))
+
+
+@worker(name="bench.BurnProcess", queue="cpu", executor="process")
+def burn_process(job: Job) -> None:
     burn(int(job.args["n"]))
 
 

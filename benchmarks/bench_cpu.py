@@ -8,6 +8,8 @@ Modes (each in a fresh database this script creates and drops):
 
 - ``threads``: ``bridge worker -q cpu:LIMIT`` with a sync worker: one process, bodies on threads.
 - ``processes``: ``bridge worker --processes N -q cpu:LIMIT``: N nodes, one per process.
+- ``executor``: one ``bridge worker --process-pool N`` with the same sync body declared
+  ``@worker(..., executor="process")``: one node, bodies in its N child processes.
 - ``pool``: one ``bridge worker`` whose async worker awaits a ``ProcessPoolExecutor`` of N
   processes (the prototype of a per-worker process pool, measured against ``processes``).
 - ``oban``: the ``oban`` package (its virtualenv, see README.md), an async worker burning on
@@ -43,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_OBAN_PYTHON = REPO / ".bench-venv-oban" / "bin" / "python"
-MODES = ("threads", "processes", "pool", "oban")
+MODES = ("threads", "processes", "executor", "pool", "oban")
 LEAD_SECONDS = 8.0  # jobs become due this long after insert: every node is up by then
 
 sys.path.insert(0, str(HERE))
@@ -139,6 +141,8 @@ def command(mode: str, url: str, args: argparse.Namespace) -> tuple[list[str], s
     ]
     if mode == "processes":
         return [*base, "--processes", str(args.processes)], "bench.Burn"
+    if mode == "executor":
+        return [*base, "--process-pool", str(args.processes)], "bench.BurnProcess"
     if mode == "pool":
         return base, "bench.BurnPool"
     return base, "bench.Burn"

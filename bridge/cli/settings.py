@@ -9,6 +9,8 @@ Example::
     workers = ["myapp.workers"]
     node = "worker-1"
     processes = 2            # one node per process (worker-1-1, worker-1-2); 1 by default
+    process_pool = 4         # child processes per node for executor="process" workers (cores)
+    process_max_jobs = 500   # replace such a child after this many jobs; off by default
     grace = 15
     rescue_after = 3600      # enable the lifeline (seconds); off by default
     rescue_interval = 60     # how often the leader looks (default: rescue_after / 10, 1 to 60)
@@ -58,6 +60,8 @@ class WorkerSettings:
     prefix: str | None = None
     node: str | None = None
     processes: int | None = None
+    process_pool: int | None = None
+    process_max_jobs: int | None = None
     name: str | None = None
     grace: float | None = None
     poll_interval: float | None = None
@@ -110,6 +114,20 @@ SETTINGS: tuple[Setting, ...] = (
         "BRIDGE_PROCESSES",
         "1",
         "nodes, each a process of its own (node-1, node-2, ...)",
+    ),
+    Setting(
+        "process_pool",
+        "--process-pool",
+        "BRIDGE_PROCESS_POOL",
+        "cores",
+        'child processes per node for @worker(executor="process")',
+    ),
+    Setting(
+        "process_max_jobs",
+        "--process-max-jobs",
+        "BRIDGE_PROCESS_MAX_JOBS",
+        "off",
+        "jobs a child runs before it is replaced (memory)",
     ),
     Setting("name", "--name", "BRIDGE_NAME", "Oban", "Elixir instance whose signals it obeys"),
     Setting("grace", "--grace", "BRIDGE_GRACE", "15", "seconds running jobs get to finish"),
@@ -296,7 +314,7 @@ def _check(key: str, value: Any) -> Any:
         return _number(value, allow_zero=False)
     if key == "wait_for_database":
         return _number(value, allow_zero=True)
-    if key in ("workflow_concurrency", "processes"):
+    if key in ("workflow_concurrency", "processes", "process_pool", "process_max_jobs"):
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

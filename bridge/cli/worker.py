@@ -262,6 +262,20 @@ def _root_context() -> click.Context:
     "SIGTERM/SIGINT so each drains within --grace.",
 )
 @click.option(
+    "--process-pool",
+    type=click.IntRange(min=1),
+    default=None,
+    help='Child processes per node for @worker(executor="process") bodies (one per core): '
+    "started when first needed, each runs one job at a time and is killed on timeout or pkill.",
+)
+@click.option(
+    "--process-max-jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replace such a child after it has run this many jobs, which bounds the memory a "
+    "body that leaks can take (off).",
+)
+@click.option(
     "--name",
     "instance_name",
     default=None,
@@ -335,6 +349,8 @@ def worker_command(
     config_path: Path | None,
     node_name: str | None,
     processes: int | None,
+    process_pool: int | None,
+    process_max_jobs: int | None,
     instance_name: str | None,
     grace: float | None,
     poll_interval: float | None,
@@ -375,6 +391,8 @@ def worker_command(
         "app_dir": app_dirs,
         "node": node_name,
         "processes": processes,
+        "process_pool": process_pool,
+        "process_max_jobs": process_max_jobs,
         "name": instance_name,
         "grace": grace,
         "poll_interval": poll_interval,
@@ -516,6 +534,8 @@ def _run(ctx: CliContext, settings: WorkerSettings, prefix: str) -> None:
         registry=default_registry,
         plugins=_plugins(settings),
         gossip=bool(settings.gossip),
+        process_pool_size=settings.process_pool,
+        process_max_jobs=settings.process_max_jobs,
     )
     if settings.node:
         config.node = settings.node
