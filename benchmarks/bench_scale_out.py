@@ -644,6 +644,8 @@ benchmarks/README.md):
 - **commits, rows updated, buffer hits / job**: `pg_stat_database` deltas for the benchmark
   database over the drain (read after the nodes exit, so their last statistics are flushed;
   the node shutdown's few statements are included, the script's polls taken off the commits).
+  Each job's row is updated three times: made available (the release, which the Stager would
+  do), claimed, and given its outcome.
 """
 
 
