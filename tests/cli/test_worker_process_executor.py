@@ -53,6 +53,7 @@ def crashes(job):
 
 @worker(queue="cpu", executor="process")
 def sleeps(job):
+    Path(job.args["dir"], "sleeps.pid").write_text(str(os.getpid()))
     time.sleep(job.args["seconds"])
     Path(job.args["dir"], "sleeps.done").write_text(str(os.getpid()))
 """
@@ -110,6 +111,33 @@ def test_process_workers_under_bridge_worker(
         assert supervised.stop() == 0
         assert (marks / "sleeps.done").exists()
         assert "its child process died" in supervised.stderr
+    finally:
+        supervised.stop(signal.SIGKILL, timeout=10)
+
+
+def test_a_node_killed_mid_job_takes_its_children_with_it(
+    app: Path, database_url: str, conn: Conn, oban_prefix: str, tmp_path: Path
+) -> None:
+    """SIGKILL of the node (the OOM killer, kill -9) while a child runs a body: the child dies
+    with it, as a thread would, instead of running the body on unowned; the job stays
+    ``executing`` for a lifeline, as after any node's death."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    args = ["--database-url", database_url, "--prefix", oban_prefix, "worker", "-q", "cpu:2"]
+    args += ["--app-dir", "app", "-w", "myapp.workers", "--poll-interval", "0.2"]
+    supervised = Supervised([*args, "--node", "pk9"], app)
+    try:
+        job_id = insert(conn, oban_prefix, "sleeps", {"dir": str(marks), "seconds": 3.0})
+        child = int(wait_file(marks / "sleeps.pid"))
+        supervised.proc.kill()
+        supervised.proc.wait(30)
+        deadline = time.monotonic() + 30
+        while _alive(child):
+            assert time.monotonic() < deadline, "the child outlived its node"
+            time.sleep(0.05)
+        time.sleep(3.5)  # the body would have finished and written its marker by now
+        assert not (marks / "sleeps.done").exists()
+        assert wait_state(conn, oban_prefix, job_id, {"executing"})["attempt"] == 1
     finally:
         supervised.stop(signal.SIGKILL, timeout=10)
 
