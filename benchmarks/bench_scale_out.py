@@ -626,7 +626,7 @@ benchmarks/README.md):
   database on this server; they are in the JSON (`background_cpu_s`).
 - **nodes' CPU ms/job**: the same from `/proc/<pid>/stat` of the node processes (all threads).
 - **PG cores busy**: PG CPU over the wall time of the window; **machine busy**: the share of all
-  cores busy over the window from `/proc/stat`, whoever used them (other tenants included).
+  cores busy over the window from /proc/stat, whoever used them (other tenants included).
 - **lock waits**: every {interval:g} s a thread on another connection (to the admin database,
   so its queries are not counted as the benchmark's) reads `pg_stat_activity` joined with
   ungranted `pg_locks` for the benchmark database's backends; a backend sample that is
