@@ -16,7 +16,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 pytestmark = pytest.mark.usefixtures("compiled_fixture")
 
 
-@pytest.mark.parametrize(("example", "tests"), [("badge_forge", 3), ("mixed_workflow", 2)])
+@pytest.mark.parametrize(
+    ("example", "tests"), [("badge_forge", 3), ("mixed_workflow", 2), ("elixir_workflow", 2)]
+)
 def test_the_example_tests_pass_with_plain_pytest(
     database_url: str, example: str, tests: int
 ) -> None:
