@@ -10,6 +10,7 @@ command below.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,9 @@ def charts_node(bridge_database_url, bridge_prefix, tmp_path):
     """The Python half, started as the README starts it: ``bridge worker`` in this folder
     (``[tool.bridge]`` names ``reports.charts``), stopped with SIGTERM as a deployment stops it.
     Its log is printed when a test fails."""
-    bridge = Path(sys.executable).parent / "bridge"
+    bridge = Path(sys.executable).parent / "bridge"  # installed with oban-bridge
+    if not bridge.exists():
+        bridge = Path(shutil.which("bridge") or "bridge")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     command = [str(bridge), "--database-url", bridge_database_url, "--prefix", bridge_prefix]
     log_path = tmp_path / "bridge-worker.log"
