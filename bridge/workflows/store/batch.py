@@ -470,16 +470,18 @@ _TRY_LOCKS = (
     " WHERE pg_try_advisory_xact_lock(t.key)"
 )
 _IF_UNCHANGED = (
-    "WITH unchanged AS MATERIALIZED ("
-    " SELECT i.id FROM {prefix}.workflow_instances i"
+    "WITH seen AS MATERIALIZED ("
+    " SELECT i.id, ({flag}) AS flag FROM {prefix}.workflow_instances i"
     " JOIN unnest(%(e_ids)b::text[], %(e_xmins)b::text[]) AS e(id, xmin) ON e.id = i.id"
     " WHERE i.id IN (SELECT jsonb_array_elements_text("
     "  current_setting('bridge.inline_locked')::jsonb))"
     "  AND i.xmin::text = e.xmin"
     "  AND NOT EXISTS (SELECT 1 FROM {prefix}.hephaestus_step_results r"
     "   WHERE r.instance_id = i.id AND NOT r.processed)"
-    "  AND NOT {flag}"
     " FOR UPDATE OF i),"
+    # The flag as the take statement reads it, in the select list: as a WHERE condition the
+    # planner turns it into an anti-join on the args GIN index, ~1 ms an instance (measured).
+    " unchanged AS MATERIALIZED (SELECT id FROM seen WHERE NOT flag),"
     + _APPLIED.replace(
         "workflow_version, ord) ORDER BY ord",
         "workflow_version, ord) WHERE t.instance_id IN (SELECT id FROM unchanged) ORDER BY ord",

@@ -150,7 +150,7 @@ def run_round(
         records: list[tuple[Job, StepResult]] = []
         for job, check in zip(steps, checks, strict=True):
             assert not isinstance(check, Exception), check
-            instance, ran = check
+            instance, ran, _ = check
             assert not ran
             result = runner._execute_body(job, instance, job.args["step_ref"])
             assert isinstance(result, StepResult)
