@@ -14,7 +14,8 @@ hands it to the producer, which keeps the job's slot until the thread returns.
 A worker declared ``executor="process"`` runs in a child process of the node's
 :class:`ProcessPool` instead: its clock starts when a child has it, and a timeout or a pkill
 kills the child, so nothing runs on; a child that dies on its own fails its job with Oban's
-crash entry. Its outcomes are built by the same functions, so the rows are the same.
+crash entry. Its outcomes are built by the same functions, so the rows are the same. An
+executor made without a pool (``bridge.testing``'s) runs such a body on a thread instead.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ class JobExecutor:
     ) -> None:
         self.registry = registry
         self.threads = threads
-        # Child processes for executor="process" workers; made at the first such job when none
-        # is given (its children are then killed at interpreter exit).
+        # Child processes for executor="process" workers. Without one (bridge.testing's
+        # perform_job and drain) such a body runs on a thread like any sync body, in the test's
+        # own process, where its mocks apply and what it raises can reach the test.
         self.processes = processes
         # Sync bodies still running when their run ended, by id() of the job, until the
         # producer takes them (lingering_body).
@@ -89,7 +91,7 @@ class JobExecutor:
                 entry = wire_errors.exception_entry(bad, job.attempt, utc_now())
                 return error_ack(job, spec, entry, utc_now())
             try:
-                if spec.executor == "process":
+                if spec.executor == "process" and self.processes is not None:
                     return await self._call_process(spec, job)
                 result = await self._call(spec, job)
             except _Deadline:
@@ -135,8 +137,7 @@ class JobExecutor:
         """Run a sync body in a child process: the outcome the child built, the timeout entry
         once the child was killed at the deadline, or Oban's crash entry when it died on its
         own. A cancellation (pkill, a stop) kills the child and goes on."""
-        if self.processes is None:
-            self.processes = ProcessPool()
+        assert self.processes is not None
         target = spec.target
         try:
             return await self.processes.run(

@@ -181,6 +181,10 @@ class ProcessPool:
         _POOLS.add(self)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def children(self) -> list[int]:
         """Pids of the children alive now, idle or busy."""
         return [c.pid for c in [*self._idle, *self._busy] if c.pid is not None]

@@ -313,3 +313,15 @@ def test_executor_process_is_refused_where_a_child_could_not_run_it() -> None:
             pass
 
     assert registry.names() == []
+
+
+def test_perform_job_runs_a_process_worker_in_the_tests_own_process() -> None:
+    """``bridge.testing`` has no pool: the body runs on a thread here, so what it raises reaches
+    the test (and mocks would apply), and the outcome is the row a node writes."""
+    from bridge.testing import perform_job
+
+    assert process_workers.raises.spec.executor == "process"
+    with pytest.raises(ValueError, match="bad input 3"):
+        perform_job(process_workers.raises, {"n": 3})
+    outcome = perform_job(process_workers.ok, {"xs": [2, 3]})
+    assert outcome.state == "completed"
