@@ -265,18 +265,27 @@ class PageRun:
         return proc.stdout
 
     def _run(self, text: str, *, python: bool = False) -> subprocess.CompletedProcess[str]:
+        """The command in a process group of its own, so a timeout ends whatever it started
+        (a child left holding the output pipe would block us too)."""
         args = [sys.executable, "-"] if python else ["bash", "-c", text]
-        return subprocess.run(
+        with subprocess.Popen(
             args,
-            input=text if python else None,
+            stdin=subprocess.PIPE if python else subprocess.DEVNULL,
             cwd=self.cwd,
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=COMMAND_TIMEOUT,
-            check=False,
-        )
+            start_new_session=True,
+        ) as proc:
+            try:
+                output, _ = proc.communicate(text if python else None, timeout=COMMAND_TIMEOUT)
+            except subprocess.TimeoutExpired as exc:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                output, _ = proc.communicate()
+                raise subprocess.TimeoutExpired(args, COMMAND_TIMEOUT, output=output) from exc
+        return subprocess.CompletedProcess(args, proc.returncode, output)
 
     def _until_expected(
         self,

@@ -99,3 +99,23 @@ def test_output_is_retried_while_something_runs_in_the_background(tmp_path: Path
         "done",
         FENCE,
     )
+
+
+def test_a_failing_python_block_and_an_elixir_block_that_does_not_parse(tmp_path: Path) -> None:
+    with pytest.raises(GuideFailure) as failed:
+        run(tmp_path, "# x", f"{FENCE}python", "import sys", "sys.exit('no such thing')", FENCE)
+    assert str(failed.value).startswith("docs/guide/99-x.md:2: `python - (this block on stdin)`")
+    assert "no such thing" in str(failed.value)
+    with pytest.raises(GuideFailure) as failed:
+        run(tmp_path / "2", f"{FENCE}elixir", "defmodule X do", FENCE)
+    assert str(failed.value).startswith("docs/guide/99-x.md:1: this elixir block does not parse")
+
+
+def test_a_command_that_never_ends_is_stopped_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests.guide.runner.COMMAND_TIMEOUT", 1.0)
+    with pytest.raises(GuideFailure) as failed:
+        run(tmp_path, f"{FENCE}sh", "echo waiting; sleep 30; echo never", FENCE)
+    assert "`echo waiting; sleep 30; echo never` still ran after 1 s" in str(failed.value)
+    assert "    waiting" in str(failed.value)
