@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,6 +102,8 @@ def page_environment(database_url: str) -> dict[str, str]:
 
 def elixir_parses(code: str) -> str | None:
     """None when Elixir's own parser reads ``code``, else its complaint."""
+    if shutil.which("elixir") is None:
+        return "`elixir` is not installed, so the block cannot be checked: apt-get install elixir"
     proc = subprocess.run(
         ["elixir", "-e", "IO.read(:stdio, :eof) |> Code.string_to_quoted!()"],
         input=code,
