@@ -63,10 +63,11 @@ LEADERSHIP_RECHECK = 1.0
 class Plugin:
     """A task run every ``interval`` seconds while the node runs; errors are logged, not fatal.
 
-    A ``leader_only`` plugin (lifeline, pruner, ...) ticks only while its node leads, and its
-    first tick comes as soon as the node knows it leads, not an interval after start: the Peer
-    plugin calls :meth:`wake_up` on every plugin when leadership changes hands. Ticking first
-    and asking later would make every new node wait a whole interval before its first rescue.
+    A ``leader_only`` plugin (stager, lifeline, pruner, ...) ticks only while its node leads,
+    and its first tick comes as soon as the node knows it leads, not an interval after start:
+    the Peer plugin calls :meth:`wake_up` on every plugin when leadership changes hands. Ticking
+    first and asking later would make every new node wait a whole interval before its first
+    rescue.
     """
 
     name = "plugin"

@@ -2,7 +2,7 @@
 
 Oban elects one leader per instance name: whoever holds the unexpired row for that name. Python
 nodes elect under their own name (default ``"Bridge"``), so a Python leader and an Elixir leader
-never contend, and each side's leader-only plugins (lifeline, pruner, cron) keep running.
+never contend, and each side's leader-only plugins (stager, lifeline, pruner, cron) keep running.
 
 Handover is as quick as Oban's lease allows. A leader that stops deletes its row and NOTIFYs
 ``leader`` ``{"down": name}``; the other nodes hear it and hold an election at once (as Oban's
