@@ -15,8 +15,10 @@ a ``spawn`` (a fresh interpreter per child) and shares the server's imported mod
 free child when all are busy: its timeout runs from the moment a child has it, as a thread's
 runs from the moment its body starts.
 
-The waiting for a child's answer happens on a thread of the pool (blocked in ``select``, not
-holding the GIL), so the event loop never blocks on a pipe.
+The event loop watches each busy child's pipe and process sentinel itself (``add_reader``): a
+child's answer, or its death, wakes the loop once, and the next waiting job is handed to it in
+that same wake-up. (A first version waited on a thread per job; under load every extra wake-up
+cost the children CPU time between jobs.)
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from bridge.jobs.client.job import Job
 from bridge.jobs.client.registry import Registry
 from bridge.jobs.runtime.acks import Ack
 from bridge.jobs.runtime.process_child import Request, child_main
-from bridge.jobs.runtime.threads import JobThreads
 
 log = logging.getLogger("bridge.process_pool")
 
@@ -100,20 +101,33 @@ class Child:
             f"a child process did not start ({'timed out' if not ready else 'it exited'})"
         )
 
-    def exchange(self, request: Request) -> tuple[str, Any]:
-        """Send one job and block until its outcome, or until the child is gone: ``("ack",
-        Ack)`` or ``("died", returncode)``. Runs on a pool thread."""
+    def exchange(
+        self, request: Request, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[tuple[str, Any]]:
+        """Send one job; a future of ``("ack", Ack)``, or ``("died", returncode)`` once the child
+        is gone. The loop watches the pipe and the process's sentinel itself: no thread waits,
+        and the answer and the hand-over of the next job happen in one wake-up of the loop."""
+        answer: asyncio.Future[tuple[str, Any]] = loop.create_future()
+        watched = (self.conn.fileno(), self.process.sentinel)
+
+        def settle() -> None:
+            if answer.done():
+                return
+            for fd in watched:
+                loop.remove_reader(fd)
+            try:
+                answer.set_result(("ack", self.conn.recv()))
+            except (EOFError, OSError):
+                answer.set_result(("died", self.reap()))
+
         try:
             self.conn.send(request)
         except (OSError, ValueError):
-            pass  # the child is gone: its sentinel says so below
-        else:
-            if self.conn in wait([self.conn, self.process.sentinel]):
-                try:
-                    return "ack", self.conn.recv()
-                except (EOFError, OSError):
-                    pass
-        return "died", self.reap()
+            answer.set_result(("died", self.reap()))  # the child is gone already
+            return answer
+        for fd in watched:
+            loop.add_reader(fd, settle)
+        return answer
 
     def kill(self) -> None:
         """SIGKILL: a Python body ignores nothing and runs no cleanup either way (the default
@@ -175,7 +189,7 @@ class ProcessPool:
         self._busy: set[Child] = set()
         self._live = 0  # children started, starting, busy, idle or dying: never above size
         self._waiters: deque[asyncio.Future[Child | None]] = deque()
-        self._threads = JobThreads(keep=self.size, name="bridge-child-wait")
+        self._answers: dict[Child, asyncio.Future[tuple[str, Any]]] = {}
         self._closed = False
         self.started = 0  # children started since the pool was made (for logs and tests)
         _POOLS.add(self)
@@ -197,10 +211,9 @@ class ProcessPool:
         a stop) the child is killed before the cancellation goes on. In each case the child is
         replaced by a new one when a job next needs it."""
         child = await self._acquire()
-        loop = asyncio.get_running_loop()
-        answer = asyncio.wrap_future(
-            self._threads.submit(child.exchange, Request(module, qualname, job)), loop=loop
-        )
+        answer = child.exchange(Request(module, qualname, job), asyncio.get_running_loop())
+        self._answers[child] = answer
+        answer.add_done_callback(lambda _: self._answers.pop(child, None))
         try:
             if timeout is None:
                 kind, value = await asyncio.shield(answer)
@@ -216,7 +229,7 @@ class ProcessPool:
                     kind, value = answer.result()
         except BaseException:
             if not answer.done():
-                child.kill()  # the thread's wait ends with the child: _retire then frees its place
+                child.kill()  # its sentinel ends the exchange: _retire then frees its place
                 answer.add_done_callback(lambda _: self._retire(child))
             elif _answered(answer):
                 self._release(child)  # it answered as the cancellation came: still good
@@ -231,8 +244,8 @@ class ProcessPool:
         return ack
 
     async def close(self) -> None:
-        """Stop every child (idle ones are asked to exit, busy ones are killed) and the pool's
-        threads; no job runs here afterwards."""
+        """Stop every child (idle ones are asked to exit, busy ones are killed); no job runs
+        here afterwards."""
         self._closed = True
         for waiter in self._waiters:
             if not waiter.done():
@@ -241,13 +254,15 @@ class ProcessPool:
         busy, self._busy = list(self._busy), set()
         for child in busy:
             child.kill()
+        answers = [self._answers[c] for c in busy if c in self._answers]
+        if answers:  # each ends when its killed child's sentinel fires, which reaps it
+            await asyncio.wait(answers, timeout=STOP_TIMEOUT)
         loop = asyncio.get_running_loop()
         await asyncio.gather(
             *(loop.run_in_executor(None, child.stop, STOP_TIMEOUT) for child in idle),
             *(loop.run_in_executor(None, child.reap) for child in busy),
             return_exceptions=True,
         )
-        self._threads.shutdown(wait=False, cancel_futures=True)
         _POOLS.discard(self)
 
     def close_now(self) -> None:
@@ -258,7 +273,6 @@ class ProcessPool:
         for child in self._idle:
             child.reap()
         self._idle = []
-        self._threads.shutdown(wait=False, cancel_futures=True)
 
     # children ------------------------------------------------------------------------------
 
