@@ -73,7 +73,8 @@ class SqlCounter:
         labels: Counter[str] = Counter()
         for note in self.notes:
             text = label(note.query)
-            if note.kind == "tx":
+            # BEGIN/COMMIT a batch sends itself in a pipeline count as psycopg's own do.
+            if note.kind == "tx" or text in ("BEGIN", "COMMIT", "ROLLBACK"):
                 tx_commands[note.origin] += 1
                 if text.startswith("BEGIN"):
                     transactions[note.origin] += 1

@@ -386,6 +386,18 @@ def unfinished(results: list[dict[str, Any]]) -> str:
 # batches' (storage_batch.py) come first: their first read is a simple-protocol query that
 # starts with BEGIN and the locks, and their texts contain the one-job statements' needles.
 LABELS = (
+    (  # inline advance, one round trip (store.batch.apply_if_unchanged): after BEGIN
+        "SELECT set_config('…', coalesce(jsonb_agg(t.id)",
+        "try the locks of the batch's instances unchanged since their pre-check",
+    ),
+    (
+        "WITH seen AS MATERIALIZED",
+        "write results + instances + step jobs + NOTIFY where unchanged since the pre-check",
+    ),
+    (
+        "BEGIN; WITH got AS MATERIALIZED",
+        "BEGIN + locks tried + load instances FOR UPDATE and take pending results of the batch",
+    ),
     (
         "BEGIN; SELECT pg_advisory_xact_lock_shared(…); SELECT",
         "BEGIN + locks (shared) + load activity of the batch's instances",
