@@ -122,8 +122,9 @@ class Child:
 
         try:
             self.conn.send(request)
-        except (OSError, ValueError):
-            answer.set_result(("died", self.reap()))  # the child is gone already
+        except (OSError, ValueError):  # its end is closed: the child is gone or going
+            self.kill()
+            answer.set_result(("died", self.reap()))
             return answer
         for fd in watched:
             loop.add_reader(fd, settle)
@@ -320,6 +321,9 @@ class ProcessPool:
         if self._context is None:
             context = multiprocessing.get_context(self.start_method)
             if self.start_method == "forkserver":
+                # Imported once in the fork server, shared by every child it forks. (Python 3.11
+                # does not hand the server the main module's path, so "__main__" is a no-op
+                # there and each child imports the main module itself.)
                 context.set_forkserver_preload(
                     ["__main__", "bridge.jobs.runtime.process_child", *self.preload]
                 )
