@@ -218,8 +218,13 @@ class PageRun:
             raise self.fail(step.line, "this page needs the Elixir app: run it in interop_tests")
         if self.app is not None:
             raise self.fail(step.line, "the Elixir app is already running")
+        # lib/ files a command wrote count too (`bridge workflows export-elixir --output
+        # elixir_app/lib/...`, the declaration a reader compiles into the app), after the blocks'.
+        app_lib = self.scratch / ELIXIR_DIR / "lib"
+        written = sorted(app_lib.rglob("*.ex")) if app_lib.is_dir() else []
+        lib_files = self.lib_files + [path for path in written if path not in self.lib_files]
         try:
-            self.app = self.start_elixir(list(self.lib_files), dict(step.env), self.scratch)
+            self.app = self.start_elixir(lib_files, dict(step.env), self.scratch)
         except Exception as exc:
             raise self.fail(step.line, f"the Elixir app did not start: {exc}") from exc
 

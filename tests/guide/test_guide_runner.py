@@ -119,3 +119,50 @@ def test_a_command_that_never_ends_is_stopped_and_named(
         run(tmp_path, f"{FENCE}sh", "echo waiting; sleep 30; echo never", FENCE)
     assert "`echo waiting; sleep 30; echo never` still ran after 1 s" in str(failed.value)
     assert "    waiting" in str(failed.value)
+
+
+def test_the_app_loads_lib_files_of_blocks_and_of_commands(tmp_path: Path) -> None:
+    """A page's elixir blocks and the files its commands write under elixir_app/lib/ (the
+    declaration `bridge workflows export-elixir --output` generates) are all loaded."""
+    started: list[tuple[list[str], dict[str, str]]] = []
+
+    class App:
+        def stop(self) -> int | None:
+            return 0
+
+        def log_text(self, since: int = 0) -> str:
+            return ""
+
+    def start(lib_files: list[Path], env: dict[str, str], scratch: Path) -> App:
+        started.append(([str(path.relative_to(scratch)) for path in lib_files], env))
+        return App()
+
+    scratch = tmp_path / "reader"
+    scratch.mkdir()
+    page = parse_page(
+        "docs/guide/99-x.md",
+        "\n".join(
+            [
+                "<!-- guide: elixir -->",
+                "# x",
+                f"{FENCE}elixir",
+                "# lib/my_app/step.ex",
+                "defmodule MyApp.Step do",
+                "end",
+                FENCE,
+                f"{FENCE}sh",
+                "mkdir -p elixir_app/lib/my_app",
+                "echo '# generated' > elixir_app/lib/my_app/gen.ex",
+                FENCE,
+                "<!-- guide: start the Elixir app: FIXTURE_QUEUES=default:5 -->",
+            ]
+        )
+        + "\n",
+    )
+    PageRun(page, scratch, NO_DATABASE, start_elixir=start, parse_elixir=None).run()
+    assert started == [
+        (
+            ["elixir_app/lib/my_app/step.ex", "elixir_app/lib/my_app/gen.ex"],
+            {"FIXTURE_QUEUES": "default:5"},
+        )
+    ]
