@@ -266,6 +266,45 @@ async def test_a_stopping_node_drains_its_children_and_kills_what_outlives_the_g
     assert pool.children == []
 
 
+# -- more jobs than children -----------------------------------------------------------------------
+
+
+async def test_jobs_wait_for_a_child_without_their_timeout_running_and_can_be_killed_waiting(
+    conn: Conn, oban_prefix: str, database_url: str, tmp_path: Path
+) -> None:
+    """One child, queue limit 3: while the child runs a 4 s body, a job with a 0.5 s timeout
+    waits for it and then completes (its clock starts when the child has it, as a thread's
+    starts with its body), and a waiting job killed by pkill is cancelled without ever
+    running."""
+    from bridge.jobs.client import admin
+
+    folder = {"dir": str(tmp_path)}
+    first = insert(conn, oban_prefix, "t.Sleeps", {**folder, "seconds": 4.0}, queue="faults")
+    registry = process_workers.PROCESSES
+    async with running_node(
+        database_url, oban_prefix, {"faults": 3}, registry, process_pool_size=1
+    ) as node:
+        await wait_file(tmp_path / f"{first}.pid")
+        timed = insert(conn, oban_prefix, "t.Overruns", {**folder, "seconds": 0.0}, queue="faults")
+        killed = insert(conn, oban_prefix, "t.Sleeps", {**folder, "seconds": 0.0}, queue="faults")
+        for job_id in (timed, killed):
+            await wait_for_state(database_url, oban_prefix, job_id, {"executing"})
+        assert admin.cancel_jobs(conn, oban_prefix, [killed]) == [killed]
+        await until(lambda: bool(job_row(database_url, oban_prefix, killed)["errors"]))
+        done = await wait_for_state(database_url, oban_prefix, timed, {"completed"})
+        first_row = await wait_for_state(database_url, oban_prefix, first, {"completed"})
+        assert node.processes.started == 1
+    # It was claimed while the first body ran, so it waited for the child, longer than 0.5 s.
+    assert done["attempted_at"] < first_row["completed_at"]
+    assert done["errors"] == []
+    row = job_row(database_url, oban_prefix, killed)
+    assert row["state"] == "cancelled"
+    assert [e["error"] for e in row["errors"]] == [
+        "** (Oban.PerformError) t.Sleeps failed with {:cancel, :shutdown}"
+    ]
+    assert not (tmp_path / f"{killed}.pid").exists()
+
+
 # -- recycling and refusals -----------------------------------------------------------------------
 
 
