@@ -71,6 +71,11 @@ def too_big(job: Job) -> Any:
     return 1j  # not encodable as a recorded value: the attempt errors
 
 
+@_both("t.Unpicklable", queue="twin")
+def unpicklable(job: Job) -> Any:
+    return lambda: 1  # completes; the result cannot cross back from a child (telemetry only)
+
+
 @_both("t.TimesOut", queue="twin", timeout=0.3, max_attempts=1)
 def times_out(job: Job) -> None:
     time.sleep(1.0)

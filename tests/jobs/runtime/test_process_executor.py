@@ -90,6 +90,7 @@ TWIN_JOBS: list[tuple[str, dict[str, Any]]] = [
     ("t.Errors", {}),
     ("t.Snoozes", {}),
     ("t.TooBig", {}),
+    ("t.Unpicklable", {}),
     ("t.TimesOut", {}),
 ]
 
@@ -128,6 +129,7 @@ async def test_a_process_worker_leaves_the_rows_its_thread_twin_leaves(
         )
         assert by_worker["t.Snoozes"]["state"] == "scheduled"
         assert by_worker["t.TooBig"]["state"] == "retryable"
+        assert by_worker["t.Unpicklable"]["state"] == "completed"
     finally:
         conn.execute(
             sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(thread_prefix))
