@@ -14,6 +14,10 @@ Modes (each in a fresh database this script creates and drops):
   processes (the prototype of a per-worker process pool, measured against ``processes``).
 - ``oban``: the ``oban`` package (its virtualenv, see README.md), an async worker burning on
   its event loop, ``Oban(queues={"cpu": LIMIT})``.
+- ``celery``: Celery's prefork pool, N children, the machine's Redis as broker
+  (``_cpu_celery_side.py``, in a virtualenv of its own: ``--celery-python``, see README.md;
+  skipped with a line when that virtualenv is missing). No database: its figure is timed from
+  the tasks' own start and end marks, the same span the rows give the other modes.
 
 The jobs are written straight into ``oban_jobs`` as ``scheduled`` a few seconds ahead, before
 the node starts, so every node is up when they become due and start-up is not timed. The figure
@@ -45,7 +49,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_OBAN_PYTHON = REPO / ".bench-venv-oban" / "bin" / "python"
-MODES = ("threads", "processes", "executor", "pool", "oban")
+MODES = ("threads", "processes", "executor", "pool", "oban", "celery")
+DEFAULT_CELERY_PYTHON = REPO / ".bench-venv-celery" / "bin" / "python"
+DEFAULT_CELERY_BROKER = "redis://127.0.0.1:6379/15"
 LEAD_SECONDS = 8.0  # jobs become due this long after insert: every node is up by then
 
 sys.path.insert(0, str(HERE))
@@ -148,7 +154,19 @@ def command(mode: str, url: str, args: argparse.Namespace) -> tuple[list[str], s
     return base, "bench.Burn"
 
 
+def measure_celery(args: argparse.Namespace, n: int, round_no: int) -> dict[str, Any]:
+    """The ``celery`` mode: ``_cpu_celery_side.py`` queues, runs and times it in its own
+    virtualenv and prints one JSON line."""
+    argv = [str(args.celery_python), str(HERE / "_cpu_celery_side.py"), args.celery_broker]
+    argv += [str(args.jobs), str(n), str(args.processes), str(args.timeout)]
+    done = subprocess.run(argv, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"mode": "celery", "round": round_no, **result}
+
+
 def measure(mode: str, args: argparse.Namespace, n: int, round_no: int) -> dict[str, Any]:
+    if mode == "celery":
+        return measure_celery(args, n, round_no)
     name = f"bench_cpu_{os.getpid()}_{mode}_{round_no}"
     with fresh_database(args.url, name) as url:
         install_schema(mode, url, args.oban_python)
@@ -214,9 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--oban-python", type=Path, default=DEFAULT_OBAN_PYTHON)
+    parser.add_argument("--celery-python", type=Path, default=DEFAULT_CELERY_PYTHON)
+    parser.add_argument("--celery-broker", default=DEFAULT_CELERY_BROKER)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
+    if "celery" in modes and not args.celery_python.exists():
+        print(f"# celery skipped: no {args.celery_python} (see benchmarks/README.md)", flush=True)
+        modes.remove("celery")
     n = args.burn_rounds or calibrate(args.burn_ms)
     ideal = (os.cpu_count() or 1) * 1000 / args.burn_ms
     print(
