@@ -138,6 +138,10 @@ class PageRun:
     env: dict[str, str] = field(init=False)
     cwd: Path = field(init=False)
     background: list[Background] = field(default_factory=list)
+    # Process groups of foreground commands, with their text: a command may leave a process
+    # running (`cmd > log & echo $! > pid`, stopped by a later line); if the page fails first,
+    # or never stops it, the end of the page does.
+    groups: dict[int, str] = field(default_factory=dict)
     lib_files: list[Path] = field(default_factory=list)
     app: ElixirApp | None = None
     skipped: list[Skipped] = field(default_factory=list)
@@ -286,6 +290,7 @@ class PageRun:
             text=True,
             start_new_session=True,
         ) as proc:
+            self.groups[proc.pid] = text if not python else "a python block"
             try:
                 output, _ = proc.communicate(text if python else None, timeout=COMMAND_TIMEOUT)
             except subprocess.TimeoutExpired as exc:
@@ -385,6 +390,9 @@ class PageRun:
                 )
         for job in self.background:
             job.log.close()
+        for group, text in self.groups.items():
+            if _kill_group(group):
+                problems.append(f"a process started by `{text}` still ran when the page ended")
         if self.app is not None:
             self.app.stop()
         for pgdata in self.scratch.rglob(".bridge/pgdata"):
@@ -402,3 +410,31 @@ def _tail(text: str, lines: int = TAIL_LINES) -> str:
 def _section(title: str, body: str) -> str:
     indented = "\n".join("    " + line for line in body.rstrip("\n").splitlines())
     return f"--- {title} ---\n{indented or '    (nothing)'}"
+
+
+def _kill_group(group: int) -> bool:
+    """SIGTERM then SIGKILL to what is left of a foreground command's process group; whether
+    anything was left (zombies, which only their parent can reap, count as gone)."""
+    if not _group_alive(group):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    while _group_alive(group) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    return True
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of ``group`` is running (from /proc: state and process group are the
+    third and fifth fields after the command's closing parenthesis)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields and fields[0] != "Z" and int(fields[2]) == group:
+            return True
+    return False

@@ -166,3 +166,24 @@ def test_the_app_loads_lib_files_of_blocks_and_of_commands(tmp_path: Path) -> No
             {"FIXTURE_QUEUES": "default:5"},
         )
     ]
+
+
+def test_a_process_a_command_leaves_running_is_stopped_and_reported(tmp_path: Path) -> None:
+    """`cmd > log & echo $! > pid` keeps running after its command; a page that never stops
+    it (or fails before the line that does) must not leave it behind."""
+    marker = f"guide-leftover-{tmp_path.name}"
+    with pytest.raises(GuideFailure) as failed:
+        run(tmp_path, f"{FENCE}sh", f"exec -a {marker} sleep 300 > /dev/null 2>&1 & echo $!", FENCE)
+    assert "still ran when the page ended" in str(failed.value)
+    assert marker not in _process_names()
+    run(tmp_path / "2", f"{FENCE}sh", "sleep 300 > /dev/null 2>&1 & kill $!", FENCE)
+
+
+def _process_names() -> str:
+    names = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            names.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return "\n".join(names)
