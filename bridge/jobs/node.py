@@ -38,6 +38,9 @@ from bridge.jobs.runtime.producer import Producer
 from bridge.jobs.runtime.threads import JobThreads
 
 log = logging.getLogger("bridge.node")
+# How long a stopping plugin may take for its last write (a leader deleting its oban_peers row)
+# before the shutdown goes on without it: its lease then runs out by itself.
+PLUGIN_STOP_SECONDS = 5.0
 
 
 @dataclass
@@ -161,16 +164,30 @@ class Node:
         return producer
 
     async def stop(self) -> None:
+        """Stop plugins, drain producers (each stores its outcomes before its stop returns),
+        close the rest. It ends whatever the database does: a plugin's last write (the
+        leader giving up its row) gets ``PLUGIN_STOP_SECONDS``, a producer's stop is bounded
+        by itself, and the job threads are released even if a step failed, since an idle
+        thread left waiting would keep the process from exiting."""
         grace = self.config.shutdown_grace
-        for plugin in self.plugins:
-            await plugin.stop()
-        # Each producer stores its outcomes before its stop returns.
-        await asyncio.gather(*(p.stop(grace) for p in self.producers.values()))
-        await self.notifier.stop()
-        await self.pool.close()
-        self.threads.shutdown(wait=False, cancel_futures=True)
-        await self.processes.close()
-        self._stopped.set()
+        try:
+            for plugin in self.plugins:
+                try:
+                    await asyncio.wait_for(plugin.stop(), PLUGIN_STOP_SECONDS)
+                except Exception as exc:
+                    log.warning(
+                        "plugin %s did not stop cleanly (%s: %s); going on with the shutdown",
+                        plugin.name,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "timed out",
+                    )
+            await asyncio.gather(*(p.stop(grace) for p in self.producers.values()))
+            await self.notifier.stop()
+            await self.pool.close()
+        finally:
+            self.threads.shutdown(wait=False, cancel_futures=True)
+            await self.processes.close()
+            self._stopped.set()
         log.info("node %s stopped", self.config.node)
 
     async def run_until_signalled(self) -> None:

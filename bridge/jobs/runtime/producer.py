@@ -38,6 +38,10 @@ REFRESH_SECONDS = 60.0
 
 # Outcomes stored per round trip at most (a queue with a larger limit stores the rest next).
 MAX_BATCH = 1000
+# After the grace, how long a stopping producer keeps trying to store the outcomes it holds.
+# With the database gone for good, a stop must still end (a deploy's SIGTERM, a supervisor's
+# restart): what is not stored by then stays `executing` for the lifeline, as after a kill.
+FINAL_STORE_SECONDS = 5.0
 
 
 def undecodable_ack(error: UndecodableRowError) -> Ack:
@@ -150,17 +154,25 @@ class Producer:
 
     async def stop(self, grace: float) -> None:
         """Stop claiming; give running jobs ``grace`` seconds; store every outcome decided; leave
-        the jobs still running as ``executing`` for the lifeline to rescue."""
+        the jobs still running as ``executing`` for the lifeline to rescue.
+
+        Bounded whatever the database does: a claim stuck waiting for a connection eats into
+        the grace rather than adding to it, and outcomes not stored ``FINAL_STORE_SECONDS``
+        after the grace are given up on (said in one line)."""
         self._stopping = True
         self.paused = True  # as Oban.Engines.Basic.shutdown/2 marks the meta
         self.shutdown_started_at = utc_now()
         self._wake.set()
         if self._task is None:
             return
-        await self._claims_over.wait()  # a claim in flight has started its jobs by now
+        grace_ends = time.monotonic() + grace
+        with contextlib.suppress(TimeoutError):
+            # a claim in flight has started its jobs by the time this is set
+            await asyncio.wait_for(self._claims_over.wait(), grace)
         tasks = [task for _, task in self.running.values()]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
+            left = max(0.0, grace_ends - time.monotonic())
+            _, pending = await asyncio.wait(tasks, timeout=left)
             for task in pending:
                 task.cancel()
             if pending:
@@ -174,7 +186,20 @@ class Producer:
                 )
         self._final = True
         self._wake.set()
-        await self._task
+        budget = max(0.0, grace_ends - time.monotonic()) + FINAL_STORE_SECONDS
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), budget)
+        except TimeoutError:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            log.warning(
+                "queue %s: stopped without storing %d job outcomes: the database did not take "
+                "them within %.1fs; those jobs stay executing for the lifeline to rescue",
+                self.queue,
+                len(self.outcomes),
+                budget,
+            )
 
     # loop ----------------------------------------------------------------------------------
 
