@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from bridge.testing.elixir import ElixirApp, ElixirAppConfig
-from tests.guide.runner import ElixirStarter, PageRun, guide_pages, load
+from tests.guide.runner import ElixirStarter, guide_pages, load, run_page_test
 from tests.support.cli import ROOT
-from tests.support.pg import scratch_database
 
 PAGES = [path for path in guide_pages() if load(path).elixir]
 APP = ROOT / "elixir_fixture"
@@ -56,21 +55,4 @@ def app_starter(database_url: str, log_dir: Path) -> ElixirStarter:
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", PAGES, ids=[path.stem for path in PAGES])
 def test_the_page_runs_as_written(path: Path, server_url: str, tmp_path: Path) -> None:
-    page = load(path)
-    with scratch_database(server_url) as database_url:
-        run = PageRun(
-            page,
-            tmp_path / "reader",
-            database_url,
-            start_elixir=app_starter(database_url, tmp_path),
-        )
-        run.scratch.mkdir()
-        failure = None
-        try:
-            run.run()
-        except AssertionError as failed:
-            failure = str(failed)  # failed outside the except: no "during handling" chain
-    if failure is not None:
-        pytest.fail(failure, pytrace=False)
-    for skipped in run.skipped:
-        print(f"{page.name}:{skipped.line}: ```{skipped.language} block not run: {skipped.reason}")
+    run_page_test(path, server_url, tmp_path, lambda url: app_starter(url, tmp_path))

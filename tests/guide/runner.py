@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
+import pytest
+
 from bridge import db
 from tests.support.cli import _CLEARED as CLEARED
 from tests.support.cli import ROOT, bridge_script
@@ -40,6 +42,7 @@ from tests.support.guide import (
     parse_page,
     pip_problem,
 )
+from tests.support.pg import scratch_database
 
 GUIDE = ROOT / "docs" / "guide"
 COMMAND_TIMEOUT = 180.0  # one command; a first `bridge demo` or pytest run takes a while
@@ -399,6 +402,31 @@ class PageRun:
             db.stop_embedded(pgdata)  # `bridge demo` leaves it running; a failed page, too
         if check and problems:
             raise self.fail(self.step_line, "at the end of the page: " + "; ".join(problems))
+
+
+def run_page_test(
+    path: Path,
+    server_url: str,
+    tmp_path: Path,
+    elixir_starter: Callable[[str], ElixirStarter] | None = None,
+) -> None:
+    """The body of a page's test, with or without the Elixir app: the page on a scratch database
+    of its own (``elixir_starter`` makes the app's starter for that database), a failure as the
+    runner's message alone, and the blocks not run listed in the test's output."""
+    page = load(path)
+    with scratch_database(server_url) as database_url:
+        start_elixir = elixir_starter(database_url) if elixir_starter else None
+        run = PageRun(page, tmp_path / "reader", database_url, start_elixir=start_elixir)
+        run.scratch.mkdir()
+        failure = None
+        try:
+            run.run()
+        except AssertionError as failed:
+            failure = str(failed)  # failed outside the except: no "during handling" chain
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
+    for skipped in run.skipped:
+        print(f"{page.name}:{skipped.line}: ```{skipped.language} block not run: {skipped.reason}")
 
 
 def _tail(text: str, lines: int = TAIL_LINES) -> str:

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.guide.runner import PageRun, guide_pages, load
-from tests.support.pg import scratch_database
+from tests.guide.runner import guide_pages, load, run_page_test
 
 PAGES = [path for path in guide_pages() if not load(path).elixir]
 
@@ -18,16 +17,4 @@ PAGES = [path for path in guide_pages() if not load(path).elixir]
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", PAGES, ids=[path.stem for path in PAGES])
 def test_the_page_runs_as_written(path: Path, server_url: str, tmp_path: Path) -> None:
-    page = load(path)
-    with scratch_database(server_url) as database_url:
-        run = PageRun(page, tmp_path / "reader", database_url)
-        run.scratch.mkdir()
-        failure = None
-        try:
-            run.run()
-        except AssertionError as failed:
-            failure = str(failed)  # failed outside the except: no "during handling" chain
-    if failure is not None:
-        pytest.fail(failure, pytrace=False)
-    for skipped in run.skipped:
-        print(f"{page.name}:{skipped.line}: ```{skipped.language} block not run: {skipped.reason}")
+    run_page_test(path, server_url, tmp_path)
