@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg
+from _docs_section import replace_section
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -541,26 +542,6 @@ def docs_section(body: str, args: argparse.Namespace) -> str:
     )
 
 
-def write_docs(path: Path, section: str) -> None:
-    """Replace the ``## Jobs`` section of ``path`` (or add it), leaving other sections alone."""
-    if not path.exists():
-        path.write_text("# Performance\n\n" + section.rstrip() + "\n")
-        return
-    lines = path.read_text().splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        text = "\n".join(lines).rstrip() + "\n\n" + section.rstrip() + "\n"
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        tail = lines[end:]
-        text = "\n".join([*lines[:start], *section.rstrip().splitlines()])
-        text += ("\n\n" + "\n".join(tail)) if tail else ""
-        text = text.rstrip() + "\n"
-    path.write_text(text)
-
-
 # command line --------------------------------------------------------------------------------
 
 
@@ -619,7 +600,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         dump = {f"{side}.{metric}": vals for (side, metric), vals in samples.values.items()}
         args.json.write_text(json.dumps({"samples": dump, "info": samples.info}, indent=2))
     if args.write_docs:
-        write_docs(args.docs, docs_section(body, args))
+        replace_section(args.docs, SECTION, docs_section(body, args))
         log(f"wrote {args.docs}")
     return 0
 

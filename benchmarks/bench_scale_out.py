@@ -59,6 +59,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 sys.path.insert(0, str(HERE))
 from _cpu_burn import burn  # noqa: E402
+from _docs_section import replace_section  # noqa: E402
 from _scale_probe import Probe, as_reading, read_stat  # noqa: E402
 from _scale_stats import cpu_ticks_over, queue_fairness, wait_fractions  # noqa: E402
 from bench_cpu import fresh_database  # noqa: E402
@@ -771,30 +772,6 @@ def docs_section(body: str, args: argparse.Namespace) -> str:
     )
 
 
-def write_docs(path: Path, section: str) -> None:
-    """Replace the ``## Scale-out`` section (or append it), keeping its hand-written tail.
-
-    The section runs to the next ``## `` heading; a ``### What this says`` heading inside the
-    old section, and everything after it, is kept.
-    """
-    text = path.read_text() if path.exists() else "# Performance\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        path.write_text(text.rstrip() + "\n\n" + section.rstrip() + "\n")
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    kept = next((lines[i:end] for i in range(start + 1, end) if lines[i].strip() == KEEP_AFTER), [])
-    new = [*lines[:start], *section.rstrip().splitlines()]
-    if kept:
-        new += ["", *kept]
-    out = "\n".join(new).rstrip() + "\n"
-    tail = lines[end:]
-    if tail:
-        out += "\n" + "\n".join(tail).rstrip() + "\n"
-    path.write_text(out)
-
-
 # command line --------------------------------------------------------------------------------
 
 
@@ -847,7 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps({"burn_rounds": burn_rounds, "results": results}))
         log(f"wrote {args.json}")
     if args.write_docs:
-        write_docs(args.docs, docs_section(body, args))
+        replace_section(args.docs, SECTION, docs_section(body, args), KEEP_AFTER)
         log(f"wrote {args.docs}")
     return 0
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from _docs_section import replace_section
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -808,35 +809,6 @@ def docs_section(body: str, args: argparse.Namespace, runs: Runs) -> str:
     )
 
 
-def write_docs(path: Path, section: str, keep_after: str | None = None) -> None:
-    """Replace the ``## Workflows`` section of ``path`` (or append it), up to the next ``## ``.
-
-    A ``### `` heading named ``keep_after`` inside the old section, and everything after it,
-    is kept (hand-written findings that a rerun must not erase).
-    """
-    text = path.read_text() if path.exists() else "# Performance\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        path.write_text(text.rstrip() + "\n\n" + section.rstrip() + "\n")
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    kept: list[str] = []
-    if keep_after is not None:
-        for i in range(start + 1, end):
-            if lines[i].strip() == keep_after:
-                kept = lines[i:end]
-                break
-    new = [*lines[:start], *section.rstrip().splitlines()]
-    if kept:
-        new += ["", *kept]
-    tail = lines[end:]
-    out = "\n".join(new).rstrip() + "\n"
-    if tail:
-        out += "\n" + "\n".join(tail).rstrip() + "\n"
-    path.write_text(out)
-
-
 # command line --------------------------------------------------------------------------------
 
 
@@ -905,7 +877,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
         dump = {f"{w}.c{c}": results for (w, c), results in runs.results.items()}
         args.json.write_text(json.dumps(dump, indent=1))
     if args.write_docs:
-        write_docs(args.docs, docs_section(body, args, runs), keep_after=FINDINGS)
+        replace_section(args.docs, SECTION, docs_section(body, args, runs), FINDINGS)
         log(f"wrote {args.docs}")
     return 0
 
