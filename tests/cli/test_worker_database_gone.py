@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 from psycopg import sql
 
 from bridge import schema
+from bridge.testing import wait_for_job
 from tests.support.cli import _CLEARED, bridge_script
 
 WORKERS = """\
@@ -78,7 +78,7 @@ def test_sigterm_after_the_database_is_dropped_stops_the_node(
         text=True,
     )
     try:
-        _wait_for_executing(doomed)
+        wait_for_job(doomed, worker="myapp.slow.nap", state="executing", timeout=60)
         name = urlsplit(doomed).path.lstrip("/")
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -92,16 +92,3 @@ def test_sigterm_after_the_database_is_dropped_stops_the_node(
     assert "Traceback" not in stderr
     assert "stopped without storing 1 job outcomes" in stderr, stderr[-3000:]
     assert "lifeline" in stderr
-
-
-def _wait_for_executing(url: str) -> None:
-    deadline = time.monotonic() + 60
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(*) FROM oban_jobs WHERE state = 'executing'"
-            ).fetchone()
-            if row and row[0]:
-                return
-            time.sleep(0.1)
-    pytest.fail("the job never started")
